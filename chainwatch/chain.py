@@ -1,0 +1,113 @@
+"""What the chain tells chainwatch: new block heads and logs, decoded once from JSON-RPC into typed records.
+
+The same decoders serve the WebSocket subscription and `eth_getLogs` backfill, so a log looks the same to
+the rest of chainwatch whichever way it arrived.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from chainwatch.model import Record
+
+
+class Head(Record, frozen=True, kw_only=True, tag="head"):
+    number: int
+    hash: str
+    parent_hash: str
+
+
+class Log(Record, frozen=True, kw_only=True, tag="log"):
+    address: str
+    topics: tuple[str, ...]
+    data: bytes
+    block_number: int
+    block_hash: str
+    log_index: int
+    transaction_hash: str
+    removed: bool = False
+
+    @property
+    def topic0(self) -> str | None:
+        return self.topics[0] if self.topics else None
+
+    @property
+    def identity(self) -> tuple[str, int]:
+        return (self.block_hash, self.log_index)
+
+
+ChainEvent = Head | Log
+
+
+class _RpcHead(msgspec.Struct, rename="camel"):
+    number: str
+    hash: str
+    parent_hash: str
+
+
+class _RpcLog(msgspec.Struct, rename="camel"):
+    address: str
+    topics: list[str]
+    data: str
+    block_number: str
+    block_hash: str
+    log_index: str
+    transaction_hash: str
+    removed: bool = False
+
+
+def head_from_rpc(raw: Any) -> Head:
+    """A head from an `eth_getBlockByNumber` result (already parsed JSON)."""
+    return _head(msgspec.convert(raw, _RpcHead))
+
+
+def head_from_json(raw: bytes | msgspec.Raw) -> Head:
+    """A head from a `newHeads` notification's raw JSON."""
+    return _head(msgspec.json.decode(raw, type=_RpcHead))
+
+
+def _head(rpc: _RpcHead) -> Head:
+    return Head(number=int(rpc.number, 16), hash=rpc.hash.lower(), parent_hash=rpc.parent_hash.lower())
+
+
+def log_from_rpc(raw: Any) -> Log:
+    """A log from an `eth_getLogs` result (already parsed JSON); topics and addresses lower-cased."""
+    return _log(msgspec.convert(raw, _RpcLog))
+
+
+def log_from_json(raw: bytes | msgspec.Raw) -> Log:
+    """A log from a `logs` notification's raw JSON."""
+    return _log(msgspec.json.decode(raw, type=_RpcLog))
+
+
+def _log(rpc: _RpcLog) -> Log:
+    return Log(
+        address=rpc.address.lower(),
+        topics=tuple(topic.lower() for topic in rpc.topics),
+        data=bytes.fromhex(rpc.data.removeprefix("0x")),
+        block_number=int(rpc.block_number, 16),
+        block_hash=rpc.block_hash.lower(),
+        log_index=int(rpc.log_index, 16),
+        transaction_hash=rpc.transaction_hash.lower(),
+        removed=rpc.removed,
+    )
+
+
+class LogFilter(Record, frozen=True, kw_only=True):
+    """Which logs to listen to: emitters and, per emitter set, the event signatures (topic0) of interest."""
+
+    addresses: tuple[str, ...]
+    topic0s: tuple[str, ...]
+
+    def as_rpc(self) -> dict[str, Any]:
+        return {"address": list(self.addresses), "topics": [list(self.topic0s)]}
+
+    def matches(self, log: Log) -> bool:
+        return log.address in self.addresses and log.topic0 in self.topic0s
+
+
+def topic_address(topic: str) -> str:
+    """The address held in an indexed address topic (lower-case)."""
+    return "0x" + topic[-40:]

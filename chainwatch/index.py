@@ -1,0 +1,55 @@
+"""The exposure index: which watched accounts a price move can touch.
+
+A price feed prices assets of a protocol; an account on that protocol is exposed to the assets it supplies
+as collateral or borrows. Kept current from each read of the account, so a price update re-reads only the
+accounts that hold the asset.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from chainwatch.model import Record
+
+
+class Target(Record, frozen=True, kw_only=True, order=True):
+    """An account on one configured protocol: the unit chainwatch reads."""
+
+    protocol: str
+    account: str
+
+
+class ExposureIndex:
+    def __init__(self) -> None:
+        self._assets_of: dict[Target, frozenset[str]] = {}
+        self._holders: defaultdict[tuple[str, str], set[Target]] = defaultdict(set)
+        self._priced_by: dict[str, set[tuple[str, str]]] = {}
+
+    def set_exposure(self, target: Target, assets: frozenset[str]) -> None:
+        for asset in self._assets_of.get(target, frozenset()) - assets:
+            self._holders[(target.protocol, asset)].discard(target)
+        for asset in assets:
+            self._holders[(target.protocol, asset)].add(target)
+        self._assets_of[target] = assets
+
+    def exposure_of(self, target: Target) -> frozenset[str]:
+        return self._assets_of.get(target, frozenset())
+
+    def set_feeds(self, protocol: str, feeds: dict[str, frozenset[str]]) -> None:
+        """Replaces what `protocol`'s feeds price (feed address -> assets)."""
+        for priced in self._priced_by.values():
+            priced -= {entry for entry in priced if entry[0] == protocol}
+        for feed, assets in feeds.items():
+            self._priced_by.setdefault(feed.lower(), set()).update((protocol, asset) for asset in assets)
+        self._priced_by = {feed: priced for feed, priced in self._priced_by.items() if priced}
+
+    def feeds(self) -> frozenset[str]:
+        return frozenset(self._priced_by)
+
+    def targets_priced_by(self, feed: str) -> set[Target]:
+        """Accounts holding, as collateral or debt, any asset that `feed` prices."""
+        return {
+            target
+            for protocol_asset in self._priced_by.get(feed, ())
+            for target in self._holders.get(protocol_asset, ())
+        }

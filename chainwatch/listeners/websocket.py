@@ -1,0 +1,166 @@
+"""The chain listener: one WebSocket, subscribed to `newHeads` and to the logs chainwatch cares about.
+
+Every head and log goes into one queue for the engine. When the connection drops, it reconnects with
+backoff (rotating through the configured URLs), subscribes again, and backfills with `eth_getLogs` from the
+last block the engine finished, so no block's logs are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+from chainwatch.chain import ChainEvent, LogFilter, head_from_json, log_from_json
+from chainwatch.rpc import Rpc, RpcError
+
+log = structlog.get_logger(__name__)
+
+
+class _Notification(msgspec.Struct):
+    subscription: str
+    result: msgspec.Raw
+
+
+class _Message(msgspec.Struct):
+    """Either a response to one of our requests (id) or a subscription notification (params)."""
+
+    id: int | None = None
+    result: Any = None
+    error: Any = None
+    method: str | None = None
+    params: _Notification | None = None
+
+
+_decode_message = msgspec.json.Decoder(_Message).decode
+
+
+class SubscribeFailed(Exception):
+    pass
+
+
+class Backoff:
+    """Delays between reconnects: exponential with jitter, capped; reset after a healthy connection."""
+
+    def __init__(self, first: float = 0.2, cap: float = 15.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self._cap, self._first * 2**self._attempt)
+        self._attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class ChainListener:
+    """Feeds `queue` with `Head`s and `Log`s, forever, across reconnects."""
+
+    def __init__(
+        self,
+        ws_urls: Sequence[str],
+        rpc: Rpc,
+        queue: asyncio.Queue[ChainEvent],
+        *,
+        log_filter: Callable[[], LogFilter],
+        resume_from: Callable[[], int | None],
+        max_log_range: int,
+        on_subscribed: Callable[[], object] = lambda: None,
+    ) -> None:
+        self._urls = list(ws_urls)
+        self._rpc = rpc
+        self._queue = queue
+        self._log_filter = log_filter
+        self._resume_from = resume_from
+        self._max_log_range = max_log_range
+        self._on_subscribed = on_subscribed
+        self._socket: ClientConnection | None = None
+        self.connections = 0
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        for index in itertools.cycle(range(len(self._urls))):
+            try:
+                async with connect(self._urls[index], ping_interval=20, ping_timeout=20, max_size=2**24) as socket:
+                    self._socket = socket
+                    await self._listen(socket, index, backoff)
+            except (OSError, TimeoutError, WebSocketException, SubscribeFailed, RpcError) as error:
+                # InvalidURI is a config mistake, not weather: retrying cannot help.
+                if isinstance(error, InvalidURI):
+                    raise
+                log.warning("listener.disconnected", endpoint=f"ws_urls[{index}]", error=_describe(error))
+            finally:
+                self._socket = None
+            await asyncio.sleep(backoff.next_delay())
+
+    async def reconnect(self) -> None:
+        """Drops the connection so the listener subscribes again (with a fresh log filter) and backfills."""
+        if self._socket is not None:
+            await self._socket.close()
+
+    async def _listen(self, socket: ClientConnection, index: int, backoff: Backoff) -> None:
+        log_filter = self._log_filter()
+        subscriptions = await self._subscribe(socket, log_filter)
+        self.connections += 1
+        log.info("listener.subscribed", endpoint=f"ws_urls[{index}]", emitters=len(log_filter.addresses))
+        await self._backfill(log_filter)
+        backoff.reset()
+        self._on_subscribed()
+        async for raw in socket:
+            self._route(_decode_message(raw), subscriptions)
+
+    async def _subscribe(self, socket: ClientConnection, log_filter: LogFilter) -> dict[str, str]:
+        requests = {1: ["newHeads"], 2: ["logs", log_filter.as_rpc()]}
+        for request_id, params in requests.items():
+            request = {"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": params}
+            await socket.send(msgspec.json.encode(request).decode())
+        subscriptions: dict[str, str] = {}
+        async with asyncio.timeout(15):
+            while len(subscriptions) < len(requests):
+                message = _decode_message(await socket.recv())
+                if message.id in requests:
+                    if message.error is not None or not isinstance(message.result, str):
+                        raise SubscribeFailed(f"eth_subscribe {requests[message.id][0]} refused: {message.error}")
+                    subscriptions[message.result] = requests[message.id][0]
+                else:
+                    self._route(message, subscriptions)
+        return subscriptions
+
+    async def _backfill(self, log_filter: LogFilter) -> None:
+        """Replays logs since the last finished block; that block too, since its logs may have come late."""
+        start = self._resume_from()
+        if start is None:
+            return
+        head = await self._rpc.head()
+        for first in range(start, head.number + 1, self._max_log_range):
+            last = min(first + self._max_log_range - 1, head.number)
+            for item in await self._rpc.logs(log_filter, first, last):
+                self._queue.put_nowait(item)
+        self._queue.put_nowait(head)
+        log.info("listener.backfilled", from_block=start, to_block=head.number)
+
+    def _route(self, message: _Message, subscriptions: dict[str, str]) -> None:
+        if message.params is None:
+            return
+        kind = subscriptions.get(message.params.subscription)
+        if kind == "newHeads":
+            self._queue.put_nowait(head_from_json(message.params.result))
+        elif kind == "logs":
+            self._queue.put_nowait(log_from_json(message.params.result))
+
+
+def _describe(error: BaseException) -> str:
+    # websockets' handshake errors can quote the URL (and its API key); the type and status are enough.
+    if isinstance(error, InvalidHandshake):
+        return type(error).__name__
+    return f"{type(error).__name__}: {error}" if not isinstance(error, OSError) else type(error).__name__

@@ -1,0 +1,92 @@
+"""The records that flow through chainwatch: a position's identity, a reading of its health, and an alert.
+
+Every stage (listener -> recompute -> alerts -> sender) speaks in these types; protocol modules produce
+`Reading`s, the alert state machine turns them into `Alert`s, the outbox stores `Alert`s.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import msgspec
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of chainwatch's records: immutable, keyword-built, strict when decoded."""
+
+
+class Level(enum.IntEnum):
+    """How close a position is to liquidation; a larger value is worse."""
+
+    OK = 0
+    WARN = 1
+    CRITICAL = 2
+    LIQUIDATABLE = 3
+
+
+class PositionKey(Record, frozen=True, kw_only=True):
+    """One watched position: an account on one configured protocol (and market, where health is per market)."""
+
+    protocol: str
+    account: str
+    market: str = ""
+
+    def as_text(self) -> str:
+        return f"{self.protocol}:{self.account}" + (f":{self.market}" if self.market else "")
+
+
+class Reading(Record, frozen=True, kw_only=True):
+    """A position's health as read on chain at one block.
+
+    `health_factor` is `math.inf` when the account has no debt. Collateral and debt are in the protocol's
+    base currency (USD for Aave's usual oracle), already scaled to whole units.
+    """
+
+    key: PositionKey
+    block: int
+    health_factor: float
+    collateral: float
+    debt: float
+    currency: str = "USD"
+
+    @property
+    def has_debt(self) -> bool:
+        return not math.isinf(self.health_factor)
+
+
+class AlertKind(enum.Enum):
+    """What an alert tells the user; ordered by urgency through `priority`."""
+
+    WARN = "WARN"
+    CRITICAL = "CRITICAL"
+    LIQUIDATABLE = "LIQUIDATABLE"
+    RECOVERED = "RECOVERED"
+
+    @property
+    def priority(self) -> int:
+        # Sent most urgent first; a recovery is good news and can wait behind any warning.
+        return {"LIQUIDATABLE": 30, "CRITICAL": 20, "WARN": 10, "RECOVERED": 0}[self.value]
+
+    @classmethod
+    def entering(cls, level: Level) -> AlertKind:
+        return {
+            Level.WARN: cls.WARN,
+            Level.CRITICAL: cls.CRITICAL,
+            Level.LIQUIDATABLE: cls.LIQUIDATABLE,
+            Level.OK: cls.RECOVERED,
+        }[level]
+
+
+class Alert(Record, frozen=True, kw_only=True):
+    """A change of a position's risk state that the user must hear about."""
+
+    kind: AlertKind
+    reading: Reading
+    threshold: float
+    label: str | None = None
+    chat_id: int | None = None
+
+    @property
+    def priority(self) -> int:
+        return self.kind.priority

@@ -1,0 +1,149 @@
+"""Aave v3 and its forks (Neverland on Monad): one health factor per account per pool.
+
+Reads `Pool.getUserAccountData` (the protocol's own health math, interest included) and
+`getUserConfiguration` (which reserves the account uses, for the exposure index), both in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from eth_abi.exceptions import DecodingError
+from eth_utils import to_checksum_address
+
+from chainwatch.abi import calldata, decode, event_topic
+from chainwatch.chain import Log, LogFilter, topic_address
+from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.model import PositionKey, Reading
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.reader import Reader
+
+_NO_DEBT = 2**256 - 1
+_RESERVE_DATA = [
+    "(uint256)", "uint128", "uint128", "uint128", "uint128", "uint128", "uint40", "uint16",
+    "address", "address", "address", "address", "uint128", "uint128", "uint128",
+]  # fmt: skip
+
+# topic0 -> which topic names the account whose position the event changes.
+_POOL_EVENTS = {
+    event_topic("Supply(address,address,address,uint256,uint16)"): (2,),
+    event_topic("Withdraw(address,address,address,uint256)"): (2,),
+    event_topic("Borrow(address,address,address,uint256,uint8,uint256,uint16)"): (2,),
+    event_topic("Repay(address,address,address,uint256,bool)"): (2,),
+    event_topic("LiquidationCall(address,address,address,uint256,uint256,address,bool)"): (3,),
+    event_topic("ReserveUsedAsCollateralEnabled(address,address)"): (2,),
+    event_topic("ReserveUsedAsCollateralDisabled(address,address)"): (2,),
+    event_topic("UserEModeSet(address,uint8)"): (1,),
+}
+_ATOKEN_TRANSFER = event_topic("BalanceTransfer(address,address,uint256,uint256)")
+_ORACLE_EVENTS = (
+    event_topic("AssetSourceUpdated(address,address)"),
+    event_topic("FallbackOracleUpdated(address)"),
+)
+
+
+class AaveV3:
+    """An Aave v3 market, found from its PoolAddressesProvider."""
+
+    def __init__(self, name: str, pool_addresses_provider: str) -> None:
+        self.name = name
+        self._provider = pool_addresses_provider
+        self.pool = ""
+        self.oracle = ""
+        self.base_unit = 10**8
+        self.reserves: dict[str, int] = {}  # asset (lower-case) -> reserve id
+        self.atokens: dict[str, str] = {}  # aToken (lower-case) -> asset
+        self.sources: dict[str, str] = {}  # asset -> emitting feed (lower-case)
+
+    async def resolve(self, reader: Reader, block: int) -> None:
+        provider_reads = await reader.read(
+            [Call(target=self._provider, data=calldata("getPool()"), gas=30_000),
+             Call(target=self._provider, data=calldata("getPriceOracle()"), gas=30_000)],
+            block,
+        )  # fmt: skip
+        self.pool, self.oracle = (_address(result, "PoolAddressesProvider") for result in provider_reads)
+        (assets_result,) = await reader.read(
+            [Call(target=self.pool, data=calldata("getReservesList()"), gas=500_000),
+             ], block)  # fmt: skip
+        assets = [asset.lower() for asset in _decoded(["address[]"], assets_result, "Pool.getReservesList")[0]]
+        per_asset = await reader.read(
+            [call for asset in assets for call in (
+                Call(target=self.pool, data=calldata("getReserveData(address)", asset), gas=60_000),
+                Call(target=self.oracle, data=calldata("getSourceOfAsset(address)", asset), gas=30_000),
+            )]
+            + [Call(target=self.oracle, data=calldata("BASE_CURRENCY_UNIT()"), gas=30_000)],
+            block,
+        )  # fmt: skip
+        (self.base_unit,) = _decoded(["uint256"], per_asset[-1], "AaveOracle.BASE_CURRENCY_UNIT")
+        sources = []
+        for asset, reserve_result, source_result in zip(assets, per_asset[0:-1:2], per_asset[1:-1:2]):
+            reserve = _decoded(_RESERVE_DATA, reserve_result, "Pool.getReserveData")
+            self.reserves[asset] = reserve[7]
+            self.atokens[reserve[8].lower()] = asset
+            sources.append(_address(source_result, "AaveOracle.getSourceOfAsset"))
+        aggregators = await reader.read([aggregator_call(source) for source in sources], block)
+        self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
+
+    def log_filter(self) -> LogFilter:
+        return LogFilter(
+            addresses=(self.pool.lower(), self.oracle.lower(), *self.atokens),
+            topic0s=(*_POOL_EVENTS, _ATOKEN_TRANSFER, *_ORACLE_EVENTS),
+        )
+
+    def price_feeds(self) -> dict[str, frozenset[str]]:
+        feeds: dict[str, set[str]] = {}
+        for asset, feed in self.sources.items():
+            feeds.setdefault(feed, set()).add(asset)
+        return {feed: frozenset(assets) for feed, assets in feeds.items()}
+
+    def touched_by(self, log: Log) -> Touch | None:
+        if log.address == self.pool.lower() and log.topic0 in _POOL_EVENTS:
+            positions = _POOL_EVENTS[log.topic0]
+            return AccountsTouched(accounts=frozenset(_account(log.topics[i]) for i in positions))
+        if log.address in self.atokens and log.topic0 == _ATOKEN_TRANSFER:
+            return AccountsTouched(accounts=frozenset({_account(log.topics[1]), _account(log.topics[2])}))
+        if log.address == self.oracle.lower() and log.topic0 in _ORACLE_EVENTS:
+            return SourcesChanged()
+        return None
+
+    def read_calls(self, account: str) -> Sequence[Call]:
+        return (
+            Call(target=self.pool, data=calldata("getUserAccountData(address)", account), gas=400_000),
+            Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
+        )
+
+    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        collateral, debt, _, _, _, health = _decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
+        (bitmap,) = _decoded(["uint256"], results[1], "Pool.getUserConfiguration")
+        # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
+        exposure = frozenset(asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 0b11)
+        reading = Reading(
+            key=PositionKey(protocol=self.name, account=account),
+            block=block,
+            health_factor=math.inf if health == _NO_DEBT or debt == 0 else health / 1e18,
+            collateral=collateral / self.base_unit,
+            debt=debt / self.base_unit,
+        )
+        return AccountReading(readings=(reading,), exposure=exposure)
+
+
+def _account(topic: str) -> str:
+    return to_checksum_address(topic_address(topic))
+
+
+def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
+    if not result.success:
+        raise ReadError(f"{what} reverted")
+    try:
+        return decode(types, result.data)
+    except DecodingError as error:
+        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
+
+
+def _address(result: CallResult, what: str) -> str:
+    (address,) = _decoded(["address"], result, what)
+    if int(address, 16) == 0:
+        raise ReadError(f"{what} returned the zero address")
+    return to_checksum_address(address)

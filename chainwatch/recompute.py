@@ -1,0 +1,197 @@
+"""Targeted recompute: turns heads and logs into re-reads of exactly the positions they can touch.
+
+Logs mark targets (a protocol event marks the account it names; a price update marks the accounts exposed
+to the assets the feed prices). Once the queue is drained and the head covers every marked log, all marks
+are read in one batched, block-pinned pass and handed to the alert tracker. A block with nothing marked
+costs no `eth_call`, except the periodic full refresh that catches interest accrual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+
+import structlog
+
+from chainwatch.alerts.tracker import Tracker
+from chainwatch.chain import ChainEvent, Head, Log, LogFilter
+from chainwatch.feeds import PRICE_EVENTS, is_price_update
+from chainwatch.index import ExposureIndex, Target
+from chainwatch.model import Reading
+from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, ReadError, SourcesChanged
+from chainwatch.reader import ReadFailed, Reader
+from chainwatch.store import BlockRef, Store
+
+log = structlog.get_logger(__name__)
+
+_RETRY_AFTER_FAILURE = 2.0
+_SEEN_LOGS_WINDOW = 1_000  # blocks of log identities kept to drop duplicates from backfill overlap
+
+
+class Engine:
+    def __init__(
+        self,
+        protocols: Mapping[str, LendingProtocol],
+        targets: Collection[Target],
+        reader: Reader,
+        tracker: Tracker,
+        store: Store,
+        *,
+        refresh_every_blocks: int,
+    ) -> None:
+        self._protocols = dict(protocols)
+        self._targets = frozenset(targets)
+        self._reader = reader
+        self._tracker = tracker
+        self._store = store
+        self._refresh_every = refresh_every_blocks
+        self.index = ExposureIndex()
+        self._pending: set[Target] = set()
+        self._seen_logs: dict[tuple[str, int], int] = {}
+        self._newest_log_block = 0
+        self._head: Head | None = None
+        self._last_full_read = 0
+        self._sources_changed = False
+        self.processed: BlockRef | None = None
+        self.on_sources_changed: Callable[[], object] | None = None
+
+    # -- start-up -------------------------------------------------------------------------------------
+    async def start(self, head: Head) -> None:
+        """Resolves every protocol on chain and reads every target at `head`."""
+        await self._resolve(head.number)
+        self._head = head
+        await self._read_and_track(self._targets, head.number)
+        self._last_full_read = head.number
+        await self._finish(head)
+
+    async def _resolve(self, block: int) -> None:
+        for protocol in self._protocols.values():
+            await protocol.resolve(self._reader, block)
+            self.index.set_feeds(protocol.name, protocol.price_feeds())
+
+    def log_filter(self) -> LogFilter:
+        """Everything to subscribe to: each protocol's own events plus every feed that prices its assets."""
+        filters = [protocol.log_filter() for protocol in self._protocols.values()]
+        addresses = {address for f in filters for address in f.addresses} | self.index.feeds()
+        topics = {topic for f in filters for topic in f.topic0s} | set(PRICE_EVENTS)
+        return LogFilter(addresses=tuple(sorted(addresses)), topic0s=tuple(sorted(topics)))
+
+    def resume_from(self) -> int | None:
+        return None if self.processed is None else self.processed.number
+
+    # -- steady state ---------------------------------------------------------------------------------
+    async def run(self, queue: asyncio.Queue[ChainEvent]) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_RETRY_AFTER_FAILURE if self._pending else None):
+                    first = await queue.get()
+                events = [first, *_drain(queue)]
+            except TimeoutError:
+                events = []  # a failed read is retried even when the chain is quiet
+            for event in events:
+                self._take(event)
+            await self._process()
+
+    def _take(self, event: ChainEvent) -> None:
+        if isinstance(event, Head):
+            if self._head is None or event.number > self._head.number:
+                self._head = event
+            return
+        if event.removed or event.identity in self._seen_logs:
+            return
+        self._seen_logs[event.identity] = event.block_number
+        self._newest_log_block = max(self._newest_log_block, event.block_number)
+        self._pending |= self._targets_touched_by(event)
+
+    def _targets_touched_by(self, event: Log) -> set[Target]:
+        if is_price_update(event):
+            return self.index.targets_priced_by(event.address)
+        touched: set[Target] = set()
+        for protocol in self._protocols.values():
+            match protocol.touched_by(event):
+                case AccountsTouched(accounts=accounts):
+                    touched |= {t for t in (Target(protocol=protocol.name, account=a) for a in accounts) if t in self._targets}
+                case SourcesChanged():
+                    self._sources_changed = True
+                case None:
+                    pass
+        return touched
+
+    async def _process(self) -> None:
+        head = self._head
+        if head is None or self._newest_log_block > head.number:
+            return  # logs of a block whose head has not come yet: wait for it, so the read includes them
+        if self._sources_changed:
+            await self._on_sources_changed(head)
+        if head.number - self._last_full_read >= self._refresh_every:
+            self._pending |= self._targets
+            self._last_full_read = head.number
+        if self._pending:
+            marked, self._pending = self._pending, set()
+            try:
+                await self._read_and_track(marked, head.number)
+            except ReadFailed as error:
+                self._pending |= marked
+                log.error("recompute.read_failed", block=head.number, targets=len(marked), error=str(error))
+                return
+        await self._finish(head)
+
+    async def _on_sources_changed(self, head: Head) -> None:
+        self._sources_changed = False
+        await self._resolve(head.number)
+        self._pending |= self._targets
+        log.info("recompute.sources_changed", block=head.number)
+        if self.on_sources_changed is not None:
+            self.on_sources_changed()
+
+    async def _finish(self, head: Head) -> None:
+        if self.processed is not None and self.processed.number >= head.number:
+            return
+        self.processed = BlockRef(number=head.number, hash=head.hash)
+        await self._store.save_cursor(self.processed)
+        horizon = head.number - _SEEN_LOGS_WINDOW
+        if len(self._seen_logs) > 10_000:
+            self._seen_logs = {k: b for k, b in self._seen_logs.items() if b >= horizon}
+
+    # -- reading --------------------------------------------------------------------------------------
+    async def read(self, targets: Iterable[Target], block: int) -> list[Reading]:
+        """Reads `targets` at `block` in one batched pass; refreshes their exposure in the index."""
+        readings: list[Reading] = []
+        for target, outcome in await read_targets(self._protocols, self._reader, targets, block):
+            if isinstance(outcome, ReadError):
+                log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
+                          block=block, error=str(outcome))  # fmt: skip
+                continue
+            self.index.set_exposure(target, outcome.exposure)
+            readings.extend(outcome.readings)
+        return readings
+
+    async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
+        readings = await self.read(targets, block)
+        await self._tracker.observe(readings)
+        log.debug("recompute.read", block=block, positions=len(readings))
+
+
+async def read_targets(
+    protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int
+) -> list[tuple[Target, AccountReading | ReadError]]:
+    """Each target's reading at `block`, all targets' calls in one batched pass (ReadFailed if the batch fails)."""
+    plans = [(target, protocols[target.protocol].read_calls(target.account)) for target in sorted(targets)]
+    results = await reader.read([call for _, calls in plans for call in calls], block)
+    outcomes: list[tuple[Target, AccountReading | ReadError]] = []
+    offset = 0
+    for target, calls in plans:
+        chunk = results[offset : offset + len(calls)]
+        offset += len(calls)
+        try:
+            outcomes.append((target, protocols[target.protocol].decode_account(target.account, chunk, block)))
+        except ReadError as error:
+            outcomes.append((target, error))
+    return outcomes
+
+
+def _drain(queue: asyncio.Queue[ChainEvent]) -> Sequence[ChainEvent]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -1,0 +1,107 @@
+"""Aave v3 logs -> the accounts they touch; account configuration -> exposure."""
+
+import math
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+
+from chainwatch.chain import Log
+from chainwatch.multicall import CallResult
+from chainwatch.protocols.aave_v3 import AaveV3
+from chainwatch.protocols.base import AccountsTouched, ReadError, SourcesChanged
+
+POOL = "0x" + "aa" * 20
+ORACLE = "0x" + "bb" * 20
+ATOKEN = "0x" + "cc" * 20
+WETH, USDC, WBTC = "0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20
+USER, OTHER = "0x" + "d1" * 20, "0x" + "e2" * 20
+
+
+def topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+def word(address: str) -> str:
+    return "0x" + "00" * 12 + address[2:]
+
+
+def pool_log(signature: str, *indexed: str, address: str = POOL) -> Log:
+    return Log(
+        address=address, topics=(topic(signature), *indexed), data=b"", block_number=5, block_hash="0x01",
+        log_index=0, transaction_hash="0x02",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def aave() -> AaveV3:
+    protocol = AaveV3("neverland", "0x" + "99" * 20)
+    protocol.pool, protocol.oracle = to_checksum_address(POOL), to_checksum_address(ORACLE)
+    protocol.reserves = {WETH: 0, USDC: 1, WBTC: 2}
+    protocol.atokens = {ATOKEN: WETH}
+    return protocol
+
+
+class TestTouchedBy:
+    @pytest.mark.parametrize(
+        ("signature", "topics"),
+        [
+            ("Supply(address,address,address,uint256,uint16)", [word(WETH), word(USER), word("0x" + "00" * 20)]),
+            ("Withdraw(address,address,address,uint256)", [word(WETH), word(USER), word(OTHER)]),
+            ("Borrow(address,address,address,uint256,uint8,uint256,uint16)", [word(USDC), word(USER), word("0x" + "00" * 20)]),
+            ("Repay(address,address,address,uint256,bool)", [word(USDC), word(USER), word(OTHER)]),
+            ("LiquidationCall(address,address,address,uint256,uint256,address,bool)", [word(WETH), word(USDC), word(USER)]),
+            ("ReserveUsedAsCollateralEnabled(address,address)", [word(WETH), word(USER)]),
+            ("ReserveUsedAsCollateralDisabled(address,address)", [word(WETH), word(USER)]),
+            ("UserEModeSet(address,uint8)", [word(USER)]),
+        ],
+    )  # fmt: skip
+    def test_pool_event_names_its_account(self, aave: AaveV3, signature: str, topics: list[str]) -> None:
+        """Each Pool event maps to exactly the account whose position it changes (not the caller or payer)."""
+        touch = aave.touched_by(pool_log(signature, *topics))
+        assert touch == AccountsTouched(accounts=frozenset({to_checksum_address(USER)}))
+
+    def test_atoken_transfer_touches_both_sides(self, aave: AaveV3) -> None:
+        """Moving aTokens changes the collateral of sender and receiver."""
+        log = pool_log("BalanceTransfer(address,address,uint256,uint256)", word(USER), word(OTHER), address=ATOKEN)
+        assert aave.touched_by(log) == AccountsTouched(accounts=frozenset(map(to_checksum_address, (USER, OTHER))))
+
+    def test_oracle_source_change(self, aave: AaveV3) -> None:
+        """A new price source for an asset asks for the feeds to be resolved again."""
+        log = pool_log("AssetSourceUpdated(address,address)", word(WETH), word(OTHER), address=ORACLE)
+        assert aave.touched_by(log) == SourcesChanged()
+
+    @pytest.mark.parametrize(
+        "log",
+        [
+            pool_log("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)", word(WETH)),
+            pool_log("Supply(address,address,address,uint256,uint16)", word(WETH), word(USER), word(USER), address=OTHER),
+        ],
+    )
+    def test_unrelated_logs_touch_nothing(self, aave: AaveV3, log: Log) -> None:
+        """Market-wide events and look-alike events from other contracts mark no account."""
+        assert aave.touched_by(log) is None
+
+
+class TestDecodeAccount:
+    def test_health_and_exposure(self, aave: AaveV3) -> None:
+        """Health and base-currency amounts come from getUserAccountData; exposure from the config bitmap."""
+        account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 1_133_333_333_333_333_333])
+        # WETH (id 0) as collateral -> bit 1; USDC (id 1) borrowed -> bit 2.
+        bitmap = encode(["uint256"], [0b0110])
+        result = aave.decode_account(USER, [CallResult(success=True, data=account_data), CallResult(success=True, data=bitmap)], 7)
+        (reading,) = result.readings
+        assert reading.health_factor == pytest.approx(1.1333333)
+        assert (reading.collateral, reading.debt, reading.block) == (2000.0, 1500.0, 7)
+        assert result.exposure == {WETH, USDC}
+
+    def test_no_debt_is_infinite_health(self, aave: AaveV3) -> None:
+        """Aave's uint256 max health (no debt) reads as infinite, never as a number that could trip a line."""
+        account_data = encode(["uint256"] * 6, [100, 0, 0, 0, 0, 2**256 - 1])
+        result = aave.decode_account(USER, [CallResult(success=True, data=account_data), CallResult(success=True, data=encode(["uint256"], [0]))], 1)
+        assert math.isinf(result.readings[0].health_factor)
+
+    def test_reverted_read_is_an_error_not_an_empty_position(self, aave: AaveV3) -> None:
+        """A failed call raises ReadError instead of looking like an account with nothing at risk."""
+        with pytest.raises(ReadError, match="getUserAccountData reverted"):
+            aave.decode_account(USER, [CallResult(success=False, data=b""), CallResult(success=True, data=b"")], 1)
