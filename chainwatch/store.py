@@ -148,10 +148,12 @@ class Store:
                 async for r in rows
             ]
 
-    async def next_attempt_at(self) -> float | None:
-        """When the earliest pending message becomes due (None when nothing is pending)."""
+    async def next_attempt_after(self, now: float) -> float | None:
+        """When the earliest message deferred past `now` becomes due (None when there is none)."""
         async with self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL "
+            "AND next_attempt_at > ?",
+            (now,),
         ) as rows:
             row = await rows.fetchone()
         return None if row is None else row[0]

@@ -1,0 +1,214 @@
+"""The outbox drainer: sends queued alerts most urgent first within Telegram's limits, and records each outcome.
+
+The sender only talks to a `Transport`; what went wrong comes back as one of three error types, which decide
+whether the message is retried (`RetryLater`), given up (`Undeliverable`) or the sender stops (`TransportBroken`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Callable, Coroutine, Hashable
+from typing import NoReturn, Protocol
+
+import structlog
+
+from chainwatch.alerts.ratelimit import RateLimiter
+from chainwatch.store import OutboxMessage, Store
+
+log = structlog.get_logger(__name__)
+
+
+class Scope(enum.Enum):
+    """What a `RetryLater` holds back."""
+
+    CHAT = "chat"  # the API throttled this chat (429 on a send): only its messages wait
+    BOT = "bot"  # the API throttled the whole bot (429 with no chat): everything waits `after`
+    LINK = "link"  # network or server trouble: everything backs off exponentially, `after` at least
+
+
+class RetryLater(Exception):
+    """The message was not delivered but may be later; `after` is the least wait in seconds."""
+
+    def __init__(self, after: float, reason: str, *, scope: Scope = Scope.LINK) -> None:
+        super().__init__(f"retry in {after:g} s ({scope.value}): {reason}")
+        self.after = after
+        self.reason = reason
+        self.scope = scope
+
+
+class Undeliverable(Exception):
+    """This message can never be delivered as it is (bot blocked, chat gone, request rejected)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransportBroken(Exception):
+    """No message can be delivered until an operator fixes the configuration (bad token, wrong API base)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Transport(Protocol):
+    async def send(self, chat_id: int | None, text: str) -> None:
+        """Delivers `text` (to the default chat when `chat_id` is None) or raises one of the errors above."""
+        ...
+
+
+# The limiter's key for messages without a chat: the transport's default chat.
+_DEFAULT_CHAT = "default"
+
+
+class Sender:
+    """Drains the outbox through a transport: `run()` forever, `drain(deadline)` at shutdown, `wake()` on new rows.
+
+    `clock` is the wall clock the store's timestamps use; `monotonic` paces the limits and deadlines.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        *,
+        messages_per_second: float = 25,
+        per_chat_interval: float = 1.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        batch: int = 500,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._transport = transport
+        self._limiter = RateLimiter(per_second=messages_per_second, per_chat_interval=per_chat_interval)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._batch = batch
+        self._clock = clock
+        self._monotonic = monotonic
+        self._wake = asyncio.Event()
+        # run() and drain() may overlap at shutdown; one pick-and-send at a time keeps a row from going twice.
+        self._turn = asyncio.Lock()
+        self._link_failures = 0
+        # Wall-clock times at which messages this sender deferred become due again: while due messages are held
+        # back by the limiter, the store cannot tell us when a deferred one comes due, so we remember.
+
+    def wake(self) -> None:
+        """Tells the sender the outbox has new messages; call it after committing them."""
+        self._wake.set()
+
+    async def run(self) -> NoReturn:
+        """Sends due messages forever, sleeping until woken or until the next message or limit allows."""
+        while True:
+            if (wait := await self._send_next()) > 0:
+                await self._wait(wait)
+
+    async def drain(self, deadline: float) -> int:
+        """Sends until the outbox is empty or `deadline` (on the monotonic clock) passes; returns messages left."""
+        while (pending := await self._store.pending_count()) > 0:
+            left = deadline - self._monotonic()
+            if left <= 0:
+                return pending
+            wait = await self._send_next()
+            if wait > left:  # nothing more can go before the deadline: stop now rather than at it
+                return pending
+            if wait > 0:
+                await self._wait(wait)
+        return 0
+
+    async def _send_next(self) -> float:
+        """Sends the most urgent message whose chat may receive now; returns 0 after a send, else seconds to wait."""
+        async with self._turn:
+            return await self._send_next_locked()
+
+    async def _send_next_locked(self) -> float:
+        self._wake.clear()
+        wall, now = self._clock(), self._monotonic()
+        due = await self._store.due_messages(wall, self._batch)
+        held = math.inf
+        for message in due:
+            delay = self._limiter.delay_for(_chat_key(message), now)
+            if delay == 0:
+                await _finish_even_if_cancelled(self._deliver(message))
+                return 0.0
+            held = min(held, delay)
+        return min(held, await self._until_next_due(wall))
+
+    async def _until_next_due(self, wall: float) -> float:
+        soonest = await self._store.next_attempt_after(wall)
+        return math.inf if soonest is None else max(0.0, soonest - wall)
+
+    async def _wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), None if math.isinf(timeout) else timeout)
+        except TimeoutError:
+            pass
+
+    async def _deliver(self, message: OutboxMessage) -> None:
+        chat = _chat_key(message)
+        # The attempt counts against the limits whatever its outcome: Telegram counted it too.
+        self._limiter.record(chat, self._monotonic())
+        facts = dict(
+            message_id=message.id,
+            chat_id=message.chat_id,
+            kind=message.kind,
+            position=message.position,
+            block=message.block,
+            attempts=message.attempts + 1,
+        )
+        try:
+            await self._transport.send(message.chat_id, message.text)
+        except RetryLater as e:
+            wait = self._hold_back(chat, e)
+            until = self._clock() + wait
+            await self._store.defer(message.id, until, e.reason)
+            log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason, **facts)
+        except Undeliverable as e:
+            self._link_failures = 0
+            await self._store.mark_failed(message.id, self._clock(), e.reason)
+            log.error("alert.failed", reason=e.reason, **facts)
+        else:
+            self._link_failures = 0
+            await self._store.mark_sent(message.id, self._clock())
+            log.info("alert.sent", **facts)
+
+    def _hold_back(self, chat: Hashable, error: RetryLater) -> float:
+        """Pauses what `error` says must wait and returns the message's wait in seconds."""
+        now = self._monotonic()
+        match error.scope:
+            case Scope.CHAT:
+                self._limiter.pause(chat, now + error.after)
+                return error.after
+            case Scope.BOT:
+                self._limiter.pause(None, now + error.after)
+                return error.after
+            case Scope.LINK:
+                self._link_failures += 1
+                backoff = self._backoff_base * 2 ** min(self._link_failures - 1, 30)
+                wait = max(error.after, min(self._backoff_cap, backoff))
+                # The link is shared: trying the next message at once would only fail the same way.
+                self._limiter.pause(None, now + wait)
+                return wait
+
+
+def _chat_key(message: OutboxMessage) -> Hashable:
+    return _DEFAULT_CHAT if message.chat_id is None else message.chat_id
+
+
+async def _finish_even_if_cancelled(delivery: Coroutine[object, object, None]) -> None:
+    """Runs a delivery to its end even when the caller is cancelled mid-send, then re-raises the cancellation.
+
+    A message that reached Telegram but was not marked sent would be sent again after a restart: a doubled alert.
+    """
+    task = asyncio.ensure_future(delivery)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

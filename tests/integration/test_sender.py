@@ -1,0 +1,293 @@
+"""The sender end to end: a real aiogram Bot over HTTP to the fake Bot API server, a real SQLite outbox file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import time
+import traceback
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+import structlog
+
+from chainwatch.alerts.sender import RetryLater, Scope, Sender, TransportBroken, Undeliverable
+from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
+from chainwatch.model import AlertKind, Level, PositionKey
+from chainwatch.store import PendingMessage, Store, StoredLevel, open_store
+from tests.support.botapi import BotApiServer, running_bot_api
+
+TOKEN = "123456789:AAH-test_secret-Token-0123456789abcdef"
+SECRET = TOKEN.partition(":")[2]
+DEFAULT_CHAT = 555
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[BotApiServer]:
+    async with running_bot_api(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chainwatch.sqlite"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    async with open_store(db_path) as s:
+        yield s
+
+
+@pytest.fixture
+async def transport(bot_api: BotApiServer) -> AsyncIterator[TelegramTransport]:
+    async with TelegramTransport(TOKEN, bot_api.base_url, DEFAULT_CHAT) as t:
+        yield t
+
+
+_accounts = iter(range(1, 1_000_000))
+
+
+async def queue(store: Store, kind: AlertKind, chat_id: int | None, text: str | None = None) -> str:
+    """Queues one alert the way the alert stage does (a level change plus its message); returns its text."""
+    n = next(_accounts)
+    text = text if text is not None else f"{kind.value} #{n} for chat {chat_id}"
+    await store.record(
+        PositionKey(protocol="aave_v3", account=f"0x{n:040x}"),
+        StoredLevel(level=Level.WARN, health_factor=1.05, block=1000 + n),
+        PendingMessage(priority=kind.priority, chat_id=chat_id, text=text, kind=kind.value),
+    )
+    return text
+
+
+async def outbox_rows(db_path: Path) -> list[dict[str, object]]:
+    async with aiosqlite.connect(db_path) as db:
+        db.row_factory = aiosqlite.Row
+        async with db.execute("SELECT * FROM outbox ORDER BY id") as rows:
+            return [dict(r) async for r in rows]
+
+
+def soon(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def until_idle(task: asyncio.Task[object], timeout: float = 5.0) -> None:
+    """Yields to the loop until the sender task is parked in its wait (found in its await chain), or fails."""
+    deadline = time.monotonic() + timeout
+    while not _awaits(task, "Sender._wait"):
+        assert time.monotonic() < deadline, "the sender never went idle"
+        await asyncio.sleep(0)
+
+
+def _awaits(task: asyncio.Task[object], qualname: str) -> bool:
+    coro: object = task.get_coro()
+    while coro is not None:
+        if getattr(coro, "__qualname__", None) == qualname:
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+def assert_no_secret(text: str) -> None:
+    assert TOKEN not in text and SECRET not in text, text
+
+
+class TestOrder:
+    async def test_backlog_goes_most_urgent_first(self, store: Store, transport: TelegramTransport,
+                                                  bot_api: BotApiServer) -> None:
+        """Among chats free to receive, messages go by priority, then by age."""
+        texts = {
+            chat: await queue(store, kind, chat)
+            for chat, kind in [(1, AlertKind.RECOVERED), (2, AlertKind.WARN), (3, AlertKind.LIQUIDATABLE),
+                               (4, AlertKind.CRITICAL), (5, AlertKind.WARN), (6, AlertKind.LIQUIDATABLE)]
+        }
+        assert await Sender(store, transport).drain(soon()) == 0
+        assert [m.text for m in bot_api.messages] == [texts[c] for c in (3, 6, 4, 2, 5, 1)]
+
+    async def test_message_without_chat_goes_to_the_default_chat(self, store: Store, transport: TelegramTransport,
+                                                                 bot_api: BotApiServer) -> None:
+        """chat_id None means the configured default chat."""
+        text = await queue(store, AlertKind.WARN, None)
+        assert await Sender(store, transport).drain(soon()) == 0
+        assert [(m.chat_id, m.text) for m in bot_api.messages] == [(DEFAULT_CHAT, text)]
+
+
+class TestLimits:
+    async def test_one_message_per_chat_per_second_without_holding_back_others(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """Chat 101's three alerts are a second apart; chat 202's first does not wait behind them."""
+        for chat in (101, 101, 101, 202, 202):
+            await queue(store, AlertKind.WARN, chat)
+        assert await Sender(store, transport, per_chat_interval=1.0).drain(soon()) == 0
+        a, b = bot_api.messages_to(101), bot_api.messages_to(202)
+        assert (len(a), len(b)) == (3, 2)
+        assert all(later.received_at - earlier.received_at >= 0.95 for earlier, later in zip(a, a[1:]))
+        assert b[1].received_at - b[0].received_at >= 0.95
+        assert b[0].received_at < a[1].received_at
+        assert b[0].received_at - a[0].received_at < 0.5
+
+    async def test_429_is_retried_after_retry_after_and_arrives_once(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """A 429 holds that chat for retry_after, not other chats; the message then arrives exactly once."""
+        bot_api.fail_next(1, status=429, retry_after=1)
+        urgent = await queue(store, AlertKind.LIQUIDATABLE, 1)
+        other = await queue(store, AlertKind.WARN, 2)
+        sender = Sender(store, transport)
+        with structlog.testing.capture_logs() as logs:
+            async with asyncio.TaskGroup() as tg:
+                running = tg.create_task(sender.run())
+                await bot_api.wait_for_messages(2, timeout=5)
+                running.cancel()
+        throttled = bot_api.requests[0]
+        assert throttled.status == 429
+        assert [m.text for m in bot_api.messages] == [other, urgent]
+        assert bot_api.messages_to(1)[0].received_at - throttled.received_at >= 0.99
+        assert bot_api.messages_to(2)[0].received_at - throttled.received_at < 0.5
+        rows = await outbox_rows(db_path)
+        assert [(r["sent_at"] is not None, r["attempts"]) for r in rows] == [(True, 2), (True, 1)]
+        assert "429" in str(rows[0]["last_error"]) or "retry" in str(rows[0]["last_error"]).lower()
+        assert [e["event"] for e in logs] == ["alert.deferred", "alert.sent", "alert.sent"]
+        assert logs[0]["scope"] == "chat" and logs[0]["retry_in"] == 1.0
+
+
+class TestFailures:
+    async def test_403_marks_failed_and_the_rest_continue(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """A chat that blocked the bot gets its message marked failed; other chats still get theirs."""
+        bot_api.block_chat(3)
+        await queue(store, AlertKind.LIQUIDATABLE, 3)
+        rest = [await queue(store, AlertKind.WARN, chat) for chat in (4, 5)]
+        with structlog.testing.capture_logs() as logs:
+            assert await Sender(store, transport).drain(soon()) == 0
+        assert [m.text for m in bot_api.messages] == rest
+        blocked = (await outbox_rows(db_path))[0]
+        assert blocked["failed_at"] is not None and blocked["sent_at"] is None
+        assert "Forbidden" in str(blocked["last_error"])
+        failed = [e for e in logs if e["event"] == "alert.failed"]
+        assert [(e["message_id"], e["chat_id"], e["kind"], e["attempts"]) for e in failed] == [
+            (blocked["id"], 3, "LIQUIDATABLE", 1)
+        ]
+        assert failed[0]["position"] == blocked["position"] and failed[0]["block"] == blocked["block"]
+
+    async def test_5xx_backs_off_then_delivers_once(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """A server error pauses all sending for the backoff, then the message goes exactly once."""
+        bot_api.fail_next(1, status=502)
+        text = await queue(store, AlertKind.LIQUIDATABLE, 1)
+        assert await Sender(store, transport, backoff_base=0.3).drain(soon()) == 0
+        failed, delivered = bot_api.requests
+        assert (failed.status, delivered.status) == (502, 200)
+        assert delivered.received_at - failed.received_at >= 0.29
+        assert [m.text for m in bot_api.messages] == [text]
+        assert [(r["sent_at"] is not None, r["attempts"]) for r in await outbox_rows(db_path)] == [(True, 2)]
+
+    async def test_no_chat_at_all_is_undeliverable(self, bot_api: BotApiServer) -> None:
+        """Without a chat on the message or a default, there is nowhere to send: Undeliverable, not a crash."""
+        async with TelegramTransport(TOKEN, bot_api.base_url, default_chat_id=None) as t:
+            with pytest.raises(Undeliverable):
+                await t.send(None, "nowhere")
+        assert bot_api.requests == []
+
+    async def test_server_down_defers_with_backoff(self, store: Store, db_path: Path) -> None:
+        """Connection refused: the message stays pending, deferred by the backoff, and drain stops early."""
+        await queue(store, AlertKind.CRITICAL, 1)
+        async with TelegramTransport(TOKEN, f"http://127.0.0.1:{closed_port()}", None) as down:
+            with structlog.testing.capture_logs() as logs:
+                started = time.time()
+                assert await Sender(store, down, backoff_base=30).drain(soon(5)) == 1
+        [row] = await outbox_rows(db_path)
+        assert row["sent_at"] is None and row["failed_at"] is None and row["attempts"] == 1
+        assert float(row["next_attempt_at"]) >= started + 30
+        assert [(e["event"], e["scope"]) for e in logs] == [("alert.deferred", "link")]
+
+
+class TestSecrets:
+    async def test_token_never_in_logs(self, store: Store, transport: TelegramTransport,
+                                       bot_api: BotApiServer) -> None:
+        """Sent, deferred and failed events carry facts about the message, never the token."""
+        bot_api.fail_next(1, status=429, retry_after=1)
+        bot_api.block_chat(9)
+        for chat in (7, 8, 9):
+            await queue(store, AlertKind.WARN, chat)
+        with structlog.testing.capture_logs() as logs:
+            assert await Sender(store, transport).drain(soon()) == 0
+        assert {e["event"] for e in logs} == {"alert.sent", "alert.deferred", "alert.failed"}
+        assert_no_secret(repr(logs))
+
+    async def test_token_not_in_network_error(self) -> None:
+        """With the server down, the RetryLater (text, repr and traceback) does not carry the token."""
+        async with TelegramTransport(TOKEN, f"http://127.0.0.1:{closed_port()}", None) as down:
+            with pytest.raises(RetryLater) as caught:
+                await down.send(1, "hello")
+        assert caught.value.scope is Scope.LINK
+        assert_no_secret(str(caught.value) + repr(caught.value) + "".join(traceback.format_exception(caught.value)))
+
+    async def test_wrong_token_is_transport_broken_without_the_token(self, bot_api: BotApiServer) -> None:
+        """A 401 stops the sender (no message can go) and names no token."""
+        wrong = "987654321:BBH-another_secret-Token-fedcba9876543210"
+        async with TelegramTransport(wrong, bot_api.base_url, None) as t:
+            with pytest.raises(TransportBroken) as caught:
+                await t.send(1, "hello")
+        assert bot_api.requests[0].status == 401
+        assert wrong not in str(caught.value) and wrong.partition(":")[2] not in str(caught.value)
+
+    def test_malformed_token_is_refused_without_echoing_it(self) -> None:
+        """aiogram's own token validation error is scrubbed too."""
+        with pytest.raises(TransportBroken) as caught:
+            TelegramTransport("not a token with spaces", "http://127.0.0.1:1", None)
+        assert "not a token" not in str(caught.value)
+
+
+class TestText:
+    async def test_html_and_markdown_in_labels_arrive_literally(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """Plain text: a label with tags, entities and markdown is neither parsed nor rejected."""
+        text = await queue(store, AlertKind.WARN, 1, "Vault <b>main</b> & <script>x</script> *hi* _it_ [a](http://x) `c` &amp;")
+        assert await Sender(store, transport).drain(soon()) == 0
+        assert [m.text for m in bot_api.messages] == [text]
+
+    async def test_stdout_transport_prints_messages_with_a_separator(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without a token, alerts are printed, one block per message."""
+        async with StdoutTransport() as out:
+            await out.send(None, "first <b>")
+            await out.send(42, "second")
+        assert capsys.readouterr().out == f"first <b>\n{StdoutTransport.SEPARATOR}\nsecond\n"
+
+    async def test_stdout_transport_writes_to_a_given_stream(self) -> None:
+        """The stream is injectable."""
+        stream = io.StringIO()
+        await StdoutTransport(stream).send(1, "alert")
+        assert stream.getvalue() == "alert\n"
+
+
+class TestWaking:
+    async def test_wake_sends_a_new_message_at_once(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """An idle sender waits on its event; wake() after queueing sends within moments, then it is marked sent."""
+        sender = Sender(store, transport)
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(sender.run())
+            await until_idle(running)
+            await queue(store, AlertKind.CRITICAL, 1)
+            woken = time.monotonic()
+            sender.wake()
+            [message] = await bot_api.wait_for_messages(1, timeout=2)
+            running.cancel()
+        assert message.received_at - woken < 0.5
+        [row] = await outbox_rows(db_path)
+        assert row["sent_at"] is not None
