@@ -7,15 +7,26 @@ returning all the way to OK sends one recovery.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from msgspec import Meta
+
 from chainwatch.model import AlertKind, Level, Reading, Record
 
 LIQUIDATION = 1.0
 
 
 class Thresholds(Record, frozen=True, kw_only=True):
-    warn: float
-    critical: float
-    hysteresis: float = 0.02
+    """Health-factor levels that raise alerts (`[alerts]`, or one watch's merged with it); below 1.0 is liquidatable."""
+
+    warn: Annotated[float, Meta(gt=LIQUIDATION)] = 1.5
+    critical: Annotated[float, Meta(gt=LIQUIDATION)] = 1.2
+    # A level is left only once health is this fraction past its line, so a position hovering on it is quiet.
+    hysteresis: Annotated[float, Meta(ge=0, lt=0.5)] = 0.02
+
+    def __post_init__(self) -> None:
+        if not self.critical < self.warn:
+            raise ValueError(f"critical ({self.critical}) must be below warn ({self.warn})")
 
     def line_of(self, level: Level) -> float:
         """The health factor below which a position is at `level` (OK's line is warn's: leaving it is a recovery)."""

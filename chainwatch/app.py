@@ -1,0 +1,157 @@
+"""The watcher service: start-up -> main loop -> shutdown, with every resource stacked in one place.
+
+Data flows one way: listener -> engine (targeted recompute) -> tracker (alert state) -> outbox -> sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import structlog
+
+from chainwatch.alerts.sender import Sender
+from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
+from chainwatch.alerts.tracker import Tracker, WatchPolicy
+from chainwatch.chain import ChainEvent
+from chainwatch.config import Config, Watch
+from chainwatch.index import Target
+from chainwatch.listeners.websocket import ChainListener
+from chainwatch.protocols.base import AccountReading, ReadError
+from chainwatch.protocols.registry import protocol_from_config
+from chainwatch.reader import Reader
+from chainwatch.recompute import Engine, read_targets
+from chainwatch.rpc import Rpc
+from chainwatch.store import open_store
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    """The service cannot start as configured; the text says what to fix."""
+
+
+def watch_targets(config: Config) -> dict[Target, Watch]:
+    """Every (protocol, account) pair the config asks to watch."""
+    return {
+        Target(protocol=protocol.name, account=watch.address): watch
+        for watch in config.watch
+        for protocol in config.protocols_for(watch)
+    }
+
+
+def policies(config: Config) -> Callable[[str], WatchPolicy]:
+    by_account = {}
+    for watch in config.watch:
+        by_account[watch.address] = WatchPolicy(
+            thresholds=config.thresholds_for(watch), label=watch.label, chat_id=config.chat_id_for(watch)
+        )
+    return by_account.__getitem__
+
+
+class Watcher:
+    """One running chainwatch. `ready` is set once the first subscription is live."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ready = asyncio.Event()
+        self.engine: Engine | None = None
+        self.listener: ChainListener | None = None
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        async with AsyncExitStack() as stack:
+            config = self.config
+            store = await stack.enter_async_context(open_store(config.storage.path))
+            rpc = Rpc(config.chain.rpc_http_urls)
+            stack.push_async_callback(rpc.close)
+            await self._check_chain(rpc)
+            sender = Sender(store, await stack.enter_async_context(self._transport()), **self._rate_limits())
+            tracker = await Tracker.load(store, policies(config), sender.wake)
+            reader = _reader(config, rpc)
+            protocols = {p.name: protocol_from_config(p) for p in config.protocols}
+            engine = self.engine = Engine(
+                protocols,
+                watch_targets(config),
+                reader,
+                tracker,
+                store,
+                refresh_every_blocks=config.chain.refresh_every_blocks,
+            )
+            previous = await store.cursor()
+            head = await rpc.head()
+            await engine.start(head)
+            log.info("watcher.started", block=head.number, resumed_after=None if previous is None else previous.number,
+                     positions=len(watch_targets(config)))  # fmt: skip
+            queue: asyncio.Queue[ChainEvent] = asyncio.Queue()
+            listener = self.listener = ChainListener(
+                config.chain.ws_urls,
+                rpc,
+                queue,
+                log_filter=engine.log_filter,
+                resume_from=engine.resume_from,
+                max_log_range=config.chain.max_log_range,
+                on_subscribed=self.ready.set,
+            )
+            engine.on_sources_changed = lambda: asyncio.ensure_future(listener.reconnect())
+            await self._main_loop(stop, listener, engine, queue, sender)
+
+    async def _main_loop(
+        self, stop: asyncio.Event, listener: ChainListener, engine: Engine, queue: asyncio.Queue[ChainEvent],
+        sender: Sender,
+    ) -> None:  # fmt: skip
+        async with asyncio.TaskGroup() as group:
+            chain_tasks = [group.create_task(listener.run()), group.create_task(engine.run(queue))]
+            sending = group.create_task(sender.run())
+            await stop.wait()
+            # Stop taking work first; then give queued alerts a bounded time to go out.
+            for task in chain_tasks:
+                task.cancel()
+            sending.cancel()
+        pending = await sender.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
+        log.info("watcher.stopped", unsent=pending)
+
+    async def _check_chain(self, rpc: Rpc) -> None:
+        actual = await rpc.chain_id()
+        if actual != self.config.chain.chain_id:
+            raise StartupError(f"chain.chain_id is {self.config.chain.chain_id} but the node reports {actual}")
+
+    def _transport(self) -> TelegramTransport | StdoutTransport:
+        telegram = self.config.telegram
+        token = self.config.telegram_token()
+        if telegram is None or token is None:
+            return StdoutTransport()
+        return TelegramTransport(token.reveal(), telegram.api_base, telegram.default_chat_id)
+
+    def _rate_limits(self) -> dict[str, float]:
+        telegram = self.config.telegram
+        if telegram is None:
+            return {}
+        return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval}
+
+
+def _reader(config: Config, rpc: Rpc) -> Reader:
+    return Reader(
+        rpc,
+        config.chain.multicall3,
+        max_calls=config.chain.calls_per_batch,
+        concurrency=config.chain.read_concurrency,
+    )
+
+
+async def read_once(config: Config, address: str) -> list[tuple[Target, AccountReading | ReadError]]:
+    """Reads one address on every configured protocol at the latest block (for `chainwatch check`)."""
+    rpc = Rpc(config.chain.rpc_http_urls)
+    try:
+        head = await rpc.head()
+        reader = _reader(config, rpc)
+        protocols = {p.name: protocol_from_config(p) for p in config.protocols}
+        for protocol in protocols.values():
+            await protocol.resolve(reader, head.number)
+        targets = [Target(protocol=name, account=address) for name in protocols]
+        return await read_targets(protocols, reader, targets, head.number)
+    finally:
+        await rpc.close()

@@ -1,0 +1,149 @@
+"""The `chainwatch` command: run, check, demo, devnet deploy.
+
+Bad input ends with status 2 and one line saying what is wrong and where; nothing runs at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from eth_utils import is_address, to_checksum_address
+
+from chainwatch.config import Config, ConfigError, load_config
+from chainwatch.logs import configure_logging, register_secret
+
+log = structlog.get_logger(__name__)
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; the text names it."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chainwatch", description="Watches DeFi lending positions; alerts on Telegram.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="watch the configured addresses until SIGINT/SIGTERM")
+    run.add_argument("--config", required=True, type=Path)
+    check = commands.add_parser("check", help="print an address's positions and health once")
+    check.add_argument("--config", required=True, type=Path)
+    check.add_argument("address")
+    commands.add_parser("demo", help="run on a local Anvil chain with a price crash, no accounts needed")
+    devnet = commands.add_parser("devnet", help="local chain tooling")
+    devnet_commands = devnet.add_subparsers(dest="devnet_command", required=True)
+    deploy = devnet_commands.add_parser("deploy", help="deploy the devnet contracts onto a running Anvil")
+    deploy.add_argument("--rpc-url", required=True)
+    deploy.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(level=args.log_level)
+    try:
+        match args.command:
+            case "run":
+                return _run_service(_load(args.config))
+            case "check":
+                return asyncio.run(_check(_load(args.config), _address_argument(args.address)))
+            case "demo":
+                from chainwatch.demo import run_demo
+
+                return asyncio.run(run_demo())
+            case "devnet":
+                from chainwatch.devnet.cli import deploy_command
+
+                asyncio.run(deploy_command(args.rpc_url, args.out))
+                return 0
+    except (ConfigError, UsageError) as error:
+        print(f"chainwatch: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _load(path: Path) -> Config:
+    config = load_config(path)
+    token = config.telegram_token()
+    if token is not None:
+        register_secret(token.reveal())
+    return config
+
+
+def _address_argument(text: str) -> str:
+    if not is_address(text):
+        raise UsageError(f"ADDRESS: {text!r} is not a 20-byte hex address (or has a bad EIP-55 checksum)")
+    return to_checksum_address(text)
+
+
+def _run_service(config: Config) -> int:
+    from chainwatch.app import StartupError, Watcher
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def on_signal() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                # A second signal means "now": skip the drain.
+                raise SystemExit(130)
+            log.info("watcher.stopping")
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            await Watcher(config).serve(stop)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    try:
+        asyncio.run(serve())
+    except StartupError as error:
+        print(f"chainwatch: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+async def _check(config: Config, address: str) -> int:
+    from chainwatch.alerts.message import format_health
+    from chainwatch.alerts.state import classify
+    from chainwatch.app import policies, read_once
+    from chainwatch.protocols.base import ReadError
+
+    policy = policies(config)
+    thresholds = _thresholds_for(config, address, policy)
+    for target, outcome in await read_once(config, address):
+        if isinstance(outcome, ReadError):
+            print(f"{target.protocol}: {address}: could not read: {outcome}")
+            continue
+        for reading in outcome.readings:
+            level = classify(reading.health_factor, None, thresholds)
+            print(
+                f"{target.protocol}: {address} health {format_health(reading.health_factor)} [{level.name}] "
+                f"collateral {reading.collateral:,.2f} {reading.currency} debt {reading.debt:,.2f} {reading.currency} "
+                f"assets {len(outcome.exposure)} block {reading.block}"
+            )
+    return 0
+
+
+def _thresholds_for(config: Config, address: str, policy):  # type: ignore[no-untyped-def]
+    try:
+        return policy(address).thresholds
+    except KeyError:
+        return config.alerts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
