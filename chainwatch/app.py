@@ -24,7 +24,7 @@ from chainwatch.protocols.registry import protocol_from_config
 from chainwatch.reader import Reader
 from chainwatch.recompute import Engine, read_targets
 from chainwatch.rpc import Rpc
-from chainwatch.store import open_store
+from chainwatch.store import Store, open_store
 
 log = structlog.get_logger(__name__)
 
@@ -61,15 +61,26 @@ class Watcher:
         self.ready = asyncio.Event()
         self.engine: Engine | None = None
         self.listener: ChainListener | None = None
+        self.store: Store | None = None
+        self.sender: Sender | None = None
+
+    async def wait_settled(self, block: int) -> None:
+        """Returns once `block` is processed and every alert it caused has left the outbox (sent or given up)."""
+        assert self.engine is not None and self.store is not None and self.sender is not None
+        await self.engine.wait_processed(block)
+        while await self.store.pending_count():
+            self.sender.settled.clear()
+            if await self.store.pending_count():
+                await self.sender.settled.wait()
 
     async def serve(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
             config = self.config
-            store = await stack.enter_async_context(open_store(config.storage.path))
+            store = self.store = await stack.enter_async_context(open_store(config.storage.path))
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)
-            sender = Sender(store, await stack.enter_async_context(self._transport()), **self._rate_limits())
+            sender = self.sender = Sender(store, await stack.enter_async_context(self._transport()), **self._rate_limits())
             tracker = await Tracker.load(store, policies(config), sender.wake)
             reader = _reader(config, rpc)
             protocols = {p.name: protocol_from_config(p) for p in config.protocols}
@@ -128,8 +139,8 @@ class Watcher:
 
     def _rate_limits(self) -> dict[str, float]:
         telegram = self.config.telegram
-        if telegram is None:
-            return {}
+        if telegram is None or self.config.telegram_token() is None:
+            return {"per_chat_interval": 0.0, "messages_per_second": 1000.0}  # standard output has no limits
         return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval}
 
 

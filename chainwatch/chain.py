@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from chainwatch.bloom import may_hold
 from chainwatch.model import Record
 
 
@@ -17,6 +18,7 @@ class Head(Record, frozen=True, kw_only=True, tag="head"):
     number: int
     hash: str
     parent_hash: str
+    logs_bloom: bytes = b""
 
 
 class Log(Record, frozen=True, kw_only=True, tag="log"):
@@ -45,6 +47,7 @@ class _RpcHead(msgspec.Struct, rename="camel"):
     number: str
     hash: str
     parent_hash: str
+    logs_bloom: str = ""
 
 
 class _RpcLog(msgspec.Struct, rename="camel"):
@@ -69,7 +72,12 @@ def head_from_json(raw: bytes | msgspec.Raw) -> Head:
 
 
 def _head(rpc: _RpcHead) -> Head:
-    return Head(number=int(rpc.number, 16), hash=rpc.hash.lower(), parent_hash=rpc.parent_hash.lower())
+    return Head(
+        number=int(rpc.number, 16),
+        hash=rpc.hash.lower(),
+        parent_hash=rpc.parent_hash.lower(),
+        logs_bloom=bytes.fromhex(rpc.logs_bloom.removeprefix("0x")),
+    )
 
 
 def log_from_rpc(raw: Any) -> Log:
@@ -106,6 +114,10 @@ class LogFilter(Record, frozen=True, kw_only=True):
 
     def matches(self, log: Log) -> bool:
         return log.address in self.addresses and log.topic0 in self.topic0s
+
+    def may_match_block(self, head: Head) -> bool:
+        """Whether the head's logs bloom leaves room for a log this filter wants."""
+        return may_hold(head.logs_bloom, self.addresses, self.topic0s)
 
 
 def topic_address(topic: str) -> str:

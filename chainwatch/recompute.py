@@ -47,12 +47,14 @@ class Engine:
         self._refresh_every = refresh_every_blocks
         self.index = ExposureIndex()
         self._pending: set[Target] = set()
+        self._read_at: dict[Target, int] = {}
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
         self._head: Head | None = None
         self._last_full_read = 0
         self._sources_changed = False
         self.processed: BlockRef | None = None
+        self._progress = asyncio.Condition()
         self.on_sources_changed: Callable[[], object] | None = None
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -75,6 +77,13 @@ class Engine:
         addresses = {address for f in filters for address in f.addresses} | self.index.feeds()
         topics = {topic for f in filters for topic in f.topic0s} | set(PRICE_EVENTS)
         return LogFilter(addresses=tuple(sorted(addresses)), topic0s=tuple(sorted(topics)))
+
+    async def wait_processed(self, block: int) -> BlockRef:
+        """Returns once every block up to `block` is fully processed (its alerts queued)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.processed is not None and self.processed.number >= block)
+        assert self.processed is not None
+        return self.processed
 
     def resume_from(self) -> int | None:
         return None if self.processed is None else self.processed.number
@@ -101,7 +110,8 @@ class Engine:
             return
         self._seen_logs[event.identity] = event.block_number
         self._newest_log_block = max(self._newest_log_block, event.block_number)
-        self._pending |= self._targets_touched_by(event)
+        # A log is news only for targets last read before its block (backfill overlaps what was read).
+        self._pending |= {t for t in self._targets_touched_by(event) if self._read_at.get(t, -1) < event.block_number}
 
     def _targets_touched_by(self, event: Log) -> set[Target]:
         if is_price_update(event):
@@ -149,6 +159,8 @@ class Engine:
             return
         self.processed = BlockRef(number=head.number, hash=head.hash)
         await self._store.save_cursor(self.processed)
+        async with self._progress:
+            self._progress.notify_all()
         horizon = head.number - _SEEN_LOGS_WINDOW
         if len(self._seen_logs) > 10_000:
             self._seen_logs = {k: b for k, b in self._seen_logs.items() if b >= horizon}
@@ -163,13 +175,14 @@ class Engine:
                           block=block, error=str(outcome))  # fmt: skip
                 continue
             self.index.set_exposure(target, outcome.exposure)
+            self._read_at[target] = block
             readings.extend(outcome.readings)
         return readings
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         readings = await self.read(targets, block)
         await self._tracker.observe(readings)
-        log.debug("recompute.read", block=block, positions=len(readings))
+        log.info("recompute.read", block=block, positions=len(readings))
 
 
 async def read_targets(

@@ -79,6 +79,11 @@ class Rpc:
             raise RpcError("eth_getBlockByNumber", f"no block {tag}")
         return head_from_rpc(raw)
 
+    async def block_logs(self, log_filter: LogFilter, block_hash: str) -> list[Log]:
+        """The filter's logs in one block, by hash (EIP-234), so a reorg cannot swap the block underneath."""
+        params = {**log_filter.as_rpc(), "blockHash": block_hash}
+        return [log_from_rpc(raw) for raw in await self.request("eth_getLogs", [params])]
+
     async def logs(self, log_filter: LogFilter, from_block: int, to_block: int) -> list[Log]:
         params = {**log_filter.as_rpc(), "fromBlock": hex(from_block), "toBlock": hex(to_block)}
         return [log_from_rpc(raw) for raw in await self.request("eth_getLogs", [params])]

@@ -96,8 +96,8 @@ class Sender:
         # run() and drain() may overlap at shutdown; one pick-and-send at a time keeps a row from going twice.
         self._turn = asyncio.Lock()
         self._link_failures = 0
-        # Wall-clock times at which messages this sender deferred become due again: while due messages are held
-        # back by the limiter, the store cannot tell us when a deferred one comes due, so we remember.
+        # Set whenever a message leaves the outbox for good (sent or given up): lets others wait for quiet.
+        self.settled = asyncio.Event()
 
     def wake(self) -> None:
         """Tells the sender the outbox has new messages; call it after committing them."""
@@ -172,10 +172,12 @@ class Sender:
         except Undeliverable as e:
             self._link_failures = 0
             await self._store.mark_failed(message.id, self._clock(), e.reason)
+            self.settled.set()
             log.error("alert.failed", reason=e.reason, **facts)
         else:
             self._link_failures = 0
             await self._store.mark_sent(message.id, self._clock())
+            self.settled.set()
             log.info("alert.sent", **facts)
 
     def _hold_back(self, chat: Hashable, error: RetryLater) -> float:

@@ -1,8 +1,11 @@
 """The chain listener: one WebSocket, subscribed to `newHeads` and to the logs chainwatch cares about.
 
-Every head and log goes into one queue for the engine. When the connection drops, it reconnects with
-backoff (rotating through the configured URLs), subscribes again, and backfills with `eth_getLogs` from the
-last block the engine finished, so no block's logs are skipped.
+Every head and log goes into one queue for the engine, with one promise: a head is queued only after all of
+its block's relevant logs. Subscriptions alone do not keep it (a node may send a block's logs after its head),
+so a head whose logs bloom may hold a relevant log is completed with `eth_getLogs` by block hash first; a head
+whose bloom rules them out costs nothing. When the connection drops, it reconnects with backoff (rotating
+through the configured URLs), subscribes again, and backfills with `eth_getLogs` from the last block the
+engine finished, so no block's logs are skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
-from chainwatch.chain import ChainEvent, LogFilter, head_from_json, log_from_json
+from chainwatch.chain import ChainEvent, Head, LogFilter, head_from_json, log_from_json
 from chainwatch.rpc import Rpc, RpcError
 
 log = structlog.get_logger(__name__)
@@ -117,7 +120,9 @@ class ChainListener:
         backoff.reset()
         self._on_subscribed()
         async for raw in socket:
-            self._route(_decode_message(raw), subscriptions)
+            head = self._route(_decode_message(raw), subscriptions)
+            if head is not None:
+                await self._complete(head, log_filter)
 
     async def _subscribe(self, socket: ClientConnection, log_filter: LogFilter) -> dict[str, str]:
         requests = {1: ["newHeads"], 2: ["logs", log_filter.as_rpc()]}
@@ -132,8 +137,8 @@ class ChainListener:
                     if message.error is not None or not isinstance(message.result, str):
                         raise SubscribeFailed(f"eth_subscribe {requests[message.id][0]} refused: {message.error}")
                     subscriptions[message.result] = requests[message.id][0]
-                else:
-                    self._route(message, subscriptions)
+                elif (head := self._route(message, subscriptions)) is not None:
+                    await self._complete(head, log_filter)
         return subscriptions
 
     async def _backfill(self, log_filter: LogFilter) -> None:
@@ -149,14 +154,22 @@ class ChainListener:
         self._queue.put_nowait(head)
         log.info("listener.backfilled", from_block=start, to_block=head.number)
 
-    def _route(self, message: _Message, subscriptions: dict[str, str]) -> None:
+    def _route(self, message: _Message, subscriptions: dict[str, str]) -> Head | None:
+        """Queues a log at once; returns a head, which must wait until its block's logs are complete."""
         if message.params is None:
-            return
+            return None
         kind = subscriptions.get(message.params.subscription)
         if kind == "newHeads":
-            self._queue.put_nowait(head_from_json(message.params.result))
-        elif kind == "logs":
+            return head_from_json(message.params.result)
+        if kind == "logs":
             self._queue.put_nowait(log_from_json(message.params.result))
+        return None
+
+    async def _complete(self, head: Head, log_filter: LogFilter) -> None:
+        if log_filter.may_match_block(head):
+            for item in await self._rpc.block_logs(log_filter, head.hash):
+                self._queue.put_nowait(item)  # the engine drops the ones the subscription already brought
+        self._queue.put_nowait(head)
 
 
 def _describe(error: BaseException) -> str:

@@ -1,0 +1,182 @@
+"""Fixtures for tests against a real Anvil: one node and devnet per session, reverted to a snapshot per test.
+
+chainwatch runs as in production (`Watcher.serve`), reading through a counting JSON-RPC proxy and sending
+to a local Bot API server over HTTP; its state is a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from chainwatch.app import Watcher
+from chainwatch.config import load_config
+from chainwatch.devnet.actions import DevnetActions
+from chainwatch.devnet.anvil import AnvilNode, running_anvil
+from chainwatch.devnet.deploy import Devnet, deploy_devnet
+from tests.support.botapi import BotApiServer, SentMessage, running_bot_api
+from tests.support.rpcproxy import RpcProxy, running_proxy
+
+TOKEN = "123456:TEST-token-never-logged"
+CHAT = 4242
+DEADLINE = 20.0
+
+
+@dataclass
+class Chain:
+    node: AnvilNode
+    devnet: Devnet
+    actions: DevnetActions
+    accounts: list[str]
+    web3: AsyncWeb3
+    snapshot: str = ""
+
+
+@pytest.fixture(scope="session")
+async def session_chain() -> AsyncIterator[Chain]:
+    async with running_anvil() as node:
+        devnet = await deploy_devnet(node.http_url)
+        async with DevnetActions(node.http_url, devnet) as actions:
+            web3 = AsyncWeb3(AsyncHTTPProvider(node.http_url))
+            accounts = (await actions.anvil_accounts())[1:8]
+            chain = Chain(node=node, devnet=devnet, actions=actions, accounts=accounts, web3=web3)
+            chain.snapshot = await web3.provider.make_request("evm_snapshot", [])  # type: ignore[arg-type]
+            chain.snapshot = chain.snapshot["result"]  # type: ignore[index]
+            yield chain
+            await web3.provider.disconnect()
+
+
+@pytest.fixture
+async def chain(session_chain: Chain) -> AsyncIterator[Chain]:
+    """The deployed devnet, as it was right after deployment (Anvil snapshots are single-use: take a new one)."""
+    yield session_chain
+    provider = session_chain.web3.provider
+    reverted = await provider.make_request("evm_revert", [session_chain.snapshot])  # type: ignore[arg-type]
+    assert reverted["result"] is True
+    session_chain.snapshot = (await provider.make_request("evm_snapshot", []))["result"]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[BotApiServer]:
+    async with running_bot_api(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def proxy(chain: Chain) -> AsyncIterator[RpcProxy]:
+    async with running_proxy(chain.node.http_url, chain.node.ws_url) as running:
+        yield running
+
+
+@dataclass
+class Running:
+    """A chainwatch service running in the test's event loop."""
+
+    watcher: Watcher
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    config_path: Path
+    messages: list[SentMessage] = field(default_factory=list)
+
+    async def settled(self, block: int) -> None:
+        async with asyncio.timeout(DEADLINE):
+            await _unless_dead(self.watcher.wait_settled(block), self.task)
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        async with asyncio.timeout(DEADLINE):
+            await self.task
+
+
+StartWatcher = Callable[..., Awaitable[Running]]
+
+
+def write_config(
+    path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
+    warn: float = 1.5, critical: float = 1.2,
+) -> Path:  # fmt: skip
+    watches = "\n".join(
+        f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n' for i, account in enumerate(chain.accounts)
+    )
+    path.write_text(f"""
+[chain]
+chain_id = {chain.devnet.chain_id}
+ws_urls = ["{proxy.ws_url}"]
+http_urls = ["{proxy.http_url}"]
+multicall3 = "{chain.devnet.multicall3}"
+refresh_every_blocks = {refresh_every_blocks}
+max_log_range = 7
+
+[telegram]
+token = "{TOKEN}"
+api_base = "{bot_api.base_url}"
+default_chat_id = {CHAT}
+per_chat_interval = 0.05
+
+[storage]
+path = "{path.parent / 'chainwatch.db'}"
+
+[alerts]
+warn = {warn}
+critical = {critical}
+
+[[protocols]]
+kind = "aave_v3"
+name = "neverland"
+pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
+
+{watches}
+""")
+    return path
+
+
+@pytest.fixture
+async def start_watcher(
+    tmp_path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer
+) -> AsyncIterator[StartWatcher]:
+    started: list[Running] = []
+
+    async def start(**overrides: object) -> Running:
+        config_path = write_config(tmp_path / "chainwatch.toml", chain, proxy, bot_api, **overrides)  # type: ignore[arg-type]
+        watcher = Watcher(load_config(config_path))
+        stop = asyncio.Event()
+        task = asyncio.create_task(watcher.serve(stop))
+        running = Running(watcher=watcher, task=task, stop=stop, config_path=config_path)
+        started.append(running)
+        async with asyncio.timeout(DEADLINE):
+            await _unless_dead(watcher.ready.wait(), task)
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.shutdown()
+
+
+async def _unless_dead(condition: Awaitable[object], task: asyncio.Task[None]) -> None:
+    """Awaits `condition`; if the service task ends first, its exception (or its early end) fails the test."""
+    waiter = asyncio.ensure_future(condition)
+    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter in done:
+        waiter.result()
+        return
+    waiter.cancel()
+    task.result()
+    raise AssertionError("the watcher stopped while the test waited on it")
+
+
+_HEALTH = re.compile(r"Health factor ([0-9.]+)")
+_BLOCK = re.compile(r"Block (\d+)")
+
+
+def health_and_block(text: str) -> tuple[Decimal, int]:
+    health, block = _HEALTH.search(text), _BLOCK.search(text)
+    assert health and block, f"message lacks health factor or block: {text!r}"
+    return Decimal(health.group(1)), int(block.group(1))

@@ -1,0 +1,192 @@
+"""The event-driven spine end to end: real Aave v3 on Anvil -> chainwatch -> a local Bot API server."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from eth_abi import decode
+from structlog.testing import capture_logs
+
+from chainwatch.abi import calldata
+from chainwatch.index import Target
+from chainwatch.rpc import Rpc
+from tests.fork.conftest import CHAT, Chain, StartWatcher, health_and_block
+from tests.support.botapi import BotApiServer
+from tests.support.rpcproxy import RpcProxy
+
+
+async def health_at(chain: Chain, account: str, block: int) -> Decimal:
+    """The Pool's own health factor for `account` at `block`, to 3 decimals as messages show it."""
+    raw = await chain.web3.eth.call(
+        {"to": chain.devnet.aave_v3.pool, "data": calldata("getUserAccountData(address)", account)},
+        block_identifier=block,
+    )
+    health = decode(["uint256"] * 6, raw)[5]
+    return (Decimal(health) / Decimal(10**18)).quantize(Decimal("0.001"))
+
+
+async def open_standard_positions(chain: Chain) -> tuple[str, str]:
+    """A: 1 WETH against 1,000 USDC (health 1.70); B: 0.05 WBTC against 1,000 USDC (2.25), not exposed to WETH."""
+    exposed, unexposed = chain.accounts[0], chain.accounts[1]
+    await chain.actions.open_position(exposed, supply={"WETH": 1}, borrow={"USDC": 1000})
+    await chain.actions.open_position(unexposed, supply={"WBTC": Decimal("0.05")}, borrow={"USDC": 1000})
+    return exposed, unexposed
+
+
+class TestPriceMoves:
+    async def test_drop_alerts_only_the_exposed_account(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """A WETH crash sends exactly one CRITICAL for the WETH borrower, nothing for the WBTC one, which isn't re-read."""
+        exposed, unexposed = await open_standard_positions(chain)
+        running = await start_watcher()
+        with capture_logs() as logs:
+            block = await chain.actions.set_price("WETH", 1300)  # A: 1300 * 0.85 / 1000 = 1.105
+            await running.settled(block)
+        assert [m.chat_id for m in bot_api.messages] == [CHAT]
+        (message,) = bot_api.messages
+        assert "CRITICAL" in message.text and exposed in message.text and "user 0" in message.text
+        assert unexposed not in message.text
+        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
+        assert [event["positions"] for event in reads] == [1]
+
+    async def test_recovery_after_price_returns(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """When the price comes back, one RECOVERED message follows the CRITICAL one."""
+        await open_standard_positions(chain)
+        running = await start_watcher()
+        await running.settled(await chain.actions.set_price("WETH", 1300))
+        await running.settled(await chain.actions.set_price("WETH", 2000))
+        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+
+    async def test_health_in_messages_equals_the_pool_at_that_block(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """Every message's health factor is Pool.getUserAccountData at the message's block."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        for price in (1700, 1400, 1150, 2100):
+            await running.settled(await chain.actions.set_price("WETH", price))
+        assert [m.text.split()[1] for m in bot_api.messages] == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
+        for message in bot_api.messages:
+            health, block = health_and_block(message.text)
+            assert health == await health_at(chain, exposed, block)
+
+
+class TestOwnEvents:
+    async def test_own_borrow_crosses_warn(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """Borrowing more takes the account from 1.70 to 1.42: one WARN, with no price change at all."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        block = await chain.actions.borrow(exposed, "USDC", 200)
+        await running.settled(block)
+        (message,) = bot_api.messages
+        assert message.text.split()[1] == "WARN" and exposed in message.text
+        health, at = health_and_block(message.text)
+        assert at == block and health == await health_at(chain, exposed, block)
+
+
+class TestQuietBlocks:
+    async def test_irrelevant_blocks_cost_no_eth_call(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy
+    ) -> None:
+        """Empty blocks and an unrelated transfer are processed without a single eth_call."""
+        await open_standard_positions(chain)
+        running = await start_watcher()
+        before = proxy.count("eth_call")
+        assert before > 0  # the start-up read went through the proxy, so the counter sees chainwatch's reads
+        provider = chain.web3.provider
+        for _ in range(5):
+            await provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        transfer = await chain.web3.eth.send_transaction(
+            {"from": chain.accounts[5], "to": chain.accounts[6], "value": 10**18}
+        )
+        receipt = await chain.web3.eth.wait_for_transaction_receipt(transfer)
+        await running.settled(receipt["blockNumber"])
+        assert proxy.count("eth_call") == before
+
+
+class TestResilience:
+    async def test_dropped_websocket_loses_no_alert(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """The price crashes while the WebSocket is down: after reconnect and backfill the alert still arrives."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        assert running.watcher.listener is not None
+        connections = running.watcher.listener.connections
+        assert await proxy.drop_websockets() == 1
+        block = await chain.actions.set_price("WETH", 1300)
+        await running.settled(block)
+        assert running.watcher.listener.connections > connections
+        (message,) = bot_api.messages
+        assert "CRITICAL" in message.text and exposed in message.text
+
+    async def test_rate_limited_send_is_retried_once(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """A 429 with retry_after=1 delays the alert by at least a second, and it arrives exactly once."""
+        await open_standard_positions(chain)
+        running = await start_watcher()
+        bot_api.fail_next(1, status=429, retry_after=1)
+        block = await chain.actions.set_price("WETH", 1300)
+        await running.settled(block)
+        sends = [r for r in bot_api.requests if r.method == "sendMessage"]
+        assert len(sends) == 2 and len(bot_api.messages) == 1
+        assert sends[1].received_at - sends[0].received_at >= 1.0
+
+    async def test_restart_neither_repeats_nor_misses(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """After a restart an alert already sent is not repeated, and a crash that happened while down is alerted."""
+        exposed, _ = await open_standard_positions(chain)
+        first = await start_watcher()
+        await first.settled(await chain.actions.set_price("WETH", 1300))
+        await first.shutdown()
+        second = await start_watcher()
+        head = await chain.web3.eth.block_number
+        await second.settled(head)
+        assert len(bot_api.messages) == 1
+        await second.shutdown()
+        await chain.actions.set_price("WETH", 1100)  # while nobody watches: 1100 * 0.85 / 1000 = 0.935
+        third = await start_watcher()
+        await third.settled(await chain.web3.eth.block_number)
+        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "LIQUIDATABLE"]
+        assert exposed in bot_api.messages[1].text
+
+
+class TestIndex:
+    async def test_exposure_discovered_on_chain(self, chain: Chain, start_watcher: StartWatcher) -> None:
+        """At start the index knows each account's reserves, so the WETH feed maps to the WETH borrower only."""
+        exposed, unexposed = await open_standard_positions(chain)
+        running = await start_watcher()
+        engine = running.watcher.engine
+        assert engine is not None
+        weth_feed = chain.devnet.aave_v3.reserves["WETH"].aggregator.lower()
+        usdc_feed = chain.devnet.aave_v3.reserves["USDC"].aggregator.lower()  # behind a proxy: followed
+        assert engine.index.targets_priced_by(weth_feed) == {Target(protocol="neverland", account=exposed)}
+        assert engine.index.targets_priced_by(usdc_feed) == {
+            Target(protocol="neverland", account=exposed),
+            Target(protocol="neverland", account=unexposed),
+        }
+
+
+class TestBlockCompleteness:
+    async def test_real_header_blooms_tell_relevant_blocks(self, chain: Chain, start_watcher: StartWatcher) -> None:
+        """Anvil's header bloom flags the block of a price update as relevant and an empty block as quiet."""
+        await open_standard_positions(chain)
+        running = await start_watcher()
+        engine = running.watcher.engine
+        assert engine is not None
+        rpc = Rpc([chain.node.http_url])
+        try:
+            update = await rpc.head(await chain.actions.set_price("WETH", 1900))
+            await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            empty = await rpc.head()
+        finally:
+            await rpc.close()
+        assert engine.log_filter().may_match_block(update)
+        assert not engine.log_filter().may_match_block(empty)
