@@ -94,7 +94,7 @@ class Watcher:
             )
             previous = await store.cursor()
             head = await rpc.head()
-            await engine.start(head)
+            await engine.start(head, rpc)
             log.info("watcher.started", block=head.number, resumed_after=None if previous is None else previous.number,
                      positions=len(watch_targets(config)))  # fmt: skip
             queue: asyncio.Queue[ChainEvent] = asyncio.Queue()
@@ -162,6 +162,7 @@ async def read_once(config: Config, address: str) -> list[tuple[Target, AccountR
         protocols = {p.name: protocol_from_config(p) for p in config.protocols}
         for protocol in protocols.values():
             await protocol.resolve(reader, head.number)
+            await protocol.discover(rpc, reader, [address], head.number)
         targets = [Target(protocol=name, account=address) for name in protocols]
         return await read_targets(protocols, reader, targets, head.number)
     finally:

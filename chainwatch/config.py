@@ -25,6 +25,9 @@ from chainwatch.model import Record
 
 __all__ = [
     "AaveV3Config",
+    "CurvanceConfig",
+    "EulerV2Config",
+    "MorphoBlueConfig",
     "Address",
     "ChainConfig",
     "Config",
@@ -178,8 +181,38 @@ class AaveV3Config(Record, frozen=True, kw_only=True, tag_field="kind", tag="aav
     pool_addresses_provider: Address
 
 
+MarketId = Annotated[str, Meta(pattern=r"^0x[0-9a-fA-F]{64}$", description="a 32-byte hex market id")]
+BlockNumber = Annotated[int, Meta(ge=0)]
+
+
+class MorphoBlueConfig(Record, frozen=True, kw_only=True, tag_field="kind", tag="morpho_blue"):
+    """`[[protocols]]` with `kind = "morpho_blue"`: a Morpho Blue singleton and the markets to consider."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    morpho: Address
+    # Markets always checked for every watched account, besides those found in its past events.
+    markets: tuple[MarketId, ...] = ()
+    # Where the search of past events for an account's markets starts (bounded eth_getLogs from here).
+    discovery_from_block: BlockNumber = 0
+
+
+class EulerV2Config(Record, frozen=True, kw_only=True, tag_field="kind", tag="euler_v2"):
+    """`[[protocols]]` with `kind = "euler_v2"`: the Ethereum Vault Connector and the EVK vaults to listen to."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    evc: Address
+    vaults: Annotated[tuple[Address, ...], Meta(min_length=1)]
+
+
+class CurvanceConfig(Record, frozen=True, kw_only=True, tag_field="kind", tag="curvance"):
+    """`[[protocols]]` with `kind = "curvance"`: Curvance market managers (health is per manager)."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    market_managers: Annotated[tuple[Address, ...], Meta(min_length=1)]
+
+
 # A new kind is one more Struct with its own `tag`, added to this union.
-ProtocolConfig = AaveV3Config
+ProtocolConfig = AaveV3Config | MorphoBlueConfig | EulerV2Config | CurvanceConfig
 
 
 class Watch(Record, frozen=True, kw_only=True):

@@ -46,6 +46,10 @@ class ExposureIndex:
     def feeds(self) -> frozenset[str]:
         return frozenset(self._priced_by)
 
+    def targets_holding(self, protocol: str, keys: frozenset[str]) -> set[Target]:
+        """Accounts on `protocol` exposed to any of `keys` (a market-wide change touches them all)."""
+        return {target for key in keys for target in self._holders.get((protocol, key), ())}
+
     def targets_priced_by(self, feed: str) -> set[Target]:
         """Accounts holding, as collateral or debt, any asset that `feed` prices."""
         return {

@@ -40,7 +40,9 @@ class Reading(Record, frozen=True, kw_only=True):
     """A position's health as read on chain at one block.
 
     `health_factor` is `math.inf` when the account has no debt. Collateral and debt are in the protocol's
-    base currency (USD for Aave's usual oracle), already scaled to whole units.
+    base currency (USD for Aave's usual oracle), already scaled to whole units. `liquidation_price`, where the
+    protocol can tell it, is the price of `liquidation_asset` (in `currency`) at which health reaches 1.0,
+    all else unchanged.
     """
 
     key: PositionKey
@@ -49,6 +51,8 @@ class Reading(Record, frozen=True, kw_only=True):
     collateral: float
     debt: float
     currency: str = "USD"
+    liquidation_price: float | None = None
+    liquidation_asset: str = ""
 
     @property
     def has_debt(self) -> bool:

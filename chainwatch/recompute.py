@@ -18,8 +18,9 @@ from chainwatch.chain import ChainEvent, Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, is_price_update
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
-from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, ReadError, SourcesChanged
+from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.reader import ReadFailed, Reader
+from chainwatch.rpc import Rpc
 from chainwatch.store import BlockRef, Store
 
 log = structlog.get_logger(__name__)
@@ -58,9 +59,12 @@ class Engine:
         self.on_sources_changed: Callable[[], object] | None = None
 
     # -- start-up -------------------------------------------------------------------------------------
-    async def start(self, head: Head) -> None:
-        """Resolves every protocol on chain and reads every target at `head`."""
+    async def start(self, head: Head, rpc: Rpc) -> None:
+        """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`."""
         await self._resolve(head.number)
+        for protocol in self._protocols.values():
+            accounts = sorted({t.account for t in self._targets if t.protocol == protocol.name})
+            await protocol.discover(rpc, self._reader, accounts, head.number)
         self._head = head
         await self._read_and_track(self._targets, head.number)
         self._last_full_read = head.number
@@ -121,6 +125,8 @@ class Engine:
             match protocol.touched_by(event):
                 case AccountsTouched(accounts=accounts):
                     touched |= {t for t in (Target(protocol=protocol.name, account=a) for a in accounts) if t in self._targets}
+                case MarketsTouched(keys=keys):
+                    touched |= self.index.targets_holding(protocol.name, keys)
                 case SourcesChanged():
                     self._sources_changed = True
                 case None:

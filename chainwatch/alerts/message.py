@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from chainwatch.model import Alert, AlertKind
+from chainwatch.model import Alert, AlertKind, Reading
 
 _ICON = {
     AlertKind.LIQUIDATABLE: "\U0001f6a8",  # rotating light
@@ -36,9 +36,18 @@ def alert_text(alert: Alert) -> str:
             f"Account {who}",
             f"Health factor {format_health(reading.health_factor)} ({crossing})",
             f"Collateral {reading.collateral:,.2f} {reading.currency} | Debt {reading.debt:,.2f} {reading.currency}",
+            *_liquidation_line(reading),
             f"Block {reading.block}",
         ]
     )
+
+
+def _liquidation_line(reading: Reading) -> list[str]:
+    if reading.liquidation_price is None:
+        return []
+    price = reading.liquidation_price
+    shown = f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
+    return [f"Liquidation price {reading.liquidation_asset} {shown} {reading.currency}"]
 
 
 def format_health(health_factor: float) -> str:

@@ -19,6 +19,7 @@ from chainwatch.model import PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, SourcesChanged, Touch
 from chainwatch.reader import Reader
+from chainwatch.rpc import Rpc
 
 _NO_DEBT = 2**256 - 1
 _RESERVE_DATA = [
@@ -85,6 +86,9 @@ class AaveV3:
             sources.append(_address(source_result, "AaveOracle.getSourceOfAsset"))
         aggregators = await reader.read([aggregator_call(source) for source in sources], block)
         self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+        """Nothing to find: one read of `getUserConfiguration` tells every reserve an account uses."""
 
     def log_filter(self) -> LogFilter:
         return LogFilter(

@@ -13,6 +13,7 @@ from chainwatch.chain import Log, LogFilter
 from chainwatch.model import Reading, Record
 from chainwatch.multicall import Call, CallResult
 from chainwatch.reader import Reader
+from chainwatch.rpc import Rpc
 
 
 class AccountsTouched(Record, frozen=True, kw_only=True, tag="accounts"):
@@ -21,15 +22,28 @@ class AccountsTouched(Record, frozen=True, kw_only=True, tag="accounts"):
     accounts: frozenset[str]
 
 
+class MarketsTouched(Record, frozen=True, kw_only=True, tag="markets"):
+    """A market-wide change (rates, indexes, parameters): every watched account exposed to these keys is re-read.
+
+    Keys are the protocol's own exposure keys, the same strings `decode_account` puts in `exposure`.
+    """
+
+    keys: frozenset[str]
+
+
 class SourcesChanged(Record, frozen=True, kw_only=True, tag="sources"):
     """The protocol's oracle now prices some asset from another feed: resolve feeds and resubscribe."""
 
 
-Touch = AccountsTouched | SourcesChanged
+Touch = AccountsTouched | MarketsTouched | SourcesChanged
 
 
 class AccountReading(Record, frozen=True, kw_only=True):
-    """What one read of an account yields: its positions' health, and the assets it is exposed to."""
+    """What one read of an account yields: its positions' health, and what it is exposed to.
+
+    Exposure keys are the protocol's choice (Aave: reserve assets; a per-market protocol: market ids); they are
+    what `price_feeds()` maps feeds to and what `MarketsTouched` names.
+    """
 
     readings: tuple[Reading, ...]
     exposure: frozenset[str]
@@ -45,11 +59,14 @@ class LendingProtocol(Protocol):
     async def resolve(self, reader: Reader, block: int) -> None:
         """Finds the protocol's contracts, assets and price feeds on chain, at `block`."""
 
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+        """Learns where the watched accounts have positions (e.g. from their past events); may do nothing."""
+
     def log_filter(self) -> LogFilter:
         """The protocol's own contracts and event signatures to listen to (not the price feeds)."""
 
     def price_feeds(self) -> dict[str, frozenset[str]]:
-        """Emitting feed address (lower-case) -> the protocol's assets it prices."""
+        """Emitting feed address (lower-case) -> the exposure keys whose value it moves."""
 
     def touched_by(self, log: Log) -> Touch | None:
         """What a log from `log_filter()` means for watched positions; None when nothing."""

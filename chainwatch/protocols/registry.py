@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from chainwatch.config import AaveV3Config, ProtocolConfig
-from chainwatch.protocols.aave_v3 import AaveV3
+from chainwatch.config import AaveV3Config, CurvanceConfig, EulerV2Config, MorphoBlueConfig, ProtocolConfig
 from chainwatch.protocols.base import LendingProtocol
 
 
 def protocol_from_config(config: ProtocolConfig) -> LendingProtocol:
+    # Each module is imported only when configured: a deployment watching one protocol loads one.
     match config:
         case AaveV3Config():
+            from chainwatch.protocols.aave_v3 import AaveV3
+
             return AaveV3(config.name, config.pool_addresses_provider)
+        case MorphoBlueConfig():
+            from chainwatch.protocols.morpho_blue import MorphoBlue
+
+            return MorphoBlue(config)
+        case EulerV2Config():
+            from chainwatch.protocols.euler_v2 import EulerV2
+
+            return EulerV2(config)
+        case CurvanceConfig():
+            from chainwatch.protocols.curvance import Curvance
+
+            return Curvance(config)
     raise AssertionError(f"no module for protocol kind {type(config).__name__}")  # config decoding rejects others

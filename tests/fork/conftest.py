@@ -98,12 +98,24 @@ class Running:
 StartWatcher = Callable[..., Awaitable[Running]]
 
 
+def aave_protocol(chain: Chain) -> str:
+    """The `[[protocols]]` entry for the devnet's Aave v3 market."""
+    return f"""
+[[protocols]]
+kind = "aave_v3"
+name = "neverland"
+pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
+"""
+
+
 def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
-    warn: float = 1.5, critical: float = 1.2,
+    warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
 ) -> Path:  # fmt: skip
+    """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
+    `watched` the accounts to watch (default: all test accounts), each labelled "user <index>"."""
     watches = "\n".join(
-        f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n' for i, account in enumerate(chain.accounts)
+        f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n' for i, account in enumerate(watched or chain.accounts)
     )
     path.write_text(f"""
 [chain]
@@ -127,10 +139,7 @@ path = "{path.parent / 'chainwatch.db'}"
 warn = {warn}
 critical = {critical}
 
-[[protocols]]
-kind = "aave_v3"
-name = "neverland"
-pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
+{protocols if protocols is not None else aave_protocol(chain)}
 
 {watches}
 """)

@@ -265,7 +265,7 @@ ERRORS = [
         "unknown protocol kind",
         MINIMAL.replace('kind = "aave_v3"', 'kind = "compound"'),
         {},
-        'protocols[0].kind: unknown protocol kind "compound" (known: aave_v3)',
+        'protocols[0].kind: unknown protocol kind "compound" (known: aave_v3, curvance, euler_v2, morpho_blue)',
     ),
     (
         "missing protocol kind",
