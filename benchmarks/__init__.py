@@ -1,0 +1,1 @@
+"""Benchmarks: figures about chainwatch measured on a local Anvil chain (not tests; nothing here asserts speed)."""

@@ -1,0 +1,115 @@
+"""A block clock for the measurement: automine off, one empty block every `interval` seconds, as on a chain
+with a fixed block time (Monad's is about 0.4 s), and a price update mined alone in a block of its own.
+
+Every block is mined here, by `evm_mine`, so the moment a block exists is known on this process's
+`time.monotonic()` clock, the same clock the local Bot API server stamps requests with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from chainwatch.devnet.deploy import ADMIN_ACCOUNT_INDEX, FEED_DECIMALS
+from chainwatch.devnet.solc import compile_own_contracts
+
+_PRICE_GAS = 150_000
+
+
+class NodeRpc:
+    """Bare JSON-RPC to the node itself (not through the counting proxy): the benchmark's own requests."""
+
+    def __init__(self, http_url: str) -> None:
+        self._url = http_url
+        self._session = aiohttp.ClientSession()
+        self._id = 0
+
+    async def call(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
+        async with self._session.post(self._url, json=body) as response:
+            answer = await response.json()
+        if "error" in answer:
+            raise RuntimeError(f"{method} failed: {answer['error']}")
+        return answer["result"]
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+@dataclass(frozen=True)
+class Mined:
+    number: int
+    at: float  # monotonic, right after evm_mine answered
+    calls: int  # the caller's counter (eth_calls through the proxy) sampled at that moment
+
+
+@dataclass(frozen=True)
+class PriceMove:
+    block: int
+    sent_at: float  # monotonic, before the transaction was sent
+    mined_at: float  # monotonic, once evm_mine answered: the latency origin
+
+
+@dataclass
+class BlockClock:
+    rpc: NodeRpc
+    interval: float
+    counter: Callable[[], int]
+    mined: list[Mined] = field(default_factory=list)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _head: int = 0
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    async def start(self) -> None:
+        await self.rpc.call("evm_setAutomine", False)
+        self._head = int(await self.rpc.call("eth_blockNumber"), 16)
+
+    async def run(self) -> None:
+        """Mines a block every `interval` seconds, on a fixed schedule, until cancelled."""
+        due = time.monotonic() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due += self.interval
+            async with self._lock:
+                await self._mine()
+
+    async def stop(self) -> None:
+        await self.rpc.call("evm_setAutomine", True)
+
+    async def move_price(self, aggregator: str, usd: int) -> PriceMove:
+        """Sends the feed update and mines it alone in one block; checks it succeeded."""
+        feed = (await compile_own_contracts())["SettableFeed"]
+        admin = (await self.rpc.call("eth_accounts"))[ADMIN_ACCOUNT_INDEX]
+        data = feed.calldata("updateAnswer", usd * 10**FEED_DECIMALS)
+        async with self._lock:
+            sent_at = time.monotonic()
+            tx = await self.rpc.call("eth_sendTransaction", {"from": admin, "to": aggregator, "data": data,
+                                                             "gas": hex(_PRICE_GAS)})  # fmt: skip
+            mined = await self._mine()
+        receipt = await self.rpc.call("eth_getTransactionReceipt", tx)
+        if receipt is None or receipt["status"] != "0x1" or int(receipt["blockNumber"], 16) != mined.number:
+            raise RuntimeError(f"the price update was not mined alone in block {mined.number}: {receipt}")
+        return PriceMove(block=mined.number, sent_at=sent_at, mined_at=mined.at)
+
+    def blocks_between(self, start: float, end: float) -> int:
+        return sum(1 for m in self.mined if start < m.at <= end)
+
+    def after(self, block: int) -> Mined | None:
+        """The block mined right after `block`, once there is one."""
+        return next((m for m in self.mined if m.number == block + 1), None)
+
+    async def _mine(self) -> Mined:
+        await self.rpc.call("evm_mine")
+        self._head += 1
+        mined = Mined(number=self._head, at=time.monotonic(), calls=self.counter())
+        self.mined.append(mined)
+        return mined

@@ -1,0 +1,151 @@
+"""The `chainwatch` command as an operator runs it: a real process, real signals, real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tests.fork.conftest import DEADLINE, TOKEN, Chain, aave_protocol
+from tests.fork.test_spine import open_standard_positions
+
+CHAINWATCH = [sys.executable, "-m", "chainwatch.cli"]
+
+
+def plain_config(path: Path, chain: Chain, accounts: list[str], *, telegram: str = "") -> Path:
+    watches = "\n".join(f'[[watch]]\naddress = "{a}"\nlabel = "cli {i}"\n' for i, a in enumerate(accounts))
+    path.write_text(f"""
+[chain]
+chain_id = {chain.devnet.chain_id}
+ws_urls = ["{chain.node.ws_url}"]
+multicall3 = "{chain.devnet.multicall3}"
+{telegram}
+[storage]
+path = "{path.parent / 'cli.db'}"
+{aave_protocol(chain)}
+{watches}
+""")
+    return path
+
+
+@asynccontextmanager
+async def chainwatch_process(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        *CHAINWATCH, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def read_until(stream: asyncio.StreamReader, needle: str, seen: list[str]) -> str:
+    """Reads lines until one contains `needle` (deadline-bound); every line read is kept in `seen`."""
+    async with asyncio.timeout(DEADLINE):
+        while line := (await stream.readline()).decode():
+            seen.append(line)
+            if needle in line:
+                return line
+    raise AssertionError(f"stream ended without {needle!r}; got:\n{''.join(seen)}")
+
+
+class TestRun:
+    async def test_alerts_then_drains_and_exits_zero_on_sigterm(self, chain: Chain, tmp_path: Path) -> None:
+        """`chainwatch run` prints the alert (no token: standard output), and SIGTERM ends it cleanly with status 0."""
+        exposed, _ = await open_standard_positions(chain)
+        config = plain_config(tmp_path / "run.toml", chain, [exposed])
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            assert process.stdout is not None and process.stderr is not None
+            logs: list[str] = []
+            await read_until(process.stderr, "listener.subscribed", logs)
+            await chain.actions.set_price("WETH", 1300)
+            out: list[str] = []
+            await read_until(process.stdout, "CRITICAL", out)
+            await read_until(process.stdout, "Block", out)
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(DEADLINE):
+                remaining = (await process.stderr.read()).decode()
+                code = await process.wait()
+        assert code == 0
+        events = [json.loads(line)["event"] for line in [*logs, *remaining.splitlines()] if line.startswith("{")]
+        assert "watcher.stopped" in events
+        assert exposed in "".join(out)
+
+    async def test_token_never_logged(self, chain: Chain, tmp_path: Path) -> None:
+        """With a token that the (unreachable) Bot API rejects, neither logs nor output ever show the token."""
+        exposed, _ = await open_standard_positions(chain)
+        telegram = '[telegram]\ntoken_env = "CW_TOKEN"\napi_base = "http://127.0.0.1:9"\ndefault_chat_id = 1\n'
+        config = plain_config(tmp_path / "secret.toml", chain, [exposed], telegram=telegram)
+        async with chainwatch_process("run", "--config", str(config), env={"CW_TOKEN": TOKEN}) as process:
+            assert process.stdout is not None and process.stderr is not None
+            logs: list[str] = []
+            await read_until(process.stderr, "listener.subscribed", logs)
+            await chain.actions.set_price("WETH", 1300)
+            await read_until(process.stderr, "alert.deferred", logs)  # the send failed and will be retried
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(DEADLINE + 15):
+                rest_err, rest_out = (await process.stderr.read()).decode(), (await process.stdout.read()).decode()
+                await process.wait()
+        everything = "".join(logs) + rest_err + rest_out
+        assert TOKEN not in everything and TOKEN.split(":")[1] not in everything
+
+
+class TestCheck:
+    async def test_prints_health_of_an_address(self, chain: Chain, tmp_path: Path) -> None:
+        """`chainwatch check` prints the address's health factor, collateral and debt as the Pool reports them."""
+        exposed, _ = await open_standard_positions(chain)
+        config = plain_config(tmp_path / "check.toml", chain, [])
+        async with chainwatch_process("check", "--config", str(config), exposed.lower()) as process:
+            async with asyncio.timeout(DEADLINE):
+                out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        text = out.decode()
+        assert "neverland" in text and exposed in text and "health 1.700" in text
+        assert "collateral 2,000.00 USD" in text and "debt 1,000.00 USD" in text
+
+    async def test_bad_address_is_one_line_status_2(self, chain: Chain, tmp_path: Path) -> None:
+        """A malformed address is refused with status 2 and one line naming the argument."""
+        config = plain_config(tmp_path / "check.toml", chain, [])
+        async with chainwatch_process("check", "--config", str(config), "0x1234") as process:
+            async with asyncio.timeout(DEADLINE):
+                out, err = await process.communicate()
+        assert process.returncode == 2
+        assert err.decode().strip().splitlines() == ["chainwatch: ADDRESS: '0x1234' is not a 20-byte hex address (or has a bad EIP-55 checksum)"]
+
+
+class TestConfigErrors:
+    async def test_broken_config_is_one_line_status_2(self, tmp_path: Path) -> None:
+        """A config with an unknown key exits 2 with one line naming the file and the key."""
+        config = tmp_path / "bad.toml"
+        config.write_text('[chain]\nchain_id = 1\nws_urls = ["ws://127.0.0.1:1"]\nwsurl = 3\n')
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            async with asyncio.timeout(DEADLINE):
+                out, err = await process.communicate()
+        assert process.returncode == 2
+        assert err.decode().strip().splitlines() == [f"chainwatch: {config}: unknown key chain.wsurl"]
+
+
+class TestDevnetDeploy:
+    async def test_writes_devnet_json(self, tmp_path: Path) -> None:
+        """`chainwatch devnet deploy` deploys onto a running Anvil and writes the addresses file."""
+        from chainwatch.devnet.anvil import running_anvil
+
+        out_file = tmp_path / "devnet.json"
+        async with running_anvil() as node:
+            async with chainwatch_process("devnet", "deploy", "--rpc-url", node.http_url, "--out", str(out_file)) as process:
+                async with asyncio.timeout(DEADLINE):
+                    _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        written = json.loads(out_file.read_text())
+        assert written["chain_id"] == 31337
+        assert written["multicall3"] == "0xcA11bde05977b3631167028862bE2a173976CA11"
+        assert set(written["aave_v3"]) >= {"pool_addresses_provider", "pool", "oracle", "data_provider", "reserves"}
+        assert set(written["aave_v3"]["reserves"]) >= {"WETH", "WBTC", "USDC"}
