@@ -32,11 +32,11 @@ class Child:
         self._partial = b""
 
     @classmethod
-    async def start(cls, argv: Sequence[str], log_path: Path) -> Child:
+    async def start(cls, argv: Sequence[str], log_path: Path, cwd: Path) -> Child:
         with log_path.open("wb") as out:
             started_at = time.monotonic()
             process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=cwd
             )
         return cls(process, log_path, started_at)
 

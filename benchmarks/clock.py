@@ -64,6 +64,7 @@ class BlockClock:
     mined: list[Mined] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _head: int = 0
+    _due: float = 0.0
 
     @property
     def head(self) -> int:
@@ -74,13 +75,15 @@ class BlockClock:
         self._head = int(await self.rpc.call("eth_blockNumber"), 16)
 
     async def run(self) -> None:
-        """Mines a block every `interval` seconds, on a fixed schedule, until cancelled."""
-        due = time.monotonic() + self.interval
+        """Mines a block every `interval` seconds until cancelled; a price block restarts the count."""
+        self._due = time.monotonic() + self.interval
         while True:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            due += self.interval
+            await asyncio.sleep(max(0.0, self._due - time.monotonic()))
             async with self._lock:
+                if time.monotonic() < self._due:
+                    continue  # a price block was mined meanwhile and moved the schedule
                 await self._mine()
+                self._due += self.interval
 
     async def stop(self) -> None:
         await self.rpc.call("evm_setAutomine", True)
@@ -95,6 +98,8 @@ class BlockClock:
             tx = await self.rpc.call("eth_sendTransaction", {"from": admin, "to": aggregator, "data": data,
                                                              "gas": hex(_PRICE_GAS)})  # fmt: skip
             mined = await self._mine()
+            # The price block lives a full interval, like any other block, before the next one comes.
+            self._due = mined.at + self.interval
         receipt = await self.rpc.call("eth_getTransactionReceipt", tx)
         if receipt is None or receipt["status"] != "0x1" or int(receipt["blockNumber"], 16) != mined.number:
             raise RuntimeError(f"the price update was not mined alone in block {mined.number}: {receipt}")

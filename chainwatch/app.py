@@ -90,7 +90,7 @@ class Watcher:
                 reader,
                 tracker,
                 store,
-                refresh_every_blocks=config.chain.refresh_every_blocks,
+                refresh=config.refresh,
             )
             previous = await store.cursor()
             head = await rpc.head()

@@ -21,6 +21,7 @@ from eth_utils import to_checksum_address
 from msgspec import Meta
 
 from chainwatch.alerts.state import Thresholds
+from chainwatch.refresh import RefreshBand, RefreshPolicy
 from chainwatch.model import Record
 
 __all__ = [
@@ -138,7 +139,6 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     http_urls: Annotated[tuple[HttpUrl, ...], Meta(min_length=1)] | None = None
     multicall3: Address = MULTICALL3
     max_log_range: Positive = 100
-    refresh_every_blocks: Positive = 600
     calls_per_batch: Positive = 200
     read_concurrency: Positive = 4
 
@@ -234,6 +234,7 @@ class Config(Record, frozen=True, kw_only=True):
     telegram: TelegramConfig | None = None
     storage: StorageConfig = StorageConfig()
     alerts: Thresholds = Thresholds()
+    refresh: RefreshPolicy = RefreshPolicy()
     watch: tuple[Watch, ...] = ()
 
     def __post_init__(self) -> None:

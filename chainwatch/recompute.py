@@ -3,12 +3,13 @@
 Logs mark targets (a protocol event marks the account it names; a price update marks the accounts exposed
 to the assets the feed prices). Once the queue is drained and the head covers every marked log, all marks
 are read in one batched, block-pinned pass and handed to the alert tracker. A block with nothing marked
-costs no `eth_call`, except the periodic full refresh that catches interest accrual.
+costs no `eth_call`, except the risk-tiered re-reads that catch interest accrual (see refresh.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import structlog
@@ -20,6 +21,7 @@ from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.reader import ReadFailed, Reader
+from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc
 from chainwatch.store import BlockRef, Store
 
@@ -38,21 +40,20 @@ class Engine:
         tracker: Tracker,
         store: Store,
         *,
-        refresh_every_blocks: int,
+        refresh: RefreshPolicy,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
         self._reader = reader
         self._tracker = tracker
         self._store = store
-        self._refresh_every = refresh_every_blocks
+        self._schedule = RefreshSchedule(refresh)
         self.index = ExposureIndex()
         self._pending: set[Target] = set()
         self._read_at: dict[Target, int] = {}
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
         self._head: Head | None = None
-        self._last_full_read = 0
         self._sources_changed = False
         self.processed: BlockRef | None = None
         self._progress = asyncio.Condition()
@@ -67,7 +68,6 @@ class Engine:
             await protocol.discover(rpc, self._reader, accounts, head.number)
         self._head = head
         await self._read_and_track(self._targets, head.number)
-        self._last_full_read = head.number
         await self._finish(head)
 
     async def _resolve(self, block: int) -> None:
@@ -139,9 +139,7 @@ class Engine:
             return  # logs of a block whose head has not come yet: wait for it, so the read includes them
         if self._sources_changed:
             await self._on_sources_changed(head)
-        if head.number - self._last_full_read >= self._refresh_every:
-            self._pending |= self._targets
-            self._last_full_read = head.number
+        self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         if self._pending:
             marked, self._pending = self._pending, set()
             try:
@@ -179,9 +177,12 @@ class Engine:
             if isinstance(outcome, ReadError):
                 log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
                           block=block, error=str(outcome))  # fmt: skip
+                self._schedule.record(target, block, math.inf)  # try again later, without hammering every block
                 continue
             self.index.set_exposure(target, outcome.exposure)
             self._read_at[target] = block
+            worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
+            self._schedule.record(target, block, worst)
             readings.extend(outcome.readings)
         return readings
 

@@ -17,7 +17,14 @@ from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import aggregator_call, emitter_of
 from chainwatch.model import PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+    Touch,
+)
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -38,6 +45,8 @@ _POOL_EVENTS = {
     event_topic("ReserveUsedAsCollateralDisabled(address,address)"): (2,),
     event_topic("UserEModeSet(address,uint8)"): (1,),
 }
+# Rates and indexes of one reserve changed: every account using it drifts (the key is the reserve asset).
+_RESERVE_DATA_UPDATED = event_topic("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)")
 _ATOKEN_TRANSFER = event_topic("BalanceTransfer(address,address,uint256,uint256)")
 _ORACLE_EVENTS = (
     event_topic("AssetSourceUpdated(address,address)"),
@@ -93,7 +102,7 @@ class AaveV3:
     def log_filter(self) -> LogFilter:
         return LogFilter(
             addresses=(self.pool.lower(), self.oracle.lower(), *self.atokens),
-            topic0s=(*_POOL_EVENTS, _ATOKEN_TRANSFER, *_ORACLE_EVENTS),
+            topic0s=(*_POOL_EVENTS, _RESERVE_DATA_UPDATED, _ATOKEN_TRANSFER, *_ORACLE_EVENTS),
         )
 
     def price_feeds(self) -> dict[str, frozenset[str]]:
@@ -106,6 +115,8 @@ class AaveV3:
         if log.address == self.pool.lower() and log.topic0 in _POOL_EVENTS:
             positions = _POOL_EVENTS[log.topic0]
             return AccountsTouched(accounts=frozenset(_account(log.topics[i]) for i in positions))
+        if log.address == self.pool.lower() and log.topic0 == _RESERVE_DATA_UPDATED:
+            return MarketsTouched(keys=frozenset({topic_address(log.topics[1])}))
         if log.address in self.atokens and log.topic0 == _ATOKEN_TRANSFER:
             return AccountsTouched(accounts=frozenset({_account(log.topics[1]), _account(log.topics[2])}))
         if log.address == self.oracle.lower() and log.topic0 in _ORACLE_EVENTS:

@@ -111,9 +111,11 @@ pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
 def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
+    refresh_bands: str = "[]",
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
-    `watched` the accounts to watch (default: all test accounts), each labelled "user <index>"."""
+    `watched` the accounts to watch (default: all test accounts), each labelled "user <index>". Re-reads on a
+    schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`, TOML, none by default)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n' for i, account in enumerate(watched or chain.accounts)
     )
@@ -123,8 +125,11 @@ chain_id = {chain.devnet.chain_id}
 ws_urls = ["{proxy.ws_url}"]
 http_urls = ["{proxy.http_url}"]
 multicall3 = "{chain.devnet.multicall3}"
-refresh_every_blocks = {refresh_every_blocks}
 max_log_range = 7
+
+[refresh]
+every_blocks = {refresh_every_blocks}
+bands = {refresh_bands}
 
 [telegram]
 token = "{TOKEN}"

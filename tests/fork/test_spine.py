@@ -190,3 +190,20 @@ class TestBlockCompleteness:
             await rpc.close()
         assert engine.log_filter().may_match_block(update)
         assert not engine.log_filter().may_match_block(empty)
+
+
+class TestInterestDrift:
+    async def test_a_year_of_interest_alone_crosses_warn(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """With no transaction at all, a year of accrued interest takes a borrower from OK to WARN and it is told."""
+        borrower = chain.accounts[0]
+        await chain.actions.open_position(borrower, supply={"WETH": 1}, borrow={"USDC": 1130})  # health 1.504; ~2% a year on USDC here
+        running = await start_watcher(refresh_every_blocks=1)
+        assert bot_api.messages == []
+        block = await chain.actions.advance_time(365 * 24 * 3600)
+        await running.settled(block)
+        (message,) = bot_api.messages
+        assert message.text.split()[1] == "WARN" and borrower in message.text
+        health, at = health_and_block(message.text)
+        assert health == await health_at(chain, borrower, at) and health < Decimal("1.5")

@@ -9,7 +9,7 @@ from eth_utils import keccak, to_checksum_address
 from chainwatch.chain import Log
 from chainwatch.multicall import CallResult
 from chainwatch.protocols.aave_v3 import AaveV3
-from chainwatch.protocols.base import AccountsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
 
 POOL = "0x" + "aa" * 20
 ORACLE = "0x" + "bb" * 20
@@ -71,10 +71,15 @@ class TestTouchedBy:
         log = pool_log("AssetSourceUpdated(address,address)", word(WETH), word(OTHER), address=ORACLE)
         assert aave.touched_by(log) == SourcesChanged()
 
+    def test_reserve_update_touches_the_market(self, aave: AaveV3) -> None:
+        """New rates or indexes for a reserve re-read every account using that reserve."""
+        log = pool_log("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)", word(WETH))
+        assert aave.touched_by(log) == MarketsTouched(keys=frozenset({WETH}))
+
     @pytest.mark.parametrize(
         "log",
         [
-            pool_log("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)", word(WETH)),
+            pool_log("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)", word(WETH), address=OTHER),
             pool_log("Supply(address,address,address,uint256,uint16)", word(WETH), word(USER), word(USER), address=OTHER),
         ],
     )

@@ -64,7 +64,7 @@ class TestLoadConfig:
         """A minimal file gets every documented default."""
         config = load_config(write(MINIMAL), environ={})
         chain = config.chain
-        assert (chain.multicall3, chain.max_log_range, chain.refresh_every_blocks) == (MULTICALL3, 100, 600)
+        assert (chain.multicall3, chain.max_log_range, config.refresh.every_blocks) == (MULTICALL3, 100, 1500)
         assert (chain.calls_per_batch, chain.read_concurrency, chain.http_urls) == (200, 4, None)
         assert config.alerts == Thresholds(warn=1.5, critical=1.2, hysteresis=0.02)
         assert config.telegram is None and config.telegram_token() is None

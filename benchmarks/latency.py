@@ -1,0 +1,360 @@
+"""Alert latency, RPC load and memory of chainwatch against the polling bot it replaces, on a local Anvil.
+
+    .venv/bin/python -m benchmarks.latency [--positions 1000 10000] [--fraction 0.1] [--interval 5]
+
+For each N: a fresh Anvil with real Aave v3 and N borrowers (a known fraction exposed to WETH, see
+`benchmarks.market`); then each system in turn, as a process of its own, on the same chain state (an
+Anvil snapshot): it starts, quiet blocks go by (one every `--block-time` seconds), WETH drops in one
+transaction, and every alert is timed from the moment that block was mined to the moment its request
+reached the local Bot API server. `benchmarks/README.md` says how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import closing
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks.child import Child
+from benchmarks.clock import BlockClock, NodeRpc
+from benchmarks.figures import Row, SystemFigures, table
+from benchmarks.market import CRITICAL, WARN, WETH_AFTER, Market, build_market
+from chainwatch.devnet.anvil import AnvilNode, anvil_binary, running_anvil
+from tests.support.botapi import BotApiServer, SentMessage, running_bot_api
+from tests.support.rpcproxy import RpcProxy, running_proxy
+
+TOKEN: Final = "123456:BENCHMARK-token"
+READY_TIMEOUT_S: Final = 900.0
+ALERTS_TIMEOUT_S: Final = 300.0
+LINGER_S: Final = 1.0  # after the last expected alert, how long to watch for unexpected ones
+_POLL_S: Final = 0.005
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+def say(text: str) -> None:
+    print(f"== {text}", file=sys.stderr, flush=True)
+
+
+# -- chainwatch ------------------------------------------------------------------------------------------
+
+
+def chainwatch_config(market: Market, proxy: RpcProxy, bot: BotApiServer, messages_per_second: float) -> str:
+    watches = "".join(
+        f'[[watch]]\naddress = "{account}"\nlabel = "borrower {i}"\nchat_id = {market.chat_of(i)}\n\n'
+        for i, account in enumerate(market.accounts)
+    )
+    aave = market.devnet.aave_v3
+    return f"""[chain]
+chain_id = {market.devnet.chain_id}
+ws_urls = ["{proxy.ws_url}"]
+http_urls = ["{proxy.http_url}"]
+multicall3 = "{market.devnet.multicall3}"
+
+[telegram]
+token = "{TOKEN}"
+api_base = "{bot.base_url}"
+messages_per_second = {messages_per_second}
+per_chat_interval = 1.0
+
+[storage]
+path = "chainwatch.db"
+
+[alerts]
+warn = {WARN}
+critical = {CRITICAL}
+
+[[protocols]]
+kind = "aave_v3"
+name = "neverland-devnet"
+pool_addresses_provider = "{aave.pool_addresses_provider}"
+
+{watches}"""
+
+
+class Cursor:
+    """chainwatch's block cursor, read from its SQLite file (read-only): the last block it fully processed."""
+
+    def __init__(self, db: Path) -> None:
+        self._db = db
+        self._connection: sqlite3.Connection | None = None
+
+    def block(self) -> int | None:
+        if self._connection is None:
+            if not self._db.exists():
+                return None
+            self._connection = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None)
+        row = self._connection.execute("SELECT block_number FROM cursor WHERE id = 1").fetchone()
+        return None if row is None else int(row[0])
+
+    async def reached(self, block: int, child: Child, timeout: float = 60.0) -> float:
+        """Waits until chainwatch has processed `block`; the monotonic time it was seen."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.block()) is None or seen < block:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"chainwatch exited ({child.process.returncode}); see {child.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chainwatch did not process block {block} within {timeout:g} s (at {seen})")
+            await asyncio.sleep(_POLL_S)
+        return time.monotonic()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.Namespace, workdir: Path) -> SystemFigures:
+    async with running_bot_api(TOKEN) as bot, running_proxy(node.http_url, node.ws_url) as proxy:
+        config = workdir / "chainwatch.toml"
+        config.write_text(chainwatch_config(market, proxy, bot, options.messages_per_second))
+        rpc = NodeRpc(node.http_url)
+        clock = BlockClock(rpc, options.block_time, lambda: proxy.count("eth_call"))
+        cursor = Cursor(workdir / "chainwatch.db")
+        argv = [sys.executable, "-m", "chainwatch.cli", "--log-level", "info", "run", "--config", str(config)]
+        child = await Child.start(argv, workdir / "chainwatch.log", ROOT)
+        try:
+            await child.wait_for(lambda e: e.get("event") == "listener.subscribed", READY_TIMEOUT_S)
+            startup_seconds = time.monotonic() - child.started_at
+            startup = Counter(proxy.calls)
+            say(f"chainwatch ready after {startup_seconds:.1f} s ({startup['eth_call']} eth_calls at start-up)")
+            if bot.messages:
+                raise RuntimeError(f"chainwatch alerted {len(bot.messages)} accounts before any price moved")
+            await clock.start()
+            ticking = asyncio.create_task(clock.run())
+            try:
+                before = Counter(proxy.calls)
+                last_quiet = clock.head + options.quiet_blocks
+                while clock.head < last_quiet:
+                    await asyncio.sleep(_POLL_S)
+                await cursor.reached(last_quiet, child)
+                quiet = Counter(proxy.calls) - before
+                before = Counter(proxy.calls)
+                move = await clock.move_price(market.devnet.aave_v3.reserves["WETH"].aggregator, WETH_AFTER)
+                processed_at = await cursor.reached(move.block, child)
+                on_price_block = Counter(proxy.calls) - before
+                messages = await all_alerts(bot, market)
+            finally:
+                ticking.cancel()
+                await clock.stop()
+            peak = child.peak_rss_mib()
+        finally:
+            await child.stop()
+            cursor.close()
+            await rpc.aclose()
+    started = next((e for e in child.events if e.get("event") == "recompute.read"), {})
+    return SystemFigures(
+        latencies=[m.received_at - move.mined_at for m in messages],
+        calls_on_price_block=on_price_block["eth_call"],
+        calls_per_quiet_block=quiet["eth_call"] / options.quiet_blocks,
+        peak_rss_mib=peak,
+        notes={
+            "startup_seconds": round(startup_seconds, 2),
+            "startup_requests": dict(startup),
+            "startup_read_positions": started.get("positions"),
+            "quiet_blocks": options.quiet_blocks,
+            "requests_in_quiet_blocks": dict(quiet),
+            "requests_for_price_block": dict(on_price_block),
+            "price_block_processed_after_s": round(processed_at - move.mined_at, 4),
+            "first_alert_after_s": round(min(m.received_at for m in messages) - move.mined_at, 4),
+            "last_alert_after_s": round(max(m.received_at for m in messages) - move.mined_at, 4),
+            "evm_mine_round_trip_s": round(move.mined_at - move.sent_at, 4),
+            "limits": f"messages_per_second={options.messages_per_second:g}, per_chat_interval=1.0, one chat per account",
+        },
+    )
+
+
+# -- the polling baseline -----------------------------------------------------------------------------------
+
+
+async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Namespace, workdir: Path) -> SystemFigures:
+    async with running_bot_api(TOKEN) as bot, running_proxy(node.http_url, node.ws_url) as proxy:
+        accounts = workdir / "accounts.txt"
+        accounts.write_text("".join(f"{a} {market.chat_of(i)}\n" for i, a in enumerate(market.accounts)))
+        rpc = NodeRpc(node.http_url)
+        clock = BlockClock(rpc, options.block_time, lambda: proxy.count("eth_call"))
+        await clock.start()
+        ticking = asyncio.create_task(clock.run())
+        argv = [sys.executable, "-m", "benchmarks.polling_baseline", "--rpc-url", proxy.http_url,
+                "--bot-api", bot.base_url, "--token", TOKEN, "--pool", market.devnet.aave_v3.pool,
+                "--accounts", str(accounts), "--interval", str(options.interval), "--warn", str(WARN)]  # fmt: skip
+        child = await Child.start(argv, workdir / "baseline.log", ROOT)
+        try:
+            first = await child.wait_for(_sweep("started", 1), READY_TIMEOUT_S)
+            # The first sweep is the quiet cycle measured; the price moves right after the second one starts.
+            second = await child.wait_for(_sweep("started", 2), READY_TIMEOUT_S)
+            cycle_calls = proxy.count("eth_call")  # nothing was read before sweep 1: these are one cycle's
+            move = await clock.move_price(market.devnet.aave_v3.reserves["WETH"].aggregator, WETH_AFTER)
+            finished = next(e for e in child.events if _sweep("finished", 1)(e))
+            say(f"baseline: sweep of {len(market.accounts):,} reads took {finished['seconds']:.2f} s; "
+                f"price moved {1000 * (move.sent_at - second['at']):.0f} ms after sweep 2 started")  # fmt: skip
+            messages = await all_alerts(bot, market, timeout=ALERTS_TIMEOUT_S + 3 * max(options.interval, finished["seconds"]))
+            while clock.after(move.block) is None:
+                await asyncio.sleep(_POLL_S)
+            peak = child.peak_rss_mib()
+        finally:
+            ticking.cancel()
+            await clock.stop()
+            await child.stop()
+            await rpc.aclose()
+    cycle = [m for m in clock.mined if first["at"] < m.at <= second["at"]]
+    price_block = next(m for m in clock.mined if m.number == move.block)
+    next_block = clock.after(move.block)
+    assert next_block is not None
+    third = next((e for e in child.events if _sweep("started", 3)(e)), None)
+    late = [m for m in messages if third is not None and m.received_at >= third["at"]]
+    return SystemFigures(
+        latencies=[m.received_at - move.mined_at for m in messages],
+        calls_on_price_block=next_block.calls - price_block.calls,
+        calls_per_quiet_block=cycle_calls / len(cycle),
+        peak_rss_mib=peak,
+        sweep_seconds=finished["seconds"],
+        notes={
+            "interval_s": options.interval,
+            "first_sweep_seconds": round(finished["seconds"], 3),
+            "eth_calls_in_quiet_cycle": cycle_calls,
+            "blocks_in_quiet_cycle": len(cycle),
+            "price_moved_after_sweep_start_s": round(move.sent_at - second["at"], 4),
+            "alerts_only_in_sweep_3": len(late),  # read in sweep 2 before the price moved
+            "evm_mine_round_trip_s": round(move.mined_at - move.sent_at, 4),
+            "limits": "none (one sendMessage per alert, inline in the sweep), one chat per account",
+        },
+    )
+
+
+def _sweep(kind: str, number: int):  # type: ignore[no-untyped-def]
+    return lambda event: event.get("event") == f"sweep.{kind}" and event.get("sweep") == number
+
+
+# -- shared -----------------------------------------------------------------------------------------------
+
+
+async def all_alerts(bot: BotApiServer, market: Market, timeout: float = ALERTS_TIMEOUT_S) -> list[SentMessage]:
+    """Waits for one alert per exposed account, then checks no other account was alerted and none twice."""
+    expected = len(market.exposed)
+    deadline = time.monotonic() + timeout
+    while len(bot.messages) < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(bot.messages)} of {expected} alerts arrived within {timeout:g} s")
+        await asyncio.sleep(_POLL_S)
+    await asyncio.sleep(LINGER_S)
+    alerted = Counter(market.index_of_chat(m.chat_id) for m in bot.messages)
+    if set(alerted) != set(market.exposed) or max(alerted.values()) != 1:
+        wrong = sorted(set(alerted) ^ set(market.exposed))[:5]
+        raise RuntimeError(f"alerts do not match the exposed accounts one to one (e.g. indices {wrong}); "
+                           f"{len(bot.messages)} messages for {expected} exposed accounts")  # fmt: skip
+    return list(bot.messages)
+
+
+async def snapshot(rpc: NodeRpc) -> str:
+    return str(await rpc.call("evm_snapshot"))
+
+
+async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row:
+    started = time.monotonic()
+    async with running_anvil() as node:
+        market = await build_market(node, count, options.fraction)
+        say(f"N={count:,}: deployed and opened {count:,} positions ({len(market.exposed):,} exposed to WETH) "
+            f"in {market.setup_seconds:.1f} s")  # fmt: skip
+        rpc = NodeRpc(node.http_url)
+        try:
+            saved = await snapshot(rpc)
+            (workdir / "chainwatch").mkdir()
+            chainwatch = await measure_chainwatch(node, market, options, workdir / "chainwatch")
+            say(f"N={count:,}: chainwatch measured ({time.monotonic() - started:.0f} s so far)")
+            if await rpc.call("evm_revert", saved) is not True:
+                raise RuntimeError("evm_revert refused the snapshot")
+            (workdir / "baseline").mkdir()
+            baseline = await measure_baseline(node, market, options, workdir / "baseline")
+            say(f"N={count:,}: baseline measured ({time.monotonic() - started:.0f} s so far)")
+        finally:
+            await rpc.aclose()
+    return Row(positions=count, alerts=len(market.exposed), setup_seconds=market.setup_seconds,
+               run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline)  # fmt: skip
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    anvil = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "chainwatch"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "anvil": anvil[0].removeprefix("anvil Version: ") if anvil else "?",
+        "chainwatch_commit": commit.strip() + (" (chainwatch/ has uncommitted changes)" if dirty.strip() else ""),
+    }
+
+
+def report(rows: list[Row], facts: dict[str, Any], options: argparse.Namespace, total: float) -> str:
+    lines = [
+        table(rows),
+        "",
+        f"Latency: from the price block being mined (evm_mine answered) to the alert's sendMessage reaching the local "
+        f"Bot API server, both on the benchmark's time.monotonic(). Blocks: one every {options.block_time:g} s, the "
+        f"price update alone in its own block. chainwatch: messages_per_second={options.messages_per_second:g}, "
+        f"per_chat_interval=1.0, one chat per account (no limit binds). Polling: sweeps start every "
+        f"{options.interval:g} s (or back to back when a sweep is longer); the price moves right after sweep 2 starts.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()),
+        "Run time: " + "; ".join(
+            f"N={r.positions:,} {r.run_seconds:.0f} s (setup {r.setup_seconds:.0f} s)" for r in rows
+        ) + f"; total {total:.0f} s",
+        "",
+        "Details:",
+    ]  # fmt: skip
+    for row in rows:
+        lines.append(f"  N={row.positions:,} chainwatch: {json.dumps(row.chainwatch.notes)}")
+        lines.append(f"  N={row.positions:,} polling:    {json.dumps(row.baseline.notes)}")
+    return "\n".join(lines)
+
+
+async def run(options: argparse.Namespace) -> int:
+    started = time.monotonic()
+    facts = machine_facts()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as tmp:
+        workdir = Path(options.workdir) if options.workdir else Path(tmp)
+        for count in options.positions:
+            (workdir / f"n{count}").mkdir(parents=True, exist_ok=False)
+            rows.append(await measure(count, options, workdir / f"n{count}"))
+    total = time.monotonic() - started
+    print(report(rows, facts, options, total))
+    if options.json:
+        Path(options.json).write_text(json.dumps({"facts": facts, "total_seconds": total, "options": vars(options),
+                                                  "rows": [asdict(r) for r in rows]}, indent=2))  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--positions", type=int, nargs="+", default=[1000, 10000], help="N values, one run each")
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of positions the WETH drop alerts")
+    parser.add_argument("--interval", type=float, default=5.0, help="polling baseline: seconds between sweep starts")
+    parser.add_argument("--block-time", type=float, default=0.4, help="seconds between blocks (Monad: ~0.4)")
+    parser.add_argument("--quiet-blocks", type=int, default=10, help="empty blocks chainwatch is watched through")
+    parser.add_argument("--messages-per-second", type=float, default=10_000.0,
+                        help="chainwatch's bot-wide send limit (Telegram's real one is ~25)")  # fmt: skip
+    parser.add_argument("--workdir", help="keep configs, logs and databases here (default: a temporary dir)")
+    parser.add_argument("--json", help="also write every figure to this file")
+    options = parser.parse_args(argv)
+    if not 0 < options.fraction <= 1:
+        parser.error("--fraction must be in (0, 1]")
+    return asyncio.run(run(options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
