@@ -124,7 +124,8 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
         argv = [sys.executable, "-m", "chainwatch.cli", "--log-level", "info", "run", "--config", str(config)]
         child = await Child.start(argv, workdir / "chainwatch.log", ROOT)
         try:
-            await child.wait_for(lambda e: e.get("event") == "listener.subscribed", READY_TIMEOUT_S)
+            # Ready as `Watcher.ready` is: subscribed and backfilled (the backfill's requests count as start-up).
+            await child.wait_for(lambda e: e.get("event") == "listener.backfilled", READY_TIMEOUT_S)
             startup_seconds = time.monotonic() - child.started_at
             startup = Counter(proxy.calls)
             say(f"chainwatch ready after {startup_seconds:.1f} s ({startup['eth_call']} eth_calls at start-up)")

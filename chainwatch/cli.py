@@ -130,10 +130,16 @@ async def _check(config: Config, address: str) -> int:
             continue
         for reading in outcome.readings:
             level = classify(reading.health_factor, None, thresholds)
+            market = f" market {reading.key.market}" if reading.key.market else ""
+            liquidation = (
+                f" liquidation {reading.liquidation_asset} at {reading.liquidation_price:,.2f} {reading.currency}"
+                if reading.liquidation_price is not None
+                else ""
+            )
             print(
-                f"{target.protocol}: {address} health {format_health(reading.health_factor)} [{level.name}] "
-                f"collateral {reading.collateral:,.2f} {reading.currency} debt {reading.debt:,.2f} {reading.currency} "
-                f"assets {len(outcome.exposure)} block {reading.block}"
+                f"{target.protocol}{market}: {address} health {format_health(reading.health_factor)} [{level.name}] "
+                f"collateral {reading.collateral:,.2f} {reading.currency} debt {reading.debt:,.2f} {reading.currency}"
+                f"{liquidation} block {reading.block}"
             )
     return 0
 

@@ -19,6 +19,7 @@ from chainwatch.chain import ChainEvent, Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, is_price_update
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
+from chainwatch.multicall import Call
 from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
@@ -195,19 +196,30 @@ class Engine:
 async def read_targets(
     protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int
 ) -> list[tuple[Target, AccountReading | ReadError]]:
-    """Each target's reading at `block`, all targets' calls in one batched pass (ReadFailed if the batch fails)."""
+    """Each target's reading at `block`, all targets' calls in one batched pass (ReadFailed if the batch fails).
+
+    Identical calls (a market's state, an oracle's prices) are made once per pass and shared by every account
+    that asked for them.
+    """
     plans = [(target, protocols[target.protocol].read_calls(target.account)) for target in sorted(targets)]
-    results = await reader.read([call for _, calls in plans for call in calls], block)
+    unique: dict[tuple[str, bytes], Call] = {}
+    for _, calls in plans:
+        for call in calls:
+            unique.setdefault(_call_key(call), call)
+    slot = {key: index for index, key in enumerate(unique)}
+    results = await reader.read(list(unique.values()), block)
     outcomes: list[tuple[Target, AccountReading | ReadError]] = []
-    offset = 0
     for target, calls in plans:
-        chunk = results[offset : offset + len(calls)]
-        offset += len(calls)
+        mine = [results[slot[_call_key(call)]] for call in calls]
         try:
-            outcomes.append((target, protocols[target.protocol].decode_account(target.account, chunk, block)))
+            outcomes.append((target, protocols[target.protocol].decode_account(target.account, mine, block)))
         except ReadError as error:
             outcomes.append((target, error))
     return outcomes
+
+
+def _call_key(call: Call) -> tuple[str, bytes]:
+    return (call.target.lower(), call.data)
 
 
 def _drain(queue: asyncio.Queue[ChainEvent]) -> Sequence[ChainEvent]:

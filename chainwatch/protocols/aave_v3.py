@@ -66,6 +66,7 @@ class AaveV3:
         self.reserves: dict[str, int] = {}  # asset (lower-case) -> reserve id
         self.atokens: dict[str, str] = {}  # aToken (lower-case) -> asset
         self.sources: dict[str, str] = {}  # asset -> emitting feed (lower-case)
+        self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
 
     async def resolve(self, reader: Reader, block: int) -> None:
         provider_reads = await reader.read(
@@ -95,6 +96,8 @@ class AaveV3:
             sources.append(_address(source_result, "AaveOracle.getSourceOfAsset"))
         aggregators = await reader.read([aggregator_call(source) for source in sources], block)
         self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
+        symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
+        self.symbols = {asset: _symbol(result, asset) for asset, result in zip(assets, symbols)}
 
     async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
         """Nothing to find: one read of `getUserConfiguration` tells every reserve an account uses."""
@@ -124,24 +127,38 @@ class AaveV3:
         return None
 
     def read_calls(self, account: str) -> Sequence[Call]:
+        # The prices call is the same for every account: the reader makes it once per pass.
         return (
             Call(target=self.pool, data=calldata("getUserAccountData(address)", account), gas=400_000),
             Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
-        )
+            Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(self.reserves)),
+                 gas=20_000 + 15_000 * len(self.reserves)),
+        )  # fmt: skip
 
     def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
         collateral, debt, _, _, _, health = _decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
         (bitmap,) = _decoded(["uint256"], results[1], "Pool.getUserConfiguration")
+        (prices,) = _decoded(["uint256[]"], results[2], "AaveOracle.getAssetsPrices")
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
-        exposure = frozenset(asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 0b11)
+        borrowed = {asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 1}
+        collaterals = [asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid + 1)) & 1]
+        health_factor = math.inf if health == _NO_DEBT or debt == 0 else health / 1e18
+        liquidation_price, liquidation_asset = None, ""
+        if len(collaterals) == 1 and collaterals[0] not in borrowed and health_factor not in (0, math.inf):
+            # One collateral, priced against other assets: health scales with its price, so 1.0 is at price / HF.
+            (asset,) = collaterals
+            price = dict(zip(self.reserves, prices)).get(asset, 0) / self.base_unit
+            liquidation_price, liquidation_asset = price / health_factor, self.symbols.get(asset, asset)
         reading = Reading(
             key=PositionKey(protocol=self.name, account=account),
             block=block,
-            health_factor=math.inf if health == _NO_DEBT or debt == 0 else health / 1e18,
+            health_factor=health_factor,
             collateral=collateral / self.base_unit,
             debt=debt / self.base_unit,
+            liquidation_price=liquidation_price,
+            liquidation_asset=liquidation_asset,
         )
-        return AccountReading(readings=(reading,), exposure=exposure)
+        return AccountReading(readings=(reading,), exposure=frozenset({*borrowed, *collaterals}))
 
 
 def _account(topic: str) -> str:
@@ -156,6 +173,14 @@ def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
     except DecodingError as error:
         raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
 
+
+
+def _symbol(result: CallResult, asset: str) -> str:
+    try:
+        (symbol,) = _decoded(["string"], result, "symbol()")
+    except ReadError:
+        return asset[:10]  # a token without a readable symbol is still named, by its address
+    return symbol
 
 def _address(result: CallResult, what: str) -> str:
     (address,) = _decoded(["address"], result, what)

@@ -110,6 +110,7 @@ class TestCheck:
         text = out.decode()
         assert "neverland" in text and exposed in text and "health 1.700" in text
         assert "collateral 2,000.00 USD" in text and "debt 1,000.00 USD" in text
+        assert "liquidation WETH at 1,176.47 USD" in text  # 2000 / 1.7
 
     async def test_bad_address_is_one_line_status_2(self, chain: Chain, tmp_path: Path) -> None:
         """A malformed address is refused with status 2 and one line naming the argument."""

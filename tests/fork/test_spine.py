@@ -47,6 +47,7 @@ class TestPriceMoves:
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text and "user 0" in message.text
         assert unexposed not in message.text
+        assert "Liquidation price WETH 1,176.47 USD" in message.text  # 1300 / 1.105: where health reaches 1.0
         reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
         assert [event["positions"] for event in reads] == [1]
 

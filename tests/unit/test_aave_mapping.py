@@ -33,12 +33,17 @@ def pool_log(signature: str, *indexed: str, address: str = POOL) -> Log:
     )  # fmt: skip
 
 
+def ok(*datas: bytes) -> list[CallResult]:
+    return [CallResult(success=True, data=data) for data in datas]
+
+
 @pytest.fixture
 def aave() -> AaveV3:
     protocol = AaveV3("neverland", "0x" + "99" * 20)
     protocol.pool, protocol.oracle = to_checksum_address(POOL), to_checksum_address(ORACLE)
     protocol.reserves = {WETH: 0, USDC: 1, WBTC: 2}
     protocol.atokens = {ATOKEN: WETH}
+    protocol.symbols = {WETH: "WETH", USDC: "USDC", WBTC: "WBTC"}
     return protocol
 
 
@@ -94,19 +99,32 @@ class TestDecodeAccount:
         account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 1_133_333_333_333_333_333])
         # WETH (id 0) as collateral -> bit 1; USDC (id 1) borrowed -> bit 2.
         bitmap = encode(["uint256"], [0b0110])
-        result = aave.decode_account(USER, [CallResult(success=True, data=account_data), CallResult(success=True, data=bitmap)], 7)
+        prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
+        result = aave.decode_account(USER, ok(account_data, bitmap, prices), 7)
         (reading,) = result.readings
         assert reading.health_factor == pytest.approx(1.1333333)
         assert (reading.collateral, reading.debt, reading.block) == (2000.0, 1500.0, 7)
         assert result.exposure == {WETH, USDC}
+        # One collateral: health is proportional to its price, so liquidation sits at 2000 / 1.1333 = 1764.7.
+        assert reading.liquidation_price == pytest.approx(1764.7, abs=0.1)
+        assert reading.liquidation_asset == "WETH"
+
+    def test_no_liquidation_price_with_two_collaterals(self, aave: AaveV3) -> None:
+        """With two collaterals no single price sets the line, so none is claimed."""
+        account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 1_133_333_333_333_333_333])
+        bitmap = encode(["uint256"], [0b100110])  # WETH and WBTC (id 2) as collateral, USDC borrowed
+        prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
+        (reading,) = aave.decode_account(USER, ok(account_data, bitmap, prices), 7).readings
+        assert reading.liquidation_price is None
 
     def test_no_debt_is_infinite_health(self, aave: AaveV3) -> None:
         """Aave's uint256 max health (no debt) reads as infinite, never as a number that could trip a line."""
         account_data = encode(["uint256"] * 6, [100, 0, 0, 0, 0, 2**256 - 1])
-        result = aave.decode_account(USER, [CallResult(success=True, data=account_data), CallResult(success=True, data=encode(["uint256"], [0]))], 1)
+        prices = encode(["uint256[]"], [[1, 1, 1]])
+        result = aave.decode_account(USER, ok(account_data, encode(["uint256"], [0]), prices), 1)
         assert math.isinf(result.readings[0].health_factor)
 
     def test_reverted_read_is_an_error_not_an_empty_position(self, aave: AaveV3) -> None:
         """A failed call raises ReadError instead of looking like an account with nothing at risk."""
         with pytest.raises(ReadError, match="getUserAccountData reverted"):
-            aave.decode_account(USER, [CallResult(success=False, data=b""), CallResult(success=True, data=b"")], 1)
+            aave.decode_account(USER, [CallResult(success=False, data=b""), *ok(b"", b"")], 1)
