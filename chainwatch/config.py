@@ -258,6 +258,9 @@ class Config(Record, frozen=True, kw_only=True):
                 raise ValueError(
                     f"watch[{i}]: critical ({critical}{critical_from}) must be below warn ({warn}{warn_from})"
                 )
+            if self.telegram_token() is not None and self.chat_id_for(watch) is None:
+                # Caught here, not at the first alert: an alert with nowhere to go is a silent loss.
+                raise ValueError(f"watch[{i}].chat_id: needed, since telegram.default_chat_id is not set")
 
     def thresholds_for(self, watch: Watch) -> Thresholds:
         """The alert thresholds for `watch`: its own warn/critical where set, the `[alerts]` ones otherwise."""

@@ -178,6 +178,12 @@ class TestPerWatch:
 # (case id, config text, environ, expected message after "<path>: ")
 ERRORS = [
     (
+        "watch with nowhere to send",
+        MINIMAL + f'[telegram]\ntoken = "{TOKEN}"\n' + _watch(),
+        {},
+        "watch[0].chat_id: needed, since telegram.default_chat_id is not set",
+    ),
+    (
         "unknown key",
         MINIMAL.replace("chain_id = 31337", "chain_id = 31337\nwsurl = 1"),
         {},
