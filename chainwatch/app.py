@@ -21,9 +21,9 @@ from chainwatch.index import Target
 from chainwatch.listeners.websocket import ChainListener
 from chainwatch.protocols.base import AccountReading, ReadError
 from chainwatch.protocols.registry import protocol_from_config
-from chainwatch.reader import Reader
+from chainwatch.reader import ReadFailed, Reader
 from chainwatch.recompute import Engine, read_targets
-from chainwatch.rpc import Rpc
+from chainwatch.rpc import Rpc, RpcError
 from chainwatch.store import Store, open_store
 
 log = structlog.get_logger(__name__)
@@ -93,8 +93,11 @@ class Watcher:
                 refresh=config.refresh,
             )
             previous = await store.cursor()
-            head = await rpc.head()
-            await engine.start(head, rpc)
+            try:
+                head = await rpc.head()
+                await engine.start(head, rpc)
+            except (RpcError, ReadFailed, ReadError) as error:
+                raise StartupError(f"cannot read the configured protocols on chain: {error}") from None
             log.info("watcher.started", block=head.number, resumed_after=None if previous is None else previous.number,
                      positions=len(watch_targets(config)))  # fmt: skip
             queue: asyncio.Queue[ChainEvent] = asyncio.Queue()
@@ -126,7 +129,10 @@ class Watcher:
         log.info("watcher.stopped", unsent=pending)
 
     async def _check_chain(self, rpc: Rpc) -> None:
-        actual = await rpc.chain_id()
+        try:
+            actual = await rpc.chain_id()
+        except RpcError as error:
+            raise StartupError(f"cannot reach the chain: {error}") from None
         if actual != self.config.chain.chain_id:
             raise StartupError(f"chain.chain_id is {self.config.chain.chain_id} but the node reports {actual}")
 

@@ -181,8 +181,7 @@ class MorphoActions:
         """Repay `amount` whole loan tokens, or every borrow share when None (the tokens are minted first)."""
         m = self.devnet.markets[market]
         if amount is None:
-            _, shares, _ = await self.position(market, account)
-            assets, shares = 0, shares
+            assets, (_, shares, _) = 0, await self.position(market, account)
             to_mint = await self._assets_for(m, shares)
         else:
             assets, shares = _units(amount, m.loan_decimals), 0

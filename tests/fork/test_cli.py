@@ -150,3 +150,27 @@ class TestDevnetDeploy:
         assert written["multicall3"] == "0xcA11bde05977b3631167028862bE2a173976CA11"
         assert set(written["aave_v3"]) >= {"pool_addresses_provider", "pool", "oracle", "data_provider", "reserves"}
         assert set(written["aave_v3"]["reserves"]) >= {"WETH", "WBTC", "USDC"}
+
+
+class TestStartupErrors:
+    async def test_unreachable_node_is_one_line(self, tmp_path: Path, chain: Chain) -> None:
+        """With no node at the configured URL, `run` says so in one line (naming no URL) and exits 2."""
+        config = plain_config(tmp_path / "down.toml", chain, [])
+        config.write_text(config.read_text().replace(chain.node.ws_url, "ws://127.0.0.1:9/"))
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            async with asyncio.timeout(DEADLINE):
+                _, err = await process.communicate()
+        assert process.returncode == 2
+        (line,) = err.decode().strip().splitlines()
+        assert line.startswith("chainwatch: cannot reach the chain: eth_chainId failed: http_urls[0]")
+
+    async def test_wrong_provider_address_is_one_line(self, tmp_path: Path, chain: Chain) -> None:
+        """A pool_addresses_provider that is not one fails at start with one line naming the call that failed."""
+        config = plain_config(tmp_path / "wrong.toml", chain, [])
+        config.write_text(config.read_text().replace(chain.devnet.aave_v3.pool_addresses_provider, chain.accounts[0]))
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            async with asyncio.timeout(DEADLINE):
+                _, err = await process.communicate()
+        assert process.returncode == 2
+        (line,) = err.decode().strip().splitlines()
+        assert line.startswith("chainwatch: cannot read the configured protocols on chain:") and "PoolAddressesProvider" in line
