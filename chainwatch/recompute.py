@@ -90,8 +90,8 @@ class Engine:
         assert self.processed is not None
         return self.processed
 
-    def resume_from(self) -> int | None:
-        return None if self.processed is None else self.processed.number
+    def resume_from(self) -> BlockRef | None:
+        return self.processed
 
     # -- steady state ---------------------------------------------------------------------------------
     async def run(self, queue: asyncio.Queue[ChainEvent]) -> None:

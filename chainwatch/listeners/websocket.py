@@ -23,8 +23,14 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 
 from chainwatch.chain import ChainEvent, Head, LogFilter, head_from_json, log_from_json
 from chainwatch.rpc import Rpc, RpcError
+from chainwatch.store import BlockRef
 
 log = structlog.get_logger(__name__)
+
+
+# How far back to replay when the last processed block was reorged away; Monad's subscriptions only report
+# finalized blocks, so this covers chains with shallow reorgs.
+REORG_REPLAY_BLOCKS = 64
 
 
 class _Notification(msgspec.Struct):
@@ -76,7 +82,7 @@ class ChainListener:
         queue: asyncio.Queue[ChainEvent],
         *,
         log_filter: Callable[[], LogFilter],
-        resume_from: Callable[[], int | None],
+        resume_from: Callable[[], BlockRef | None],
         max_log_range: int,
         on_subscribed: Callable[[], object] = lambda: None,
     ) -> None:
@@ -142,10 +148,17 @@ class ChainListener:
         return subscriptions
 
     async def _backfill(self, log_filter: LogFilter) -> None:
-        """Replays logs since the last finished block; that block too, since its logs may have come late."""
-        start = self._resume_from()
-        if start is None:
+        """Replays logs since the last finished block, that block included (its logs are re-checked, cheaply).
+
+        If that block is no longer on the chain (a reorg while we were away), replays from further back.
+        """
+        finished = self._resume_from()
+        if finished is None:
             return
+        start = finished.number
+        if (await self._rpc.head(finished.number)).hash != finished.hash:
+            start = max(0, finished.number - REORG_REPLAY_BLOCKS)
+            log.warning("listener.reorg_detected", block=finished.number, replay_from=start)
         head = await self._rpc.head()
         for first in range(start, head.number + 1, self._max_log_range):
             last = min(first + self._max_log_range - 1, head.number)

@@ -208,3 +208,24 @@ class TestInterestDrift:
         assert message.text.split()[1] == "WARN" and borrower in message.text
         health, at = health_and_block(message.text)
         assert health == await health_at(chain, borrower, at) and health < Decimal("1.5")
+
+
+class TestReorg:
+    async def test_reorg_while_disconnected_is_noticed(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """If the last processed block was replaced while the socket was down, the listener replays from before it."""
+        await open_standard_positions(chain)
+        running = await start_watcher()
+        for _ in range(3):  # blocks the reorg can replace without undoing the positions
+            await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        await running.settled(processed := await chain.web3.eth.block_number)
+        with capture_logs() as logs:
+            reorged = await chain.web3.provider.make_request("anvil_reorg", [2, []])  # type: ignore[arg-type]
+            assert "error" not in reorged, reorged
+            await proxy.drop_websockets()
+            block = await chain.actions.set_price("WETH", 1300)
+            await running.settled(block)
+        detected = [e for e in logs if e["event"] == "listener.reorg_detected"]
+        assert detected and detected[0]["block"] == processed and detected[0]["replay_from"] < processed
+        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]

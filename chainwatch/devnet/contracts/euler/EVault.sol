@@ -295,7 +295,6 @@ contract EVault {
         _pull(payer, amount);
         _owed[receiver].assets = debt - amount;
         _totalBorrows = _totalBorrows > amount ? _totalBorrows - amount : 0;
-        cash += amount;
         emit Repay(receiver, amount);
         _logVaultStatus();
         return amount;

@@ -1,0 +1,234 @@
+"""A Curvance market on the devnet: the project's own Curvance-shaped contracts, deployed over the Aave devnet.
+
+The contracts in `contracts/curvance/` reproduce Curvance's interface (MarketManager `statusOf`, cTokens with
+Curvance's events, an OracleManager over a ChainlinkAdaptor, ProtocolReader `getPositionHealth`). They list the
+Aave devnet's own WETH, WBTC and USDC and price them from the same feeds (USDC through its FeedProxy), so one
+`DevnetActions.set_price` moves Aave and Curvance positions alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Final, NamedTuple
+
+import msgspec
+from eth_typing import ChecksumAddress
+from web3 import Web3
+
+from chainwatch.devnet.artifacts import Artifact
+from chainwatch.devnet.deploy import (
+    ADMIN_ACCOUNT_INDEX, ASSETS, ERC20, LIQUIDITY_ACCOUNT_INDEX, Address, Devnet, aave_artifact,
+)  # fmt: skip
+from chainwatch.devnet.solc import CONTRACTS_DIR, CompileFailed, _run_solcjs, project_root, solc_version, standard_json_input
+from chainwatch.devnet.transactions import Rpc, TxPlan, execute
+
+CURVANCE_DIR: Final = CONTRACTS_DIR / "curvance"
+CONTRACTS: Final = ("MarketManager", "BorrowableCToken", "OracleManager", "ChainlinkAdaptor", "ProtocolReader")
+WAD: Final = 10**18
+_YEAR: Final = 365 * 24 * 3600
+# 10% a year on every debt, so a year's time warp with no transaction moves health visibly.
+BORROW_RATE_PER_SECOND: Final = WAD // 10 // _YEAR
+# Share of collateral value that may be owed (borrow limit and liquidation line alike), like the Aave devnet's
+# liquidation thresholds, so the same positions have the same health on both protocols.
+COLL_RATIOS: Final = {"WETH": Decimal("0.85"), "WBTC": Decimal("0.75"), "USDC": Decimal("0.85")}
+# Measured use (deploys 0.2-1.9M, calls under 0.3M) with headroom; small limits let a wave hold more.
+_DEPLOY_GAS: Final = 2_500_000
+_CALL_GAS: Final = 400_000
+_MAX_UINT256: Final = 2**256 - 1
+_ARTIFACTS: Final = msgspec.json.Decoder(dict[str, Artifact])
+
+Amount = Decimal | int | float
+
+
+class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class CurvanceToken(_Base):
+    c_token: Address
+    asset: Address  # the Aave devnet's token of the same symbol
+    decimals: int
+
+
+class CurvanceDevnet(_Base):
+    market_manager: Address
+    oracle_manager: Address
+    chainlink_adaptor: Address
+    protocol_reader: Address
+    tokens: dict[str, CurvanceToken]
+
+    def __post_init__(self) -> None:
+        addresses = [self.market_manager, self.oracle_manager, self.chainlink_adaptor, self.protocol_reader]
+        for address in addresses + [a for t in self.tokens.values() for a in (t.c_token, t.asset)]:
+            if not Web3.is_checksum_address(address):
+                raise ValueError(f"address {address} is not checksummed")
+
+
+async def compile_curvance_contracts() -> dict[str, Artifact]:
+    """ABI and bytecode of each Curvance-shaped contract by name, cached under .cache/solc like the others.
+
+    Artifact names are prefixed `curvance:` because artifacts.py caches function selectors by artifact name.
+    """
+    sources = {f"curvance/{path.name}": {"content": path.read_text()} for path in sorted(CURVANCE_DIR.glob("*.sol"))}
+    standard = {"language": "Solidity", "sources": sources, "settings": standard_json_input()["settings"]}
+    source = json.dumps(standard, sort_keys=True).encode()
+    key = hashlib.sha256(source + b"\0solc-js " + solc_version().encode()).hexdigest()
+    cache_file = project_root() / ".cache" / "solc" / f"curvance-{key}.json"
+    if cache_file.is_file():
+        return _ARTIFACTS.decode(cache_file.read_bytes())
+    output = await _run_solcjs(source)
+    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
+    if errors:
+        raise CompileFailed(errors)
+    artifacts = {}
+    for name in CONTRACTS:
+        compiled = output["contracts"][f"curvance/{name}.sol"][name]
+        artifacts[name] = Artifact(name=f"curvance:{name}", abi=compiled["abi"],
+                                   bytecode="0x" + compiled["evm"]["bytecode"]["object"],
+                                   deployed_bytecode="0x" + compiled["evm"]["deployedBytecode"]["object"])  # fmt: skip
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # then rename: no reader sees half a file
+    partial.write_bytes(msgspec.json.encode(artifacts))
+    partial.replace(cache_file)
+    return artifacts
+
+
+class _Plan(NamedTuple):
+    plan: TxPlan
+    art: dict[str, Artifact]
+
+    def deploy(self, sender: str, name: str, *args: object, what: str = "") -> ChecksumAddress:
+        code = self.art[name].creation_code(*args)
+        return self.plan.deploy(f"deploy Curvance {what or name}", sender, code, gas=_DEPLOY_GAS)
+
+    def call(self, sender: str, to: str, name: str, function: str, *args: object, action: str) -> None:
+        artifact = aave_artifact(ERC20) if name == "ERC20" else self.art[name]
+        self.plan.call(action, sender, to, artifact.calldata(function, *args), gas=_CALL_GAS)
+
+
+def token_config(c_token: str, coll_ratio: Decimal) -> tuple[object, ...]:
+    """A `TokenConfig` tuple: only the cToken and its collRatio take effect on the devnet's manager."""
+    return (c_token, int(coll_ratio * WAD), *([0] * 11))
+
+
+async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
+    """Deploy the Curvance market over the Aave devnet at `http_url`: account 0 administers, account 9 lends."""
+    art = await compile_curvance_contracts()
+    rpc = Rpc(http_url)
+    try:
+        accounts = [Web3.to_checksum_address(a) for a in await rpc.call("eth_accounts")]
+        admin, lender = accounts[ADMIN_ACCOUNT_INDEX], accounts[LIQUIDITY_ACCOUNT_INDEX]
+        setup = _Plan(await TxPlan.for_senders(rpc, [admin]), art)
+        oracle = setup.deploy(admin, "OracleManager")
+        adaptor = setup.deploy(admin, "ChainlinkAdaptor")
+        manager = setup.deploy(admin, "MarketManager", oracle)
+        reader = setup.deploy(admin, "ProtocolReader")
+        tokens = {}
+        for spec in ASSETS:
+            reserve = devnet.aave_v3.reserves[spec.symbol]
+            c_token = setup.deploy(admin, "BorrowableCToken", reserve.asset, manager, BORROW_RATE_PER_SECOND,
+                                   what=f"c{spec.symbol}")  # fmt: skip
+            tokens[spec.symbol] = CurvanceToken(c_token=c_token, asset=reserve.asset, decimals=spec.decimals)
+            # The oracle source (USDC's is a FeedProxy), as a Curvance adaptor is given a Chainlink proxy.
+            setup.call(admin, adaptor, "ChainlinkAdaptor", "addAsset", reserve.asset, reserve.feed, 0, True,
+                       action=f"price {spec.symbol} in the Curvance adaptor")  # fmt: skip
+            setup.call(admin, oracle, "OracleManager", "addAssetPriceFeed", reserve.asset, adaptor,
+                       action=f"approve the adaptor for {spec.symbol}")  # fmt: skip
+            setup.call(admin, manager, "MarketManager", "listToken", c_token, action=f"list c{spec.symbol}")
+            setup.call(admin, manager, "MarketManager", "updateTokenConfig",
+                       token_config(c_token, COLL_RATIOS[spec.symbol]), action=f"configure c{spec.symbol}")  # fmt: skip
+        await execute(rpc, setup.plan.txs)
+        # After the admin's burst: the deposits need the cTokens mined.
+        liquidity = _Plan(await TxPlan.for_senders(rpc, [lender]), art)
+        for spec in ASSETS:
+            token, units = tokens[spec.symbol], spec.liquidity * 10**spec.decimals
+            _plan_deposit(liquidity, lender, spec.symbol, token, units, as_collateral=False)
+        await execute(rpc, liquidity.plan.txs)
+    finally:
+        await rpc.aclose()
+    return CurvanceDevnet(market_manager=manager, oracle_manager=oracle, chainlink_adaptor=adaptor,
+                          protocol_reader=reader, tokens=tokens)  # fmt: skip
+
+
+def _plan_deposit(plan: _Plan, account: str, symbol: str, token: CurvanceToken, units: int, *, as_collateral: bool) -> None:
+    plan.call(account, token.asset, "ERC20", "mint(address,uint256)", account, units, action=f"mint {symbol} to {account}")
+    plan.call(account, token.asset, "ERC20", "approve", token.c_token, units, action=f"approve c{symbol} by {account}")
+    function = "depositAsCollateral" if as_collateral else "deposit"
+    plan.call(account, token.c_token, "BorrowableCToken", function, units, account,
+              action=f"{function} {symbol} by {account}")  # fmt: skip
+
+
+class CurvanceActions:
+    """Transactions against the devnet's Curvance market; each returns the block of its last transaction.
+
+    Prices and time are shared with Aave: use `DevnetActions.set_price` and `advance_time`.
+    """
+
+    def __init__(self, http_url: str, curvance: CurvanceDevnet) -> None:
+        self.curvance = curvance
+        self._rpc = Rpc(http_url)
+
+    async def __aenter__(self) -> CurvanceActions:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._rpc.aclose()
+
+    async def open_position(
+        self, account: str, *, collateral: Mapping[str, Amount], borrow: Mapping[str, Amount] | None = None
+    ) -> int:
+        """Mint and deposit each collateral as collateral, then borrow each debt."""
+        plan = await self._plan(account)
+        for symbol, amount in collateral.items():
+            _plan_deposit(plan, account, symbol, self._token(symbol), self._units(symbol, amount), as_collateral=True)
+        for symbol, amount in (borrow or {}).items():
+            self._plan_borrow(plan, account, symbol, amount)
+        return await self._run(plan)
+
+    async def borrow(self, account: str, symbol: str, amount: Amount) -> int:
+        plan = await self._plan(account)
+        self._plan_borrow(plan, account, symbol, amount)
+        return await self._run(plan)
+
+    async def liquidate(self, liquidator: str, account: str, *, debt: str, collateral: str) -> int:
+        """`liquidator` repays all of `account`'s `debt` (minted to it first) and seizes `collateral` shares."""
+        plan, token = await self._plan(liquidator), self._token(debt)
+        funds = self._units(debt, 1_000_000)
+        plan.call(liquidator, token.asset, "ERC20", "mint(address,uint256)", liquidator, funds, action=f"mint {debt}")
+        plan.call(liquidator, token.asset, "ERC20", "approve", token.c_token, _MAX_UINT256, action=f"approve c{debt}")
+        plan.call(liquidator, token.c_token, "BorrowableCToken", "liquidate", [Web3.to_checksum_address(account)],
+                  self._token(collateral).c_token, action=f"liquidate {account}")  # fmt: skip
+        return await self._run(plan)
+
+    async def set_coll_ratio(self, symbol: str, ratio: Amount) -> int:
+        """Change a token's collRatio through `updateTokenConfig` (emits `TokenConfigUpdated`)."""
+        admin = Web3.to_checksum_address((await self._rpc.call("eth_accounts"))[ADMIN_ACCOUNT_INDEX])
+        plan = await self._plan(admin)
+        config = token_config(self._token(symbol).c_token, Decimal(str(ratio)))
+        plan.call(admin, self.curvance.market_manager, "MarketManager", "updateTokenConfig", config,
+                  action=f"set c{symbol} collRatio to {ratio}")  # fmt: skip
+        return await self._run(plan)
+
+    def _plan_borrow(self, plan: _Plan, account: str, symbol: str, amount: Amount) -> None:
+        plan.call(account, self._token(symbol).c_token, "BorrowableCToken", "borrow", self._units(symbol, amount),
+                  account, action=f"borrow {amount} {symbol} by {account}")  # fmt: skip
+
+    async def _plan(self, account: str) -> _Plan:
+        return _Plan(await TxPlan.for_senders(self._rpc, [account]), await compile_curvance_contracts())
+
+    async def _run(self, plan: _Plan) -> int:
+        receipts = await execute(self._rpc, plan.plan.txs)
+        return max(int(r["blockNumber"], 16) for r in receipts)
+
+    def _token(self, symbol: str) -> CurvanceToken:
+        return self.curvance.tokens[symbol]
+
+    def _units(self, symbol: str, amount: Amount) -> int:
+        scaled = Decimal(str(amount)) * 10 ** self._token(symbol).decimals
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{amount} {symbol} has more decimals than the token")
+        return int(scaled)

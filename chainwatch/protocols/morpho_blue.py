@@ -1,0 +1,295 @@
+"""Morpho Blue: one isolated market per (loan, collateral, oracle, IRM, LLTV), health per account per market.
+
+Health is Morpho's own `_isHealthy` arithmetic on its own storage, read with interest accrued up to the block:
+each read runs `accrueInterest(params)` before `market(id)` inside the same `aggregate3` eth_call, which
+executes the accrual without keeping it. Markets come from the config and from each watched account's own
+events; their prices from the feeds behind each market's MorphoChainlinkOracleV2-shaped oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from typing import NamedTuple
+
+import structlog
+from eth_abi.exceptions import DecodingError
+from eth_utils import to_checksum_address
+
+from chainwatch.abi import calldata, decode, event_topic
+from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
+from chainwatch.config import MorphoBlueConfig
+from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.model import PositionKey, Reading
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.reader import Reader
+from chainwatch.rpc import Rpc
+
+log = structlog.get_logger(__name__)
+
+ORACLE_PRICE_SCALE = 10**36
+WAD = 10**18
+VIRTUAL_SHARES = 10**6  # SharesMathLib: virtual shares and assets keep share prices defined in empty markets
+VIRTUAL_ASSETS = 1
+_PARAMS = "(address,address,address,address,uint256)"
+_MARKET = ["uint128"] * 6  # totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
+_ZERO = "0x" + "0" * 40
+
+# EventsLib (topic1 is always the market id) -> the topic naming the account whose position changed.
+BORROW = event_topic("Borrow(bytes32,address,address,address,uint256,uint256)")
+REPAY = event_topic("Repay(bytes32,address,address,uint256,uint256)")
+SUPPLY_COLLATERAL = event_topic("SupplyCollateral(bytes32,address,address,uint256)")
+WITHDRAW_COLLATERAL = event_topic("WithdrawCollateral(bytes32,address,address,address,uint256)")
+LIQUIDATE = event_topic("Liquidate(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)")
+ACCRUE_INTEREST = event_topic("AccrueInterest(bytes32,uint256,uint256,uint256)")
+ACCOUNT_TOPIC = {BORROW: 2, REPAY: 3, SUPPLY_COLLATERAL: 3, WITHDRAW_COLLATERAL: 2, LIQUIDATE: 3}
+# Every position starts with collateral supplied or a borrow, so these two find each market an account uses.
+_DISCOVERY = ((SUPPLY_COLLATERAL, 3), (BORROW, 2))
+_FEEDS = ("BASE_FEED_1()", "BASE_FEED_2()", "QUOTE_FEED_1()", "QUOTE_FEED_2()")
+# Per market, in read_calls order: the accrued totals are asked twice, each right after its own accrual. The
+# reader may cut a batch into eth_calls between any two calls, but not twice within four, so one of the two
+# pairs always ran in one eth_call; its `lastUpdate` is the later one.
+_CALLS_PER_MARKET = 6
+
+
+class Market(NamedTuple):
+    id: str  # lower-case 0x hex, as logs carry it; also the exposure key
+    params: tuple[str, str, str, str, int]  # loanToken, collateralToken, oracle, irm, lltv
+    loan_symbol: str
+    loan_decimals: int
+    collateral_symbol: str
+    collateral_decimals: int
+    feeds: tuple[str, ...]  # emitting feeds (lower-case) that move the oracle's price
+
+
+class MorphoBlue:
+    """A Morpho Blue singleton and the markets of the watched accounts on it."""
+
+    def __init__(self, config: MorphoBlueConfig, *, log_range: int = 1_000) -> None:
+        self.name = config.name
+        self.morpho = to_checksum_address(config.morpho)
+        self._configured = frozenset(market.lower() for market in config.markets)
+        self._from_block = config.discovery_from_block
+        self._log_range = log_range  # eth_getLogs range per request; Monad's public RPCs allow about 1,000
+        self.markets: dict[str, Market] = {}
+        self._watched: set[str] = set()
+        self._used: dict[str, set[str]] = {}  # account -> market ids seen in its own events
+        self._plans: dict[str, tuple[str, ...]] = {}  # account -> markets of its last read_calls
+
+    async def resolve(self, reader: Reader, block: int) -> None:
+        await self._resolve_markets(reader, self._configured.union(*self._used.values()), block)
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+        """Finds each account's markets in its past SupplyCollateral and Borrow events, in bounded ranges."""
+        self._watched.update(accounts)
+        if not accounts:
+            return
+        topics = [_account_topic(account) for account in accounts]
+        for start in range(self._from_block, block + 1, self._log_range):
+            end = min(start + self._log_range - 1, block)
+            for topic0, index in _DISCOVERY:
+                wanted: list[object] = [topic0, None, None, None][: index + 1]
+                wanted[index] = topics
+                query = {"address": self.morpho, "topics": wanted, "fromBlock": hex(start), "toBlock": hex(end)}
+                for found in map(log_from_rpc, await rpc.request("eth_getLogs", [query])):
+                    self._used.setdefault(_account(found.topics[index]), set()).add(found.topics[1])
+        await self._resolve_markets(reader, self._configured.union(*self._used.values()) - self.markets.keys(), block)
+
+    def log_filter(self) -> LogFilter:
+        return LogFilter(addresses=(self.morpho.lower(),), topic0s=(*ACCOUNT_TOPIC, ACCRUE_INTEREST))
+
+    def price_feeds(self) -> dict[str, frozenset[str]]:
+        feeds: dict[str, set[str]] = {}
+        for market in self.markets.values():
+            for feed in market.feeds:
+                feeds.setdefault(feed, set()).add(market.id)
+        return {feed: frozenset(ids) for feed, ids in feeds.items()}
+
+    def touched_by(self, log: Log) -> Touch | None:
+        if log.address != self.morpho.lower() or len(log.topics) < 2:
+            return None
+        if log.topic0 == ACCRUE_INTEREST:
+            return MarketsTouched(keys=frozenset({log.topics[1]}))
+        index = ACCOUNT_TOPIC.get(log.topic0 or "")
+        if index is None or len(log.topics) <= index:
+            return None
+        account, market = _account(log.topics[index]), log.topics[1]
+        if account in self._watched:
+            self._used.setdefault(account, set()).add(market)
+            if market not in self.markets:
+                # A market never resolved: its params and feeds must be read, and its feeds subscribed to.
+                return SourcesChanged()
+        return AccountsTouched(accounts=frozenset({account}))
+
+    def read_calls(self, account: str) -> Sequence[Call]:
+        ids = tuple(sorted(m for m in self._configured.union(self._used.get(account, ())) if m in self.markets))
+        self._plans[account] = ids
+        calls: list[Call] = []
+        for market in (self.markets[m] for m in ids):
+            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=100_000)
+            totals = Call(target=self.morpho, data=calldata("market(bytes32)", _id_bytes(market.id)), gas=15_000)
+            position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
+            calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),
+                      Call(target=market.params[2], data=calldata("price()"), gas=100_000)]  # fmt: skip
+        return calls
+
+    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        ids = self._plans.get(account, ())
+        if len(results) != _CALLS_PER_MARKET * len(ids):
+            raise ReadError(f"expected {_CALLS_PER_MARKET * len(ids)} results for {len(ids)} markets, got {len(results)}")
+        readings, exposure = [], set()
+        for i, market_id in enumerate(ids):
+            market = self.markets[market_id]
+            accrue_1, totals_1, accrue_2, totals_2, position, price = results[i * 6 : i * 6 + 6]
+            totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market_id)
+            _, borrow_shares, collateral = _decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+            if borrow_shares or collateral:
+                exposure.add(market_id)
+            readings.append(_reading(self.name, account, market, block, totals, borrow_shares, collateral, price))
+        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
+
+    async def _resolve_markets(self, reader: Reader, ids: Iterable[str], block: int) -> None:
+        ids = sorted(ids)
+        param_results = await reader.read(
+            [Call(target=self.morpho, data=calldata("idToMarketParams(bytes32)", _id_bytes(m)), gas=30_000) for m in ids],
+            block,
+        )  # fmt: skip
+        params = {}
+        for market_id, result in zip(ids, param_results):
+            loan, collateral, oracle, irm, lltv = _decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
+            if int(loan, 16) == 0:
+                raise ReadError(f"market {market_id} does not exist on Morpho {self.morpho} at block {block}")
+            params[market_id] = (to_checksum_address(loan), to_checksum_address(collateral),
+                                 to_checksum_address(oracle), to_checksum_address(irm), lltv)  # fmt: skip
+        details = await reader.read(
+            [call for p in params.values() for call in (
+                *(Call(target=token, data=calldata(f), gas=50_000) for token in p[:2] for f in ("symbol()", "decimals()")),
+                *(Call(target=p[2], data=calldata(feed), gas=30_000) for feed in _FEEDS),
+            )], block)  # fmt: skip
+        sources: dict[str, tuple[str, ...]] = {}
+        for (market_id, p), detail in zip(params.items(), _groups(details, 8)):
+            feed_results = detail[4:]
+            if not all(result.success and len(result.data) == 32 for result in feed_results):
+                # Another oracle shape: its price moves are unseen, only the periodic refresh re-reads the market.
+                log.warning("morpho.oracle_feeds_unknown", protocol=self.name, market=market_id, oracle=p[2])
+            sources[market_id] = tuple(
+                feed for result in feed_results if result.success and len(result.data) == 32
+                for feed in (decode(["address"], result.data)[0],) if int(feed, 16) != 0  # a zero feed counts as 1
+            )  # fmt: skip
+        flat = [source for feeds in sources.values() for source in feeds]
+        aggregators = dict(zip(flat, await reader.read([aggregator_call(source) for source in flat], block)))
+        for (market_id, p), detail in zip(params.items(), _groups(details, 8)):
+            self.markets[market_id] = Market(
+                id=market_id, params=p,
+                loan_symbol=_symbol(detail[0], p[0]), loan_decimals=_decimals(detail[1], p[0]),
+                collateral_symbol=_symbol(detail[2], p[1]), collateral_decimals=_decimals(detail[3], p[1]),
+                feeds=tuple(sorted({emitter_of(source, aggregators[source]) for source in sources[market_id]})),
+            )  # fmt: skip
+
+
+# --- Morpho's arithmetic, pure ---------------------------------------------------------------------------------
+
+
+def borrowed_assets(borrow_shares: int, total_borrow_assets: int, total_borrow_shares: int) -> int:
+    """SharesMathLib.toAssetsUp: the debt, rounded up against the borrower."""
+    numerator = borrow_shares * (total_borrow_assets + VIRTUAL_ASSETS)
+    return -(-numerator // (total_borrow_shares + VIRTUAL_SHARES))
+
+
+def max_borrow(collateral: int, price: int, lltv: int) -> int:
+    """Morpho._isHealthy's bound: collateral.mulDivDown(price, 1e36).wMulDown(lltv)."""
+    return collateral * price // ORACLE_PRICE_SCALE * lltv // WAD
+
+
+def health_factor(limit: int, borrowed: int) -> float:
+    """maxBorrow / borrowed; below 1.0 exactly when Morpho lets the position be liquidated (maxBorrow < borrowed)."""
+    if borrowed == 0:
+        return math.inf
+    ratio = limit / borrowed
+    # A shortfall of a few wei on a huge debt can round to 1.0 in a float; it must still read as liquidatable.
+    return math.nextafter(1.0, 0.0) if limit < borrowed and ratio >= 1.0 else ratio
+
+
+def _reading(name: str, account: str, market: Market, block: int, totals: tuple[int, ...], borrow_shares: int,
+             collateral: int, price_result: CallResult) -> Reading:  # fmt: skip
+    borrowed = borrowed_assets(borrow_shares, totals[2], totals[3]) if borrow_shares else 0
+    lltv, loan_unit = market.params[4], 10**market.loan_decimals
+    if price_result.success:
+        (price,) = _decoded(["uint256"], price_result, "oracle price()")
+    elif borrowed:
+        raise ReadError(f"oracle price() reverted for market {market.id}")
+    else:
+        price = None  # Morpho itself never prices a position without debt; its collateral value stays unknown
+    liquidation_price = None
+    if borrowed and collateral and lltv:
+        # The oracle price (loan units per collateral unit, 1e36) at which maxBorrow == borrowed, in whole tokens.
+        at_one = Fraction(borrowed * ORACLE_PRICE_SCALE * WAD, collateral * lltv)
+        liquidation_price = float(at_one * 10**market.collateral_decimals / loan_unit / ORACLE_PRICE_SCALE)
+    return Reading(
+        key=PositionKey(protocol=name, account=account, market=market.id),
+        block=block,
+        health_factor=health_factor(max_borrow(collateral, price, lltv), borrowed) if price is not None else math.inf,
+        collateral=math.nan if price is None else collateral * price // ORACLE_PRICE_SCALE / loan_unit,
+        debt=borrowed / loan_unit,
+        currency=market.loan_symbol,
+        liquidation_price=liquidation_price,
+        liquidation_asset=market.collateral_symbol,
+    )
+
+
+def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
+    candidates = [_decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs if accrue.success and totals.success]
+    if not candidates:
+        raise ReadError(f"Morpho.accrueInterest or market reverted for market {market_id}")
+    return max(candidates, key=lambda totals: totals[4])  # the later lastUpdate is the accrued one
+
+
+# --- decoding helpers ------------------------------------------------------------------------------------------
+
+
+def _groups(results: Sequence[CallResult], size: int) -> Iterable[Sequence[CallResult]]:
+    return (results[i : i + size] for i in range(0, len(results), size))
+
+
+def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
+    if not result.success:
+        raise ReadError(f"{what} reverted")
+    try:
+        return decode(types, result.data)
+    except DecodingError as error:
+        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
+
+
+def _symbol(result: CallResult, token: str) -> str:
+    """ERC20 symbol() as a string (or bytes32, as some old tokens return); the short address if neither."""
+    if result.success:
+        for kind in ("string", "bytes32"):
+            try:
+                text = decode([kind], result.data)[0]
+            except (DecodingError, ValueError):  # ValueError: not UTF-8
+                continue
+            text = text.rstrip(b"\0").decode(errors="replace") if isinstance(text, bytes) else text
+            if text.isprintable() and text:
+                return text
+    return f"{token[:6]}…{token[-4:]}"
+
+
+def _decimals(result: CallResult, token: str) -> int:
+    (decimals,) = _decoded(["uint256"], result, f"decimals() of {token}")
+    if decimals > 77:
+        raise ReadError(f"decimals() of {token} returned {decimals}")
+    return decimals
+
+
+def _id_bytes(market_id: str) -> bytes:
+    return bytes.fromhex(market_id.removeprefix("0x"))
+
+
+def _account_topic(account: str) -> str:
+    return "0x" + "0" * 24 + account.lower().removeprefix("0x")
+
+
+def _account(topic: str) -> str:
+    return to_checksum_address(topic_address(topic))
