@@ -23,7 +23,9 @@ from chainwatch.devnet.artifacts import Artifact
 from chainwatch.devnet.deploy import (
     ADMIN_ACCOUNT_INDEX, ASSETS, ERC20, LIQUIDITY_ACCOUNT_INDEX, Address, Devnet, aave_artifact,
 )  # fmt: skip
-from chainwatch.devnet.solc import CONTRACTS_DIR, CompileFailed, _run_solcjs, project_root, solc_version, standard_json_input
+from chainwatch.devnet.solc import (
+    CONTRACTS_DIR, CompileFailed, _run_solcjs, project_root, solc_version, standard_json_input,
+)  # fmt: skip
 from chainwatch.devnet.transactions import Rpc, TxPlan, execute
 
 CURVANCE_DIR: Final = CONTRACTS_DIR / "curvance"
@@ -98,16 +100,22 @@ async def compile_curvance_contracts() -> dict[str, Artifact]:
 
 
 class _Plan(NamedTuple):
+    """A TxPlan phrased as deploys of and calls to contracts named as in CONTRACTS (or "ERC20": Aave's token)."""
+
     plan: TxPlan
     art: dict[str, Artifact]
+
+    @classmethod
+    async def for_sender(cls, rpc: Rpc, sender: str) -> _Plan:
+        art = {**await compile_curvance_contracts(), "ERC20": aave_artifact(ERC20)}
+        return cls(await TxPlan.for_senders(rpc, [sender]), art)
 
     def deploy(self, sender: str, name: str, *args: object, what: str = "") -> ChecksumAddress:
         code = self.art[name].creation_code(*args)
         return self.plan.deploy(f"deploy Curvance {what or name}", sender, code, gas=_DEPLOY_GAS)
 
     def call(self, sender: str, to: str, name: str, function: str, *args: object, action: str) -> None:
-        artifact = aave_artifact(ERC20) if name == "ERC20" else self.art[name]
-        self.plan.call(action, sender, to, artifact.calldata(function, *args), gas=_CALL_GAS)
+        self.plan.call(action, sender, to, self.art[name].calldata(function, *args), gas=_CALL_GAS)
 
 
 def token_config(c_token: str, coll_ratio: Decimal) -> tuple[object, ...]:
@@ -117,12 +125,11 @@ def token_config(c_token: str, coll_ratio: Decimal) -> tuple[object, ...]:
 
 async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
     """Deploy the Curvance market over the Aave devnet at `http_url`: account 0 administers, account 9 lends."""
-    art = await compile_curvance_contracts()
     rpc = Rpc(http_url)
     try:
         accounts = [Web3.to_checksum_address(a) for a in await rpc.call("eth_accounts")]
         admin, lender = accounts[ADMIN_ACCOUNT_INDEX], accounts[LIQUIDITY_ACCOUNT_INDEX]
-        setup = _Plan(await TxPlan.for_senders(rpc, [admin]), art)
+        setup = await _Plan.for_sender(rpc, admin)
         oracle = setup.deploy(admin, "OracleManager")
         adaptor = setup.deploy(admin, "ChainlinkAdaptor")
         manager = setup.deploy(admin, "MarketManager", oracle)
@@ -143,7 +150,7 @@ async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
                        token_config(c_token, COLL_RATIOS[spec.symbol]), action=f"configure c{spec.symbol}")  # fmt: skip
         await execute(rpc, setup.plan.txs)
         # After the admin's burst: the deposits need the cTokens mined.
-        liquidity = _Plan(await TxPlan.for_senders(rpc, [lender]), art)
+        liquidity = await _Plan.for_sender(rpc, lender)
         for spec in ASSETS:
             token, units = tokens[spec.symbol], spec.liquidity * 10**spec.decimals
             _plan_deposit(liquidity, lender, spec.symbol, token, units, as_collateral=False)
@@ -154,8 +161,11 @@ async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
                           protocol_reader=reader, tokens=tokens)  # fmt: skip
 
 
-def _plan_deposit(plan: _Plan, account: str, symbol: str, token: CurvanceToken, units: int, *, as_collateral: bool) -> None:
-    plan.call(account, token.asset, "ERC20", "mint(address,uint256)", account, units, action=f"mint {symbol} to {account}")
+def _plan_deposit(
+    plan: _Plan, account: str, symbol: str, token: CurvanceToken, units: int, *, as_collateral: bool
+) -> None:
+    plan.call(account, token.asset, "ERC20", "mint(address,uint256)", account, units,
+              action=f"mint {symbol} to {account}")  # fmt: skip
     plan.call(account, token.asset, "ERC20", "approve", token.c_token, units, action=f"approve c{symbol} by {account}")
     function = "depositAsCollateral" if as_collateral else "deposit"
     plan.call(account, token.c_token, "BorrowableCToken", function, units, account,
@@ -218,7 +228,7 @@ class CurvanceActions:
                   account, action=f"borrow {amount} {symbol} by {account}")  # fmt: skip
 
     async def _plan(self, account: str) -> _Plan:
-        return _Plan(await TxPlan.for_senders(self._rpc, [account]), await compile_curvance_contracts())
+        return await _Plan.for_sender(self._rpc, account)
 
     async def _run(self, plan: _Plan) -> int:
         receipts = await execute(self._rpc, plan.plan.txs)
