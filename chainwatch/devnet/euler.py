@@ -36,7 +36,8 @@ LIQUIDATION_DISCOUNT: Final = 1500  # 15%, 1e4 scale
 LIQUIDITY_USDC: Final = 10_000_000
 _MAX_UINT256: Final = 2**256 - 1
 # Measured on the devnet (EVault ~2.6M, the others below 1M); smaller limits let more transactions share a block.
-_GAS = {"EthereumVaultConnector": 1_500_000, "EVault": 4_000_000, "EulerRouter": 1_500_000, "EulerChainlinkOracle": 800_000}
+_GAS: Final = {"EthereumVaultConnector": 1_500_000, "EVault": 4_000_000, "EulerRouter": 1_500_000,
+               "EulerChainlinkOracle": 800_000}  # fmt: skip
 _CALL_GAS: Final = 300_000
 _ACTION_GAS: Final = 600_000
 _ARTIFACTS: Final = msgspec.json.Decoder(dict[str, Artifact])
@@ -90,8 +91,9 @@ async def compile_euler_contracts() -> dict[str, Artifact]:
     artifacts = {}
     for name in CONTRACTS:
         compiled = output["contracts"][f"euler/{name}.sol"][name]
-        artifacts[name] = Artifact(name=name, abi=compiled["abi"], bytecode="0x" + compiled["evm"]["bytecode"]["object"],
-                                   deployed_bytecode="0x" + compiled["evm"]["deployedBytecode"]["object"])  # fmt: skip
+        evm = compiled["evm"]
+        artifacts[name] = Artifact(name=name, abi=compiled["abi"], bytecode="0x" + evm["bytecode"]["object"],
+                                   deployed_bytecode="0x" + evm["deployedBytecode"]["object"])  # fmt: skip
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # then rename: a concurrent reader never sees half a file
     partial.write_bytes(msgspec.json.encode(artifacts))
@@ -124,13 +126,15 @@ async def deploy_euler_v2(http_url: str, devnet: Devnet) -> EulerV2Devnet:
         for symbol in (BORROW_SYMBOL, *COLLATERALS):
             reserve = devnet.aave_v3.reserves[symbol]
             # The adapter reads the oracle source Aave uses (USDC's is a proxy), so the watcher must follow it.
-            adapters[symbol] = deploy("EulerChainlinkOracle", reserve.asset, USD, reserve.feed, 0, what=f"{symbol} adapter")
+            adapters[symbol] = deploy("EulerChainlinkOracle", reserve.asset, USD, reserve.feed, 0,
+                                      what=f"{symbol} adapter")  # fmt: skip
             call(f"route {symbol}/USD", admin, router, art["EulerRouter"], "govSetConfig", reserve.asset, USD,
                  adapters[symbol])  # fmt: skip
             rate = BORROW_RATE_PER_SECOND if symbol == BORROW_SYMBOL else 0
             vaults[symbol] = deploy("EVault", evc, reserve.asset, router, USD, f"EVK Vault e{symbol}-1", f"e{symbol}-1",
                                     rate, LIQUIDATION_DISCOUNT, what=f"e{symbol} vault")  # fmt: skip
-            call(f"resolve e{symbol} shares", admin, router, art["EulerRouter"], "govSetResolvedVault", vaults[symbol], True)
+            call(f"resolve e{symbol} shares", admin, router, art["EulerRouter"], "govSetResolvedVault",
+                 vaults[symbol], True)  # fmt: skip
         borrow_vault = vaults[BORROW_SYMBOL]
         for symbol, (borrow_ltv, liquidation_ltv) in COLLATERALS.items():
             call(f"set LTV of e{symbol}", admin, borrow_vault, art["EVault"], "setLTV", vaults[symbol], borrow_ltv,
@@ -168,21 +172,39 @@ class EulerActions:
                             sub_id: int = 0) -> int:  # fmt: skip
         """The owner mints and deposits each collateral into sub-account `sub_id`, enables the vaults, borrows USDC."""
         art = await compile_euler_contracts()
-        owner, account = Web3.to_checksum_address(owner), sub_account(owner, sub_id)
+        owner = Web3.to_checksum_address(owner)
         plan = await TxPlan.for_senders(self._rpc, [owner])
+        self._plan_collateral(plan, art, owner, sub_account(owner, sub_id), collateral)
+        self._plan_borrow(plan, art, owner, sub_id, borrow)
+        return await self._run(plan)
+
+    async def liquidate(self, liquidator: str, violator: str, *, seize: str, deposit: Mapping[str, Amount]) -> int:
+        """The liquidator backs itself with `deposit`, takes over all of the violator's debt and seizes `seize`."""
+        art = await compile_euler_contracts()
+        liquidator = Web3.to_checksum_address(liquidator)
+        plan = await TxPlan.for_senders(self._rpc, [liquidator])
+        self._plan_collateral(plan, art, liquidator, liquidator, deposit)
+        data = art["EVault"].calldata("liquidate", Web3.to_checksum_address(violator), self.euler.vaults[seize],
+                                      _MAX_UINT256, 0)  # fmt: skip
+        plan.call(f"liquidate {violator}", liquidator, self.euler.borrow_vault, data, gas=_ACTION_GAS)
+        return await self._run(plan)
+
+    def _plan_collateral(self, plan: TxPlan, art: dict[str, Artifact], owner: str, account: str,
+                         collateral: Mapping[str, Amount]) -> None:  # fmt: skip
+        """Deposits from the owner's wallet into `account`, enabled as collateral; the borrow vault as controller."""
         erc20, evc = aave_artifact(ERC20), art["EthereumVaultConnector"]
         for symbol, amount in collateral.items():
-            token, vault, units = self.devnet.aave_v3.reserves[symbol].asset, self.euler.vaults[symbol], self._units(symbol, amount)
-            plan.call(f"mint {symbol}", owner, token, erc20.calldata("mint(address,uint256)", owner, units), gas=_CALL_GAS)
+            token, vault = self.devnet.aave_v3.reserves[symbol].asset, self.euler.vaults[symbol]
+            units = self._units(symbol, amount)
+            plan.call(f"mint {symbol}", owner, token, erc20.calldata("mint(address,uint256)", owner, units),
+                      gas=_CALL_GAS)  # fmt: skip
             plan.call(f"approve {symbol}", owner, token, erc20.calldata("approve", vault, units), gas=_CALL_GAS)
-            plan.call(f"deposit {symbol} for {account}", owner, vault, art["EVault"].calldata("deposit", units, account),
-                      gas=_ACTION_GAS)  # fmt: skip
+            plan.call(f"deposit {symbol} for {account}", owner, vault,
+                      art["EVault"].calldata("deposit", units, account), gas=_ACTION_GAS)  # fmt: skip
             plan.call(f"enable e{symbol} as collateral of {account}", owner, self.euler.evc,
                       evc.calldata("enableCollateral", account, vault), gas=_CALL_GAS)  # fmt: skip
         plan.call(f"enable controller of {account}", owner, self.euler.evc,
                   evc.calldata("enableController", account, self.euler.borrow_vault), gas=_CALL_GAS)  # fmt: skip
-        self._plan_borrow(plan, art, owner, sub_id, borrow)
-        return await self._run(plan)
 
     async def borrow(self, owner: str, amount: Amount, *, sub_id: int = 0) -> int:
         """Borrow more USDC into the owner's wallet, against sub-account `sub_id`."""

@@ -32,7 +32,11 @@ contract EVault {
     event Repay(address indexed account, uint256 assets);
     event InterestAccrued(address indexed account, uint256 assets);
     event Liquidate(
-        address indexed liquidator, address indexed violator, address collateral, uint256 repayAssets, uint256 yieldBalance
+        address indexed liquidator,
+        address indexed violator,
+        address collateral,
+        uint256 repayAssets,
+        uint256 yieldBalance
     );
     event GovSetLTV(
         address indexed collateral,

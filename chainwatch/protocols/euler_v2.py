@@ -1,0 +1,340 @@
+"""Euler v2 (EVK vaults over the Ethereum Vault Connector): health per borrowing sub-account and controller vault.
+
+Health is the controller vault's own `accountLiquidityFull(account, true)`: each collateral's value already weighted
+by its liquidation LTV, and the debt with interest to the block, both in the vault's unit of account. A watched
+address stands for the 256 EVC sub-accounts sharing its first 19 bytes; those whose controller is a configured vault
+are found at start (one batch of `getControllers`) and from the EVC's `ControllerStatus` events afterwards, and
+are reported under the watched address with the market "<vault>#<sub-account id>".
+
+Exposure keys are "<controller vault>:<priced vault>" (lower-case): the controller prices each collateral vault (and,
+keyed by itself, its own debt) through its oracle router, down to the Chainlink feed of the underlying asset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import structlog
+from eth_abi.exceptions import DecodingError
+from eth_utils import to_checksum_address
+
+from chainwatch.abi import calldata, decode, event_topic
+from chainwatch.chain import Log, LogFilter, topic_address
+from chainwatch.config import EulerV2Config
+from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.model import PositionKey, Reading
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.reader import Reader
+from chainwatch.rpc import Rpc
+
+log = structlog.get_logger(__name__)
+
+SUB_ACCOUNTS = 256
+_ISO_4217 = {840: "USD", 978: "EUR", 826: "GBP", 392: "JPY", 756: "CHF"}  # Euler's fiat units: address(code)
+_NON_TOKEN_DECIMALS = 18  # what Euler's adapters assume for an asset without `decimals()` (USD's address 840)
+
+CONTROLLER_STATUS = event_topic("ControllerStatus(address,address,bool)")
+_EVC_EVENTS = (CONTROLLER_STATUS, event_topic("CollateralStatus(address,address,bool)"),
+               event_topic("AccountStatusCheck(address,address)"))  # fmt: skip  (topic1: the account)
+# Vault events -> the topics naming accounts whose position the event changes.
+_VAULT_EVENTS = {
+    event_topic("Transfer(address,address,uint256)"): (1, 2),
+    event_topic("Deposit(address,address,uint256,uint256)"): (2,),
+    event_topic("Withdraw(address,address,address,uint256,uint256)"): (3,),
+    event_topic("Borrow(address,uint256)"): (1,),
+    event_topic("Repay(address,uint256)"): (1,),
+    event_topic("InterestAccrued(address,uint256)"): (1,),
+    event_topic("PullDebt(address,address,uint256)"): (1, 2),
+    event_topic("Liquidate(address,address,address,uint256,uint256)"): (1, 2),
+}
+DEBT_SOCIALIZED = event_topic("DebtSocialized(address,uint256)")  # the vault's share price falls for every holder
+GOV_SET_LTV = event_topic("GovSetLTV(address,uint16,uint16,uint16,uint48,uint32)")
+_ROUTER_EVENTS = (event_topic("ConfigSet(address,address,address)"), event_topic("ResolvedVaultSet(address,address)"),
+                  event_topic("FallbackOracleSet(address)"))  # fmt: skip
+_VAULT_GETTERS = ("oracle()", "unitOfAccount()", "asset()", "LTVList()")
+
+
+class Priced(NamedTuple):
+    """What a collateral vault (or a controller's debt) is priced as: the token its router ends at, and its feed."""
+
+    asset: str  # lower-case
+    symbol: str
+    unit: int  # 10 ** decimals of `asset`
+    feed: str | None  # emitting feed (lower-case); None when the adapter has no Chainlink `feed()`
+
+
+class Vault(NamedTuple):
+    """A configured controller vault, resolved on chain."""
+
+    address: str  # checksummed
+    asset: str  # lower-case
+    oracle: str  # checksummed router
+    unit_of_account: str  # checksummed
+    unit: int  # 10 ** decimals of the unit of account
+    currency: str
+    collaterals: tuple[str, ...]  # lower-case, from LTVList()
+    priced: dict[str, Priced]  # collateral vault, or the vault itself for its debt (lower-case) -> its pricing
+
+
+class _Group(NamedTuple):
+    """One (sub-account, controller) pair of a read: getControllers, accountLiquidityFull, then one quote each."""
+
+    sub: str  # checksummed
+    vault: str  # lower-case
+    quoted: tuple[str, ...]  # collateral vaults whose underlying's price is asked, for the liquidation price
+
+
+class EulerV2:
+    """The EVC and the controller vaults of one Euler v2 deployment."""
+
+    def __init__(self, config: EulerV2Config) -> None:
+        self.name = config.name
+        self.evc = to_checksum_address(config.evc)
+        self._configured = tuple(to_checksum_address(vault) for vault in config.vaults)
+        self.vaults: dict[str, Vault] = {}  # lower-case address -> resolved vault
+        self._emitters: frozenset[str] = frozenset()  # the vaults and their collateral vaults (lower-case)
+        self._watched: dict[str, set[str]] = {}  # 19-byte prefix -> watched addresses (checksummed)
+        self._positions: dict[str, dict[str, set[str]]] = {}  # watched -> sub-account -> controller vaults
+        self._plans: dict[str, tuple[_Group, ...]] = {}  # watched -> groups of its last read_calls
+
+    async def resolve(self, reader: Reader, block: int) -> None:
+        basics = await reader.read([Call(target=vault, data=calldata(getter), gas=200_000)
+                                    for vault in self._configured for getter in _VAULT_GETTERS], block)  # fmt: skip
+        found = []
+        for i, vault in enumerate(self._configured):
+            results = basics[len(_VAULT_GETTERS) * i :]
+            oracle, uoa, asset = (_address(results[k], f"{_VAULT_GETTERS[k]} of vault {vault}") for k in range(3))
+            (collaterals,) = _decoded(["address[]"], results[3], f"LTVList() of vault {vault}")
+            found.append((vault, oracle, uoa, asset.lower(), tuple(c.lower() for c in collaterals)))
+        units = await reader.read([Call(target=uoa, data=calldata(getter), gas=50_000)
+                                   for _, _, uoa, _, _ in found for getter in ("decimals()", "symbol()")],
+                                  block)  # fmt: skip
+        # Each vault prices its debt asset (keyed by the vault itself) and each collateral vault through its router.
+        wanted = [(v, oracle, uoa, key, base) for v, oracle, uoa, asset, cs in found for key, base in
+                  ((v.lower(), asset), *((c, c) for c in cs))]  # fmt: skip
+        priced = await self._pricing(reader, block, wanted)
+        self.vaults = {
+            vault.lower(): Vault(address=vault, asset=asset, oracle=oracle, unit_of_account=uoa,
+                                 unit=10 ** _decimals(units[2 * i]), currency=_currency(uoa, units[2 * i + 1]),
+                                 collaterals=collaterals, priced=priced.get(vault, {}))
+            for i, (vault, oracle, uoa, asset, collaterals) in enumerate(found)
+        }  # fmt: skip
+        self._emitters = frozenset(a for v in self.vaults.values() for a in (v.address.lower(), *v.collaterals))
+
+    async def _pricing(self, reader: Reader, block: int, wanted: list[tuple[str, ...]]) -> dict[str, dict[str, Priced]]:
+        """vault -> key -> Priced: router.resolveOracle -> the adapter's feed() -> the feed's aggregator()."""
+        resolve = "resolveOracle(uint256,address,address)"
+        resolved = await reader.read([Call(target=oracle, data=calldata(resolve, 1, base, uoa), gas=200_000)
+                                      for _, oracle, uoa, _, base in wanted], block)  # fmt: skip
+        routes = []  # (vault, key, the token the router prices, adapter)
+        for (vault, _, _, key, base), result in zip(wanted, resolved):
+            try:
+                _, end, _, adapter = _decoded(["uint256", "address", "address", "address"], result, "resolveOracle")
+                routes.append((vault, key, end.lower(), adapter))
+            except ReadError:  # the vault cannot value it either: an account holding it fails its own read, loudly
+                log.warning("euler.unpriced", protocol=self.name, vault=vault, asset=base)
+        details = await reader.read([call for _, _, base, adapter in routes for call in (
+            Call(target=adapter, data=calldata("feed()"), gas=30_000),
+            Call(target=base, data=calldata("symbol()"), gas=50_000),
+            Call(target=base, data=calldata("decimals()"), gas=30_000))], block)  # fmt: skip
+        feeds = [_feed(result) for result in details[0::3]]
+        sources = [feed for feed in feeds if feed is not None]
+        aggregators = await reader.read([aggregator_call(source) for source in sources], block)
+        emitters = {source: emitter_of(source, result) for source, result in zip(sources, aggregators)}
+        priced: dict[str, dict[str, Priced]] = {}
+        for (vault, key, base, adapter), feed, symbol, decimals in zip(routes, feeds, details[1::3], details[2::3]):
+            if feed is None and int(adapter, 16) != 0:  # a cross or Pyth adapter: only the periodic refresh sees it
+                log.warning("euler.adapter_without_feed", protocol=self.name, vault=vault, adapter=adapter)
+            priced.setdefault(vault, {})[key] = Priced(asset=base, symbol=_symbol(symbol, base), unit=10 ** _decimals(
+                decimals), feed=emitters.get(feed or ""))  # fmt: skip
+        return priced
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+        """Finds the borrowing sub-accounts of each watched address: `getControllers` of all 256, in one batch."""
+        for account in accounts:
+            self._watched.setdefault(_prefix(account), set()).add(to_checksum_address(account))
+        candidates = sorted({f"{_prefix(a)}{i:02x}" for a in accounts for i in range(SUB_ACCOUNTS)})
+        calls = [Call(target=self.evc, data=calldata("getControllers(address)", c), gas=30_000) for c in candidates]
+        for candidate, result in zip(candidates, await reader.read(calls, block)):
+            for controller in _decoded(["address[]"], result, "EVC.getControllers")[0]:
+                self._learn(candidate, controller)
+
+    def log_filter(self) -> LogFilter:
+        routers = {vault.oracle.lower() for vault in self.vaults.values()}
+        return LogFilter(
+            addresses=(self.evc.lower(), *sorted(self._emitters | routers)),
+            topic0s=(*_EVC_EVENTS, *_VAULT_EVENTS, DEBT_SOCIALIZED, GOV_SET_LTV, *_ROUTER_EVENTS),
+        )
+
+    def price_feeds(self) -> dict[str, frozenset[str]]:
+        feeds: dict[str, set[str]] = {}
+        for vault in self.vaults.values():
+            for key, priced in vault.priced.items():
+                if priced.feed is not None:
+                    feeds.setdefault(priced.feed, set()).add(exposure_key(vault.address, key))
+        return {feed: frozenset(keys) for feed, keys in feeds.items()}
+
+    def touched_by(self, log: Log) -> Touch | None:
+        if len(log.topics) < 2:
+            return None
+        if log.address == self.evc.lower() and log.topic0 in _EVC_EVENTS:
+            account = topic_address(log.topics[1])
+            if log.topic0 == CONTROLLER_STATUS and len(log.topics) > 2 and log.data[-1:] == b"\x01":  # enabled
+                self._learn(account, topic_address(log.topics[2]))
+            return self._touching([account])
+        if log.address in self._emitters:
+            if log.topic0 == GOV_SET_LTV and log.address in self.vaults:
+                return SourcesChanged()  # new LTVs at once, and perhaps a new collateral to price
+            if log.topic0 == DEBT_SOCIALIZED:
+                holders = [v.address for v in self.vaults.values() if log.address in v.collaterals]
+                keys = frozenset(exposure_key(holder, log.address) for holder in holders)
+                return MarketsTouched(keys=keys) if keys else None
+            positions = _VAULT_EVENTS.get(log.topic0 or "", ())
+            return self._touching(topic_address(log.topics[i]) for i in positions if i < len(log.topics))
+        if log.topic0 in _ROUTER_EVENTS and log.address in {vault.oracle.lower() for vault in self.vaults.values()}:
+            return SourcesChanged()
+        return None
+
+    def read_calls(self, account: str) -> Sequence[Call]:
+        self._plans[account] = groups = tuple(
+            _Group(sub=sub, vault=v, quoted=tuple(c for c in self.vaults[v].collaterals if c in self.vaults[v].priced))
+            for sub, vaults in sorted(self._positions.get(account, {}).items()) for v in sorted(vaults))  # fmt: skip
+        calls = []
+        for group in groups:
+            vault = self.vaults[group.vault]
+            calls += [Call(target=self.evc, data=calldata("getControllers(address)", group.sub), gas=30_000),
+                      Call(target=vault.address, data=calldata("accountLiquidityFull(address,bool)", group.sub, True),
+                           gas=1_500_000)]  # fmt: skip
+            # The same quotes serve every account of the pass: the reader makes each identical call once.
+            quotes = [(vault.priced[c].unit, vault.priced[c].asset, vault.unit_of_account) for c in group.quoted]
+            calls += [Call(target=vault.oracle, data=calldata("getQuote(uint256,address,address)", *quote),
+                           gas=300_000) for quote in quotes]  # fmt: skip
+        return calls
+
+    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        groups = self._plans.get(account, ())
+        if len(results) != sum(2 + len(group.quoted) for group in groups):
+            raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
+        readings: list[Reading] = []
+        exposure: set[str] = set()
+        closed, learned, offset = [], [], 0
+        for group in groups:
+            mine, offset = results[offset : offset + 2 + len(group.quoted)], offset + 2 + len(group.quoted)
+            (controllers,) = _decoded(["address[]"], mine[0], "EVC.getControllers")
+            if len(controllers) > 1:
+                raise ReadError(f"sub-account {group.sub} has {len(controllers)} controllers")
+            vault = self.vaults[group.vault]
+            key = PositionKey(protocol=self.name, account=account, market=_market(vault.address, account, group.sub))
+            actual = controllers[0].lower() if controllers else None
+            if actual == group.vault:
+                reading, collaterals = _reading(key, vault, group, mine, block)
+                readings.append(reading)
+                exposure |= {exposure_key(vault.address, k) for k in (group.vault, *collaterals)}
+                continue
+            # The vault released the sub-account (it owes nothing there now): say so once, then forget the pair.
+            readings.append(Reading(key=key, block=block, health_factor=math.inf, collateral=0.0, debt=0.0,
+                                    currency=vault.currency))  # fmt: skip
+            closed.append(group)
+            if actual in self.vaults and actual not in self._positions[account][group.sub]:
+                learned.append((group.sub, actual))
+        if learned:  # a controller enabled without its event reaching us: the next read (a touch, the refresh) has it
+            for sub, controller in learned:
+                self._learn(sub, controller)
+            raise ReadError(f"sub-accounts {sorted(sub for sub, _ in learned)} changed controller; read again")
+        for group in closed:
+            self._positions[account][group.sub].discard(group.vault)
+        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
+
+    def _owner_of(self, address: str) -> str | None:
+        """The watched address reporting `address`: itself if watched, else the watched one of its prefix with the
+        lowest last byte, so that no sub-account is reported twice."""
+        watched = self._watched.get(_prefix(address))
+        if not watched:
+            return None
+        exact = to_checksum_address(address)
+        return exact if exact in watched else min(watched, key=lambda w: w[-2:].lower())
+
+    def _learn(self, sub: str, controller: str) -> None:
+        owner = self._owner_of(sub)
+        if owner is not None and controller.lower() in self.vaults:
+            self._positions.setdefault(owner, {}).setdefault(to_checksum_address(sub), set()).add(controller.lower())
+
+    def _touching(self, accounts: Iterable[str]) -> AccountsTouched | None:
+        owners = {owner for owner in map(self._owner_of, accounts) if owner is not None}
+        return AccountsTouched(accounts=frozenset(owners)) if owners else None
+
+
+def _reading(
+    key: PositionKey, vault: Vault, group: _Group, results: Sequence[CallResult], block: int
+) -> tuple[Reading, tuple[str, ...]]:
+    """One position from accountLiquidityFull (and the quotes after it); also the sub-account's collaterals."""
+    what = f"accountLiquidityFull of {group.sub} on {vault.address}"
+    collaterals, values, liability = _decoded(["address[]", "uint256[]", "uint256"], results[1], what)
+    collaterals = tuple(c.lower() for c in collaterals)
+    health_factor = math.inf if liability == 0 else sum(values) / liability
+    price, asset = None, ""
+    valued = [c for c, value in zip(collaterals, values) if value > 0]
+    if len(valued) == 1 and valued[0] in group.quoted and 0 < health_factor < math.inf:
+        priced = vault.priced[valued[0]]
+        if priced.asset != vault.asset:  # one collateral against another asset: health scales with its price
+            (quote,) = _decoded(["uint256"], results[2 + group.quoted.index(valued[0])], "router getQuote")
+            price, asset = quote / vault.unit / health_factor, priced.symbol
+    reading = Reading(key=key, block=block, health_factor=health_factor, collateral=sum(values) / vault.unit,
+                      debt=liability / vault.unit, currency=vault.currency, liquidation_price=price,
+                      liquidation_asset=asset)  # fmt: skip
+    return reading, collaterals
+
+
+def exposure_key(controller: str, priced: str) -> str:
+    """The exposure key of `priced` (a collateral vault, or the controller itself for its debt) under `controller`."""
+    return f"{controller.lower()}:{priced.lower()}"
+
+
+def _prefix(address: str) -> str:
+    return address[:40].lower()  # "0x" and the 19 bytes an owner's 256 sub-accounts share
+
+
+def _market(vault: str, owner: str, sub: str) -> str:
+    sub_id = int(sub, 16) ^ int(owner, 16)
+    return vault if sub_id == 0 else f"{vault}#{sub_id}"
+
+
+def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
+    if not result.success:
+        raise ReadError(f"{what} reverted")
+    try:
+        return decode(types, result.data)
+    except DecodingError as error:
+        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
+
+
+def _address(result: CallResult, what: str) -> str:
+    (address,) = _decoded(["address"], result, what)
+    if int(address, 16) == 0:
+        raise ReadError(f"{what} returned the zero address")
+    return to_checksum_address(address)
+
+
+def _feed(result: CallResult) -> str | None:
+    """The adapter's Chainlink feed; None when it has no `feed()` (another kind of adapter)."""
+    word = int.from_bytes(result.data, "big") if result.success and len(result.data) == 32 else 0
+    return f"0x{word:040x}" if 0 < word < 2**160 else None
+
+
+def _decimals(result: CallResult) -> int:
+    word = int.from_bytes(result.data, "big") if result.success and len(result.data) == 32 else 256
+    return word if word < 256 else _NON_TOKEN_DECIMALS
+
+
+def _symbol(result: CallResult, asset: str) -> str:
+    try:
+        return str(decode(["string"], result.data)[0]) if result.success else asset[:10]
+    except DecodingError:  # a bytes32 symbol (MKR) or none: still named, by its address
+        return result.data.rstrip(b"\0").decode(errors="replace") if len(result.data) == 32 else asset[:10]
+
+
+def _currency(unit_of_account: str, symbol: CallResult) -> str:
+    return _ISO_4217.get(int(unit_of_account, 16)) or _symbol(symbol, unit_of_account)

@@ -1,0 +1,289 @@
+"""Euler v2: resolving feeds through the router, sub-accounts, what a log touches, and readings from the vault."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+
+from chainwatch.abi import calldata
+from chainwatch.chain import Log
+from chainwatch.config import EulerV2Config
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.euler_v2 import EulerV2, exposure_key
+
+EVC, VAULT, OTHER_VAULT = "0x" + "e0" * 20, "0x" + "aa" * 20, "0x" + "ab" * 20
+WETH_VAULT, WBTC_VAULT, ROUTER = "0x" + "b1" * 20, "0x" + "b2" * 20, "0x" + "cc" * 20
+WETH, USDC, WBTC = "0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20
+WETH_ADAPTER, USDC_ADAPTER, WBTC_ADAPTER = "0x" + "d1" * 20, "0x" + "d2" * 20, "0x" + "d3" * 20
+WETH_FEED, USDC_PROXY, USDC_AGGREGATOR = "0x" + "f1" * 20, "0x" + "f2" * 20, "0x" + "f3" * 20
+USD = "0x" + f"{840:040x}"
+OWNER = to_checksum_address("0x" + "5a" * 19 + "00")
+STRANGER = "0x" + "77" * 20
+E18 = 10**18
+
+
+def sub(owner: str, sub_id: int) -> str:
+    return to_checksum_address(f"0x{int(owner, 16) ^ sub_id:040x}")
+
+
+def ok(types: list[str], values: list[object]) -> CallResult:
+    return CallResult(success=True, data=encode(types, values))
+
+
+FAILED = CallResult(success=False, data=b"")
+
+
+class FakeReader:
+    """The chain as a table of (target, calldata) -> result; anything not in it reverts, except getControllers."""
+
+    def __init__(self, answers: dict[tuple[str, bytes], CallResult]) -> None:
+        self.answers = {(target.lower(), data): result for (target, data), result in answers.items()}
+        self.batches: list[Sequence[Call]] = []
+
+    async def read(self, calls: Sequence[Call], block: int) -> list[CallResult]:
+        self.batches.append(calls)
+        return [self._answer(call) for call in calls]
+
+    def _answer(self, call: Call) -> CallResult:
+        if (call.target.lower(), call.data) in self.answers:
+            return self.answers[(call.target.lower(), call.data)]
+        if call.data[:4] == calldata("getControllers(address)", EVC)[:4]:
+            return ok(["address[]"], [[]])
+        return FAILED
+
+
+def chain_answers() -> dict[tuple[str, bytes], CallResult]:
+    """A USDC vault lending in USD against WETH and WBTC vaults; USDC's feed sits behind a proxy, WBTC's adapter
+    has no Chainlink feed."""
+    answers = {
+        (VAULT, calldata("oracle()")): ok(["address"], [ROUTER]),
+        (VAULT, calldata("unitOfAccount()")): ok(["address"], [USD]),
+        (VAULT, calldata("asset()")): ok(["address"], [USDC]),
+        (VAULT, calldata("LTVList()")): ok(["address[]"], [[WETH_VAULT, WBTC_VAULT]]),
+        (USD, calldata("decimals()")): CallResult(success=True, data=b""),  # not a contract
+        (USD, calldata("symbol()")): CallResult(success=True, data=b""),
+        (WETH_ADAPTER, calldata("feed()")): ok(["address"], [WETH_FEED]),
+        (USDC_ADAPTER, calldata("feed()")): ok(["address"], [USDC_PROXY]),
+        (USDC_PROXY, calldata("aggregator()")): ok(["address"], [USDC_AGGREGATOR]),
+    }
+    for base, end, adapter, symbol, decimals in ((USDC, USDC, USDC_ADAPTER, "USDC", 6),
+                                                 (WETH_VAULT, WETH, WETH_ADAPTER, "WETH", 18),
+                                                 (WBTC_VAULT, WBTC, WBTC_ADAPTER, "WBTC", 8)):  # fmt: skip
+        resolve = calldata("resolveOracle(uint256,address,address)", 1, base, USD)
+        answers[(ROUTER, resolve)] = ok(["uint256", "address", "address", "address"], [1, end, USD, adapter])
+        answers[(end, calldata("symbol()"))] = ok(["string"], [symbol])
+        answers[(end, calldata("decimals()"))] = ok(["uint8"], [decimals])
+    return answers
+
+
+@pytest.fixture
+async def euler() -> EulerV2:
+    protocol = EulerV2(EulerV2Config(name="euler", evc=to_checksum_address(EVC), vaults=(to_checksum_address(VAULT),)))
+    await protocol.resolve(FakeReader(chain_answers()), 1)  # type: ignore[arg-type]
+    return protocol
+
+
+async def watching(euler: EulerV2, *positions: tuple[str, str]) -> EulerV2:
+    """`euler` after discovery of OWNER, with (sub-account, controller) pairs found on chain."""
+    answers = {(EVC, calldata("getControllers(address)", account)): ok(["address[]"], [[controller]])
+               for account, controller in positions}  # fmt: skip
+    await euler.discover(None, FakeReader(answers), [OWNER], 1)  # type: ignore[arg-type]
+    return euler
+
+
+def topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+def word(address: str) -> str:
+    return "0x" + "00" * 12 + address[2:].lower()
+
+
+def log(address: str, signature: str, *indexed: str, data: bytes = b"") -> Log:
+    return Log(address=address.lower(), topics=(topic(signature), *indexed), data=data, block_number=5,
+               block_hash="0x01", log_index=0, transaction_hash="0x02")  # fmt: skip
+
+
+class TestResolve:
+    async def test_feeds_follow_router_adapter_and_proxy(self, euler: EulerV2) -> None:
+        """WETH's adapter feed emits itself; USDC's is a proxy, so its aggregator is what moves the debt's key."""
+        assert euler.price_feeds() == {
+            WETH_FEED: frozenset({exposure_key(VAULT, WETH_VAULT)}),
+            USDC_AGGREGATOR: frozenset({exposure_key(VAULT, VAULT)}),
+        }
+
+    async def test_unit_of_account_usd_has_18_decimals(self, euler: EulerV2) -> None:
+        """USD is Euler's address(840): named by its ISO 4217 code and valued with 18 decimals."""
+        vault = euler.vaults[VAULT]
+        assert (vault.currency, vault.unit) == ("USD", E18)
+        assert vault.priced[WBTC_VAULT].feed is None and vault.priced[WBTC_VAULT].symbol == "WBTC"
+
+    async def test_log_filter_names_every_emitter(self, euler: EulerV2) -> None:
+        """The EVC, the vault, its collateral vaults and its router are all listened to."""
+        assert set(euler.log_filter().addresses) == {EVC, VAULT, WETH_VAULT, WBTC_VAULT, ROUTER}
+
+    async def test_vault_without_oracle_fails_loudly(self) -> None:
+        """A configured address that is no EVK vault stops start-up with a ReadError naming it."""
+        config = EulerV2Config(name="euler", evc=to_checksum_address(EVC), vaults=(to_checksum_address(OTHER_VAULT),))
+        protocol = EulerV2(config)
+        with pytest.raises(ReadError, match="oracle"):
+            await protocol.resolve(FakeReader({}), 1)  # type: ignore[arg-type]
+
+
+class TestDiscover:
+    async def test_finds_borrowing_sub_accounts_in_one_batch(self, euler: EulerV2) -> None:
+        """All 256 sub-accounts are asked at once; only those controlled by a configured vault are kept."""
+        reader = FakeReader({
+            (EVC, calldata("getControllers(address)", sub(OWNER, 1))): ok(["address[]"], [[VAULT]]),
+            (EVC, calldata("getControllers(address)", sub(OWNER, 2))): ok(["address[]"], [[OTHER_VAULT]]),
+        })  # fmt: skip
+        await euler.discover(None, reader, [OWNER], 1)  # type: ignore[arg-type]
+        assert [len(batch) for batch in reader.batches] == [256]
+        calls = euler.read_calls(OWNER)
+        assert calls[1].data == calldata("accountLiquidityFull(address,bool)", sub(OWNER, 1), True)
+        assert len(calls) == 2 + 2  # getControllers, accountLiquidityFull, a quote per priced collateral
+
+    async def test_failed_discovery_is_an_error(self, euler: EulerV2) -> None:
+        """A reverted getControllers must not pass for "no sub-accounts"."""
+        reader = FakeReader({(EVC, calldata("getControllers(address)", sub(OWNER, 3))): FAILED})
+        with pytest.raises(ReadError):
+            await euler.discover(None, reader, [OWNER], 1)  # type: ignore[arg-type]
+
+
+class TestTouchedBy:
+    @pytest.mark.parametrize(
+        ("address", "signature", "topics"),
+        [
+            (VAULT, "Borrow(address,uint256)", [word(sub(OWNER, 1))]),
+            (VAULT, "Repay(address,uint256)", [word(sub(OWNER, 1))]),
+            (VAULT, "InterestAccrued(address,uint256)", [word(sub(OWNER, 1))]),
+            (WETH_VAULT, "Deposit(address,address,uint256,uint256)", [word(STRANGER), word(sub(OWNER, 1))]),
+            (WETH_VAULT, "Withdraw(address,address,address,uint256,uint256)",
+             [word(STRANGER), word(STRANGER), word(sub(OWNER, 1))]),
+            (WETH_VAULT, "Transfer(address,address,uint256)", [word(sub(OWNER, 1)), word(STRANGER)]),
+            (WETH_VAULT, "Transfer(address,address,uint256)", [word(STRANGER), word(sub(OWNER, 1))]),
+            (VAULT, "Liquidate(address,address,address,uint256,uint256)", [word(STRANGER), word(sub(OWNER, 1))]),
+            (VAULT, "PullDebt(address,address,uint256)", [word(sub(OWNER, 1)), word(STRANGER)]),
+            (EVC, "CollateralStatus(address,address,bool)", [word(sub(OWNER, 1)), word(WETH_VAULT)]),
+            (EVC, "AccountStatusCheck(address,address)", [word(sub(OWNER, 1)), word(VAULT)]),
+        ],
+    )  # fmt: skip
+    async def test_sub_account_event_touches_its_owner(
+        self, euler: EulerV2, address: str, signature: str, topics: list[str]
+    ) -> None:
+        """Any event naming a sub-account where its position changes marks the watched owner."""
+        await watching(euler)
+        assert euler.touched_by(log(address, signature, *topics)) == AccountsTouched(accounts=frozenset({OWNER}))
+
+    @pytest.mark.parametrize(
+        ("address", "signature", "topics"),
+        [
+            (WETH_VAULT, "Deposit(address,address,uint256,uint256)", [word(sub(OWNER, 1)), word(STRANGER)]),
+            (VAULT, "Borrow(address,uint256)", [word(STRANGER)]),
+            (STRANGER, "Borrow(address,uint256)", [word(OWNER)]),
+            (VAULT, "VaultStatus(uint256,uint256,uint256,uint256,uint256,uint256,uint256)", []),
+        ],
+    )
+    async def test_other_logs_touch_nothing(
+        self, euler: EulerV2, address: str, signature: str, topics: list[str]
+    ) -> None:
+        """The sender of a deposit, strangers, unknown emitters and VaultStatus touch no watched position."""
+        await watching(euler)
+        assert euler.touched_by(log(address, signature, *topics)) is None
+
+    async def test_controller_enabled_later_is_learned(self, euler: EulerV2) -> None:
+        """ControllerStatus(enabled) for a new sub-account adds its reads to the owner's; a disable adds nothing."""
+        await watching(euler)
+        assert euler.read_calls(OWNER) == []
+        status = "ControllerStatus(address,address,bool)"
+        disabled = log(EVC, status, word(sub(OWNER, 9)), word(VAULT), data=encode(["bool"], [False]))
+        assert euler.touched_by(disabled) == AccountsTouched(accounts=frozenset({OWNER}))
+        assert euler.read_calls(OWNER) == []
+        enabled = log(EVC, status, word(sub(OWNER, 9)), word(VAULT), data=encode(["bool"], [True]))
+        assert euler.touched_by(enabled) == AccountsTouched(accounts=frozenset({OWNER}))
+        assert euler.read_calls(OWNER)[0].data == calldata("getControllers(address)", sub(OWNER, 9))
+
+    async def test_market_wide_changes(self, euler: EulerV2) -> None:
+        """New LTVs or router routes re-resolve; socialized debt of a collateral vault touches its holders."""
+        ltv = log(VAULT, "GovSetLTV(address,uint16,uint16,uint16,uint48,uint32)", word(WETH_VAULT))
+        route = log(ROUTER, "ConfigSet(address,address,address)", word(WETH), word(USD), word(WETH_ADAPTER))
+        socialized = log(WETH_VAULT, "DebtSocialized(address,uint256)", word(STRANGER))
+        assert euler.touched_by(ltv) == SourcesChanged() and euler.touched_by(route) == SourcesChanged()
+        assert euler.touched_by(socialized) == MarketsTouched(keys=frozenset({exposure_key(VAULT, WETH_VAULT)}))
+
+    async def test_two_watched_addresses_of_one_owner_never_share_a_sub_account(self, euler: EulerV2) -> None:
+        """A watched sub-account reports itself; its unwatched siblings go to the watched one with the lowest id."""
+        await euler.discover(None, FakeReader({}), [sub(OWNER, 4), OWNER], 1)  # type: ignore[arg-type]
+        borrow = "Borrow(address,uint256)"
+        assert euler.touched_by(log(VAULT, borrow, word(sub(OWNER, 4)))) == AccountsTouched(
+            accounts=frozenset({sub(OWNER, 4)}))  # fmt: skip
+        assert euler.touched_by(log(VAULT, borrow, word(sub(OWNER, 5)))) == AccountsTouched(accounts=frozenset({OWNER}))
+
+
+def results(controllers: list[str], liquidity: CallResult, weth_quote: int = 2000 * E18) -> list[CallResult]:
+    """What the chain answers to one group of read_calls: controllers, liquidity, WETH's and WBTC's quotes."""
+    return [ok(["address[]"], [controllers]), liquidity, ok(["uint256"], [weth_quote]), ok(["uint256"], [60000 * E18])]
+
+
+def liquidity(values: dict[str, int], liability: int) -> CallResult:
+    return ok(["address[]", "uint256[]", "uint256"], [list(values), list(values.values()), liability])
+
+
+class TestDecode:
+    async def test_single_collateral_sub_account(self, euler: EulerV2) -> None:
+        """Health is collateral value over liability; the sub-account id marks the market; price / HF liquidates."""
+        await watching(euler, (sub(OWNER, 1), VAULT))
+        euler.read_calls(OWNER)
+        reading = euler.decode_account(OWNER, results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 1000 * E18)), 9)
+        (position,) = reading.readings
+        assert position.key.account == OWNER and position.key.market == f"{to_checksum_address(VAULT)}#1"
+        assert position.health_factor == pytest.approx(1.7) and position.block == 9
+        assert (position.collateral, position.debt, position.currency) == (1700.0, 1000.0, "USD")
+        assert position.liquidation_asset == "WETH"
+        assert position.liquidation_price == pytest.approx(2000 / 1.7)
+        assert reading.exposure == {exposure_key(VAULT, VAULT), exposure_key(VAULT, WETH_VAULT)}
+
+    async def test_no_liability_is_infinite_health(self, euler: EulerV2) -> None:
+        """A controller with nothing owed yet reads as no debt, without a liquidation price."""
+        await watching(euler, (OWNER, VAULT))
+        euler.read_calls(OWNER)
+        (position,) = euler.decode_account(OWNER, results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 0)), 9).readings
+        assert math.isinf(position.health_factor) and position.liquidation_price is None
+        assert position.key.market == to_checksum_address(VAULT)
+
+    async def test_two_collaterals_have_no_single_liquidation_price(self, euler: EulerV2) -> None:
+        """With value in two collaterals no one price liquidates the position."""
+        await watching(euler, (OWNER, VAULT))
+        euler.read_calls(OWNER)
+        values = {WETH_VAULT: 850 * E18, WBTC_VAULT: 750 * E18}
+        (position,) = euler.decode_account(OWNER, results([VAULT], liquidity(values, 1000 * E18)), 9).readings
+        assert position.health_factor == pytest.approx(1.6) and position.liquidation_price is None
+
+    async def test_released_controller_reads_no_debt_once(self, euler: EulerV2) -> None:
+        """After the vault releases the sub-account, one no-debt reading closes the market, then it is not read."""
+        await watching(euler, (sub(OWNER, 1), VAULT))
+        euler.read_calls(OWNER)
+        (position,) = euler.decode_account(OWNER, results([], FAILED), 9).readings
+        assert math.isinf(position.health_factor) and position.key.market.endswith("#1")
+        assert euler.read_calls(OWNER) == []
+
+    @pytest.mark.parametrize(
+        "answers",
+        [
+            results([VAULT], FAILED),
+            [FAILED, *results([VAULT], liquidity({}, 0))[1:]],
+            results([VAULT, OTHER_VAULT], FAILED),
+        ],
+        ids=["liquidity reverted", "controllers reverted", "two controllers"],
+    )
+    async def test_failed_reads_are_errors(self, euler: EulerV2, answers: list[CallResult]) -> None:
+        """A revert or a transient state is a ReadError, never an empty position."""
+        await watching(euler, (OWNER, VAULT))
+        euler.read_calls(OWNER)
+        with pytest.raises(ReadError):
+            euler.decode_account(OWNER, answers, 9)
