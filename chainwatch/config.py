@@ -21,7 +21,7 @@ from eth_utils import to_checksum_address
 from msgspec import Meta
 
 from chainwatch.alerts.state import Thresholds
-from chainwatch.refresh import RefreshBand, RefreshPolicy
+from chainwatch.refresh import RefreshPolicy
 from chainwatch.model import Record
 
 __all__ = [

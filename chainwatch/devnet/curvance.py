@@ -8,9 +8,6 @@ Aave devnet's own WETH, WBTC and USDC and price them from the same feeds (USDC t
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Final, NamedTuple
@@ -23,9 +20,7 @@ from chainwatch.devnet.artifacts import Artifact
 from chainwatch.devnet.deploy import (
     ADMIN_ACCOUNT_INDEX, ASSETS, ERC20, LIQUIDITY_ACCOUNT_INDEX, Address, Devnet, aave_artifact,
 )  # fmt: skip
-from chainwatch.devnet.solc import (
-    CONTRACTS_DIR, CompileFailed, _run_solcjs, project_root, solc_version, standard_json_input,
-)  # fmt: skip
+from chainwatch.devnet.solc import CONTRACTS_DIR, compile_cached, sources_in
 from chainwatch.devnet.transactions import Rpc, TxPlan, execute
 
 CURVANCE_DIR: Final = CONTRACTS_DIR / "curvance"
@@ -75,28 +70,8 @@ async def compile_curvance_contracts() -> dict[str, Artifact]:
 
     Artifact names are prefixed `curvance:` because artifacts.py caches function selectors by artifact name.
     """
-    sources = {f"curvance/{path.name}": {"content": path.read_text()} for path in sorted(CURVANCE_DIR.glob("*.sol"))}
-    standard = {"language": "Solidity", "sources": sources, "settings": standard_json_input()["settings"]}
-    source = json.dumps(standard, sort_keys=True).encode()
-    key = hashlib.sha256(source + b"\0solc-js " + solc_version().encode()).hexdigest()
-    cache_file = project_root() / ".cache" / "solc" / f"curvance-{key}.json"
-    if cache_file.is_file():
-        return _ARTIFACTS.decode(cache_file.read_bytes())
-    output = await _run_solcjs(source)
-    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
-    if errors:
-        raise CompileFailed(errors)
-    artifacts = {}
-    for name in CONTRACTS:
-        compiled = output["contracts"][f"curvance/{name}.sol"][name]
-        artifacts[name] = Artifact(name=f"curvance:{name}", abi=compiled["abi"],
-                                   bytecode="0x" + compiled["evm"]["bytecode"]["object"],
-                                   deployed_bytecode="0x" + compiled["evm"]["deployedBytecode"]["object"])  # fmt: skip
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # then rename: no reader sees half a file
-    partial.write_bytes(msgspec.json.encode(artifacts))
-    partial.replace(cache_file)
-    return artifacts
+    contracts = {name: f"curvance/{name}.sol" for name in CONTRACTS}
+    return await compile_cached("curvance", sources_in(CURVANCE_DIR, "curvance/"), contracts, artifact_prefix="curvance:")
 
 
 class _Plan(NamedTuple):

@@ -8,9 +8,6 @@ contracts are compiled from `contracts/euler/` with the pinned solc-js and cache
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Final
@@ -22,7 +19,7 @@ from web3 import Web3
 
 from chainwatch.devnet.artifacts import Artifact
 from chainwatch.devnet.deploy import ADMIN_ACCOUNT_INDEX, ERC20, LIQUIDITY_ACCOUNT_INDEX, Devnet, aave_artifact
-from chainwatch.devnet.solc import CONTRACTS_DIR, CompileFailed, _run_solcjs, project_root, solc_version
+from chainwatch.devnet.solc import CONTRACTS_DIR, compile_cached, sources_in
 from chainwatch.devnet.transactions import Rpc, TxPlan, execute
 
 CONTRACTS: Final = ("EthereumVaultConnector", "EVault", "EulerRouter", "EulerChainlinkOracle")
@@ -66,39 +63,7 @@ class EulerV2Devnet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 async def compile_euler_contracts() -> dict[str, Artifact]:
     """ABI and bytecode of each contract in `contracts/euler/`, from the solc cache when the sources are unchanged."""
-    sources = {f"euler/{path.name}": {"content": path.read_text()} for path in sorted(SOURCES_DIR.glob("*.sol"))}
-    standard_json = {
-        "language": "Solidity",
-        "sources": sources,
-        "settings": {
-            "optimizer": {"enabled": True, "runs": 200},
-            "evmVersion": "cancun",
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
-        },
-    }
-    source = json.dumps(standard_json, sort_keys=True).encode()
-    key = hashlib.sha256(source + b"\0solc-js " + solc_version().encode()).hexdigest()
-    cache_file = project_root() / ".cache" / "solc" / f"euler-{key}.json"
-    if cache_file.is_file():
-        try:
-            return _ARTIFACTS.decode(cache_file.read_bytes())
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pass  # written by an older layout of Artifact: compile again and overwrite
-    output = await _run_solcjs(source)
-    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
-    if errors:
-        raise CompileFailed(errors)
-    artifacts = {}
-    for name in CONTRACTS:
-        compiled = output["contracts"][f"euler/{name}.sol"][name]
-        evm = compiled["evm"]
-        artifacts[name] = Artifact(name=name, abi=compiled["abi"], bytecode="0x" + evm["bytecode"]["object"],
-                                   deployed_bytecode="0x" + evm["deployedBytecode"]["object"])  # fmt: skip
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")  # then rename: a concurrent reader never sees half a file
-    partial.write_bytes(msgspec.json.encode(artifacts))
-    partial.replace(cache_file)
-    return artifacts
+    return await compile_cached("euler", sources_in(SOURCES_DIR, "euler/"), {name: f"euler/{name}.sol" for name in CONTRACTS})
 
 
 async def deploy_euler_v2(http_url: str, devnet: Devnet) -> EulerV2Devnet:

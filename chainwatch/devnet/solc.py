@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
@@ -81,41 +82,68 @@ def node_package(name: str) -> Path:
     return path
 
 
-def solc_version() -> str:
+def solc_version(package: str = "solc") -> str:
     """The pinned solc-js version, read from its package.json (loading the compiler takes seconds)."""
-    manifest = json.loads((node_package("solc") / "package.json").read_text())
+    manifest = json.loads((node_package(package) / "package.json").read_text())
     return str(manifest["version"])
 
 
-def standard_json_input() -> dict[str, Any]:
-    """The solc standard-JSON input for the own sources: optimizer on, only what deploys and calls need."""
-    sources = {
-        f"{name}.sol": {"content": (CONTRACTS_DIR / f"{name}.sol").read_text()} for name in OWN_CONTRACTS
-    }
-    return {
+DEFAULT_SETTINGS: Final[dict[str, Any]] = {
+    "optimizer": {"enabled": True, "runs": 200},
+    # Cancun runs on Anvil's default hardfork and on every chain the watcher targets.
+    "evmVersion": "cancun",
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+}
+
+
+def sources_in(directory: Path, prefix: str = "") -> dict[str, str]:
+    """Every `.sol` file of `directory` as solc source units, named `<prefix><file name>`."""
+    return {f"{prefix}{path.name}": path.read_text() for path in sorted(directory.glob("*.sol"))}
+
+
+async def compile_cached(
+    label: str,
+    sources: Mapping[str, str],
+    contracts: Mapping[str, str],
+    *,
+    settings: Mapping[str, Any] = DEFAULT_SETTINGS,
+    solc_package: str = "solc",
+    artifact_prefix: str = "",
+) -> dict[str, Artifact]:
+    """Compiles `sources` (unit name -> text) and returns `contracts` (contract name -> its unit) as artifacts.
+
+    The result is cached under `.cache/solc/<label>-<hash of inputs and compiler>.json`, so only a change of
+    source, settings or compiler pays for solc-js again. `artifact_prefix` keeps artifact names unique where
+    two families have a contract of the same name.
+    """
+    standard_json = {
         "language": "Solidity",
-        "sources": sources,
-        "settings": {
-            "optimizer": {"enabled": True, "runs": 200},
-            # Cancun runs on Anvil's default hardfork and on every chain the watcher targets.
-            "evmVersion": "cancun",
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
-        },
+        "sources": {unit: {"content": text} for unit, text in sources.items()},
+        "settings": settings,
     }
-
-
-async def compile_own_contracts() -> dict[str, Artifact]:
-    """ABI and bytecode of each own contract by name, from the cache when the inputs are unchanged."""
-    source = json.dumps(standard_json_input(), sort_keys=True).encode()
-    version = solc_version()
+    source = json.dumps(standard_json, sort_keys=True).encode()
+    version = solc_version(solc_package)
     key = hashlib.sha256(source + b"\0solc-js " + version.encode()).hexdigest()
-    cache_file = project_root() / ".cache" / "solc" / f"{key}.json"
+    cache_file = project_root() / ".cache" / "solc" / f"{label}-{key}.json"
     if cache_file.is_file():
         try:
             return _ARTIFACTS.decode(cache_file.read_bytes())
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass  # written by an older layout of Artifact: compile again and overwrite
-    artifacts = _artifacts_from_output(await _run_solcjs(source))
+    output = await _run_solcjs(source, solc_package)
+    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
+    if errors:
+        raise CompileFailed(errors)
+    artifacts = {}
+    for name, unit in contracts.items():
+        compiled = output["contracts"][unit][name]
+        evm = compiled["evm"]
+        artifacts[name] = Artifact(
+            name=f"{artifact_prefix}{name}",
+            abi=compiled["abi"],
+            bytecode="0x" + evm["bytecode"]["object"],
+            deployed_bytecode="0x" + evm["deployedBytecode"]["object"],
+        )
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename so a concurrent reader never sees half a file.
     partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
@@ -124,11 +152,17 @@ async def compile_own_contracts() -> dict[str, Artifact]:
     return artifacts
 
 
-async def _run_solcjs(standard_json: bytes) -> dict[str, Any]:
+async def compile_own_contracts() -> dict[str, Artifact]:
+    """ABI and bytecode of each own contract by name (Multicall3, SettableFeed, FeedProxy)."""
+    sources = {f"{name}.sol": (CONTRACTS_DIR / f"{name}.sol").read_text() for name in OWN_CONTRACTS}
+    return await compile_cached("own", sources, {name: f"{name}.sol" for name in OWN_CONTRACTS})
+
+
+async def _run_solcjs(standard_json: bytes, package: str = "solc") -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
         raise ToolingMissing("node is not on PATH", "install Node.js 18 or later, then run scripts/bootstrap")
-    env = {**os.environ, "CHAINWATCH_SOLCJS": str(node_package("solc"))}
+    env = {**os.environ, "CHAINWATCH_SOLCJS": str(node_package(package))}
     process = await asyncio.create_subprocess_exec(
         node, "-e", _COMPILE_JS, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -138,20 +172,3 @@ async def _run_solcjs(standard_json: bytes) -> dict[str, Any]:
         raise CompileFailed([f"node exited with {process.returncode}: {stderr.decode(errors='replace').strip()}"])
     output: dict[str, Any] = json.loads(stdout)
     return output
-
-
-def _artifacts_from_output(output: dict[str, Any]) -> dict[str, Artifact]:
-    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
-    if errors:
-        raise CompileFailed(errors)
-    artifacts: dict[str, Artifact] = {}
-    for name in OWN_CONTRACTS:
-        compiled = output["contracts"][f"{name}.sol"][name]
-        artifacts[name] = Artifact(
-            name=name,
-            abi=compiled["abi"],
-            bytecode="0x" + compiled["evm"]["bytecode"]["object"],
-            deployed_bytecode="0x" + compiled["evm"]["deployedBytecode"]["object"],
-        )
-    return artifacts
-
