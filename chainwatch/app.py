@@ -18,7 +18,7 @@ from chainwatch.alerts.tracker import Tracker, WatchPolicy
 from chainwatch.chain import ChainEvent
 from chainwatch.config import Config, Watch
 from chainwatch.index import Target
-from chainwatch.listeners.websocket import ChainListener
+from chainwatch.listeners.websocket import BadEndpoint, ChainListener
 from chainwatch.protocols.base import AccountReading, ReadError
 from chainwatch.protocols.registry import protocol_from_config
 from chainwatch.reader import ReadFailed, Reader
@@ -108,6 +108,7 @@ class Watcher:
                 log_filter=engine.log_filter,
                 resume_from=engine.resume_from,
                 max_log_range=config.chain.max_log_range,
+                stall_seconds=config.chain.stall_seconds,
                 on_subscribed=self.ready.set,
             )
             engine.on_sources_changed = lambda: asyncio.ensure_future(listener.reconnect())
@@ -117,14 +118,17 @@ class Watcher:
         self, stop: asyncio.Event, listener: ChainListener, engine: Engine, queue: asyncio.Queue[ChainEvent],
         sender: Sender,
     ) -> None:  # fmt: skip
-        async with asyncio.TaskGroup() as group:
-            chain_tasks = [group.create_task(listener.run()), group.create_task(engine.run(queue))]
-            sending = group.create_task(sender.run())
-            await stop.wait()
-            # Stop taking work first; then give queued alerts a bounded time to go out.
-            for task in chain_tasks:
-                task.cancel()
-            sending.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                chain_tasks = [group.create_task(listener.run()), group.create_task(engine.run(queue))]
+                sending = group.create_task(sender.run())
+                await stop.wait()
+                # Stop taking work first; then give queued alerts a bounded time to go out.
+                for task in chain_tasks:
+                    task.cancel()
+                sending.cancel()
+        except* BadEndpoint as failures:
+            raise StartupError(str(failures.exceptions[0])) from None
         pending = await sender.drain(time.monotonic() + SHUTDOWN_DRAIN_SECONDS)
         log.info("watcher.stopped", unsent=pending)
 

@@ -141,6 +141,8 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     max_log_range: Positive = 100
     calls_per_batch: Positive = 200
     read_concurrency: Positive = 4
+    # A WebSocket that sends nothing (not even a head) for this long is treated as dead and reopened.
+    stall_seconds: Annotated[float, Meta(gt=0)] = 60.0
 
     @property
     def rpc_http_urls(self) -> tuple[str, ...]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from chainwatch.multicall import Call, CallResult, chunked, decode_aggregate3, encode_aggregate3
+from eth_abi.exceptions import DecodingError
+
+from chainwatch.multicall import (
+    Call,
+    CallResult,
+    chunked,
+    decode_aggregate3,
+    encode_aggregate3,
+)
 from chainwatch.rpc import Rpc, RpcError
 
 
@@ -42,7 +50,7 @@ class Reader:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._read_chunk(chunk, block)) for chunk in chunks]
-        except* (RpcError, ValueError) as failures:
+        except* (RpcError, ValueError, DecodingError) as failures:
             raise ReadFailed(block, len(calls), str(failures.exceptions[0])) from None
         return [result for task in tasks for result in task.result()]
 

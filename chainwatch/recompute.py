@@ -49,6 +49,7 @@ class Engine:
         self._tracker = tracker
         self._store = store
         self._schedule = RefreshSchedule(refresh)
+        self._drift_spacing = refresh.market_event_min_blocks
         self.index = ExposureIndex()
         self._pending: set[Target] = set()
         self._read_at: dict[Target, int] = {}
@@ -63,10 +64,13 @@ class Engine:
     # -- start-up -------------------------------------------------------------------------------------
     async def start(self, head: Head, rpc: Rpc) -> None:
         """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`."""
+        self._tracker.forget_after(head.number)
         await self._resolve(head.number)
         for protocol in self._protocols.values():
             accounts = sorted({t.account for t in self._targets if t.protocol == protocol.name})
             await protocol.discover(rpc, self._reader, accounts, head.number)
+            # Discovery may add markets, and with them feeds: publish those before anything listens.
+            self.index.set_feeds(protocol.name, protocol.price_feeds())
         self._head = head
         await self._read_and_track(self._targets, head.number)
         await self._finish(head)
@@ -97,7 +101,7 @@ class Engine:
     async def run(self, queue: asyncio.Queue[ChainEvent]) -> None:
         while True:
             try:
-                async with asyncio.timeout(_RETRY_AFTER_FAILURE if self._pending else None):
+                async with asyncio.timeout(_RETRY_AFTER_FAILURE if self._pending or self._sources_changed else None):
                     first = await queue.get()
                 events = [first, *_drain(queue)]
             except TimeoutError:
@@ -125,7 +129,12 @@ class Engine:
         for protocol in self._protocols.values():
             match protocol.touched_by(event):
                 case AccountsTouched(accounts=accounts):
-                    touched |= {t for t in (Target(protocol=protocol.name, account=a) for a in accounts) if t in self._targets}
+                    named = (Target(protocol=protocol.name, account=account) for account in accounts)
+                    touched |= {target for target in named if target in self._targets}
+                case MarketsTouched(keys=keys, drift=True):
+                    horizon = event.block_number - self._drift_spacing
+                    holders = self.index.targets_holding(protocol.name, keys)
+                    touched |= {target for target in holders if self._read_at.get(target, -1) <= horizon}
                 case MarketsTouched(keys=keys):
                     touched |= self.index.targets_holding(protocol.name, keys)
                 case SourcesChanged():
@@ -139,7 +148,12 @@ class Engine:
         if head is None or self._newest_log_block > head.number:
             return  # logs of a block whose head has not come yet: wait for it, so the read includes them
         if self._sources_changed:
-            await self._on_sources_changed(head)
+            try:
+                await self._on_sources_changed(head)
+            except (ReadFailed, ReadError) as error:
+                self._sources_changed = True  # keep asking; the retry timer brings us back here
+                log.error("recompute.resolve_failed", block=head.number, error=str(error))
+                return
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         if self._pending:
             marked, self._pending = self._pending, set()
@@ -178,7 +192,7 @@ class Engine:
             if isinstance(outcome, ReadError):
                 log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
                           block=block, error=str(outcome))  # fmt: skip
-                self._schedule.record(target, block, math.inf)  # try again later, without hammering every block
+                self._schedule.record_failure(target, block)
                 continue
             self.index.set_exposure(target, outcome.exposure)
             self._read_at[target] = block

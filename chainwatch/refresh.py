@@ -31,10 +31,15 @@ DEFAULT_BANDS = (
 
 
 class RefreshPolicy(Record, frozen=True, kw_only=True):
-    """`[refresh]`: the bands, tightest first, and the interval for everything healthier (or debt-free)."""
+    """`[refresh]`: the bands, tightest first, and the interval for everything healthier (or debt-free).
+
+    `market_event_min_blocks` spaces out re-reads caused by market-wide drift events (new rates or indexes,
+    which a busy market emits on every action): an account read that recently is not read again for them.
+    """
 
     every_blocks: Blocks = 1500
     bands: tuple[RefreshBand, ...] = DEFAULT_BANDS
+    market_event_min_blocks: Annotated[int, Meta(ge=0)] = 25
 
     def __post_init__(self) -> None:
         for lower, upper in zip(self.bands, self.bands[1:]):
@@ -51,6 +56,10 @@ class RefreshPolicy(Record, frozen=True, kw_only=True):
                 return band.every_blocks
         return self.every_blocks
 
+    @property
+    def tightest(self) -> int:
+        return self.bands[0].every_blocks if self.bands else self.every_blocks
+
 
 class RefreshSchedule:
     """When each target is next due for a re-read; reading a target for any reason resets its clock."""
@@ -63,10 +72,22 @@ class RefreshSchedule:
 
     def record(self, target: Hashable, block: int, health_factor: float) -> None:
         """`target` was read at `block` with (worst) `health_factor`."""
-        due = block + self._policy.interval_for(health_factor)
+        self._set(target, block + self._policy.interval_for(health_factor))
+
+    def record_failure(self, target: Hashable, block: int) -> None:
+        """`target` could not be read at `block`: try again soon, as if it were at the riskiest band."""
+        self._set(target, block + self._policy.tightest)
+
+    def _set(self, target: Hashable, due: int) -> None:
+        if self._due.get(target) == due:
+            return
         self._due[target] = due
         self._tiebreak += 1
         heapq.heappush(self._heap, (due, self._tiebreak, target))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            # Superseded entries pile up when targets are re-read by events; rebuild from the live ones.
+            self._heap = [(at, i, t) for i, (t, at) in enumerate(self._due.items())]
+            heapq.heapify(self._heap)
 
     def due_at(self, block: int) -> set[Hashable]:
         """Targets whose next re-read is at or before `block` (each returned once until recorded again)."""

@@ -50,8 +50,12 @@ class Rpc:
             index = (self._preferred + attempt) % count
             try:
                 response = await self._providers[index].make_request(RPCEndpoint(method), params)
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:
+                # ValueError: a body that is not JSON (a proxy's HTML error page); try the next endpoint.
                 reasons.append(f"http_urls[{index}]: {type(error).__name__}")
+                continue
+            if not isinstance(response, dict) or ("result" not in response and "error" not in response):
+                reasons.append(f"http_urls[{index}]: malformed JSON-RPC response")
                 continue
             if "error" in response:
                 error = response["error"]

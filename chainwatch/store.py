@@ -6,8 +6,10 @@ alert nor make the restarted watcher repeat one it already queued.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -84,48 +86,80 @@ class PendingMessage(Record, frozen=True, kw_only=True):
     kind: str
 
 
+class LevelChange(Record, frozen=True, kw_only=True):
+    """A position's new level, and the message it causes (if any), to be stored together."""
+
+    key: PositionKey
+    level: StoredLevel
+    message: PendingMessage | None = None
+
+
 class Store:
-    """The SQLite file behind chainwatch; one connection, used from one event loop."""
+    """The SQLite file behind chainwatch: one connection shared by the engine and the sender.
+
+    Every statement and transaction holds one lock: on a shared connection, a statement issued while another
+    task's transaction is open would silently join it (and be rolled back with it).
+    """
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self._lock = asyncio.Lock()
+
+    async def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._lock, self._db.execute(sql, parameters) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, sql: str, parameters: tuple[Any, ...]) -> None:
+        async with self._lock:
+            await self._db.execute(sql, parameters)
 
     # -- cursor ---------------------------------------------------------------------------------------
     async def cursor(self) -> BlockRef | None:
-        async with self._db.execute("SELECT block_number, block_hash FROM cursor WHERE id = 1") as rows:
-            row = await rows.fetchone()
-        return None if row is None else BlockRef(number=row[0], hash=row[1])
+        rows = await self._rows("SELECT block_number, block_hash FROM cursor WHERE id = 1")
+        return BlockRef(number=rows[0][0], hash=rows[0][1]) if rows else None
 
     async def save_cursor(self, block: BlockRef) -> None:
-        await self._db.execute(
+        await self._write(
             "INSERT INTO cursor (id, block_number, block_hash) VALUES (1, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash",
             (block.number, block.hash),
         )
-        
+
     # -- positions ------------------------------------------------------------------------------------
     async def levels(self) -> dict[PositionKey, StoredLevel]:
-        async with self._db.execute(
-            "SELECT protocol, account, market, level, health_factor, block FROM positions"
-        ) as rows:
-            return {
-                PositionKey(protocol=r[0], account=r[1], market=r[2]): StoredLevel(
-                    level=Level(r[3]), health_factor=r[4], block=r[5]
-                )
-                async for r in rows
-            }
-
-    async def record(self, key: PositionKey, level: StoredLevel, message: PendingMessage | None) -> None:
-        """Saves a position's new level and, in the same transaction, the message it causes."""
-        now = time.time()
-        async with _transaction(self._db):
-            await self._db.execute(
-                "INSERT INTO positions (protocol, account, market, level, health_factor, block) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (protocol, account, market) DO UPDATE SET "
-                "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
-                (key.protocol, key.account, key.market, int(level.level), _finite(level.health_factor), level.block),
+        rows = await self._rows("SELECT protocol, account, market, level, health_factor, block FROM positions")
+        return {
+            PositionKey(protocol=r[0], account=r[1], market=r[2]): StoredLevel(
+                level=Level(r[3]), health_factor=r[4], block=r[5]
             )
-            if message is not None:
+            for r in rows
+        }
+
+    async def record(self, changes: Sequence[LevelChange]) -> None:
+        """Saves positions' new levels and, in the same transaction, the messages they cause.
+
+        A new message for a position supersedes that position's unsent messages of equal or lower urgency:
+        they would tell an older story, and sent after it (urgent first) they would tell it out of order.
+        Those of higher urgency stay and, being more urgent, still go first: per position, the order sent is
+        the order they happened.
+        """
+        now = time.time()
+        async with self._lock, _transaction(self._db):
+            for change in changes:
+                key, level, message = change.key, change.level, change.message
+                await self._db.execute(
+                    "INSERT INTO positions (protocol, account, market, level, health_factor, block) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (protocol, account, market) DO UPDATE SET "
+                    "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
+                    (key.protocol, key.account, key.market, int(level.level), _finite(level.health_factor), level.block),
+                )
+                if message is None:
+                    continue
+                await self._db.execute(
+                    "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
+                    "WHERE position = ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
+                    (now, key.as_text(), message.priority),
+                )
                 await self._db.execute(
                     "INSERT INTO outbox (priority, chat_id, text, position, kind, block, created_at, next_attempt_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -134,56 +168,55 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------------------------
     async def due_messages(self, now: float, limit: int = 100) -> list[OutboxMessage]:
-        """Unsent messages whose time has come, most urgent first, oldest first within an urgency."""
-        async with self._db.execute(
-            "SELECT id, priority, chat_id, text, position, kind, block, attempts FROM outbox "
-            "WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? "
-            "ORDER BY priority DESC, id LIMIT ?",
+        """The next due message of each chat (most urgent, then oldest), most urgent first across chats.
+
+        One per chat, so a chat that must wait (Telegram allows about one message a second per chat) can
+        never crowd the others out of the batch.
+        """
+        rows = await self._rows(
+            "SELECT id, priority, chat_id, text, position, kind, block, attempts FROM ("
+            "  SELECT *, ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY priority DESC, id) AS turn FROM outbox"
+            "  WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?"
+            ") WHERE turn = 1 ORDER BY priority DESC, id LIMIT ?",
             (now, limit),
-        ) as rows:
-            return [
-                OutboxMessage(
-                    id=r[0], priority=r[1], chat_id=r[2], text=r[3], position=r[4], kind=r[5], block=r[6], attempts=r[7]
-                )
-                async for r in rows
-            ]
+        )
+        return [
+            OutboxMessage(
+                id=r[0], priority=r[1], chat_id=r[2], text=r[3], position=r[4], kind=r[5], block=r[6], attempts=r[7]
+            )
+            for r in rows
+        ]
 
     async def next_attempt_after(self, now: float) -> float | None:
         """When the earliest message deferred past `now` becomes due (None when there is none)."""
-        async with self._db.execute(
+        rows = await self._rows(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL "
             "AND next_attempt_at > ?",
             (now,),
-        ) as rows:
-            row = await rows.fetchone()
-        return None if row is None else row[0]
+        )
+        return rows[0][0] if rows else None
 
     async def pending_count(self) -> int:
-        async with self._db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
-        ) as rows:
-            row = await rows.fetchone()
-        return 0 if row is None else int(row[0])
+        rows = await self._rows("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
+        return int(rows[0][0]) if rows else 0
 
     async def mark_sent(self, message_id: int, now: float) -> None:
-        await self._db.execute(
-            "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, message_id)
-        )
-        
+        await self._write("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, message_id))
+
     async def defer(self, message_id: int, until: float, error: str) -> None:
         """Puts a message back for a later attempt (rate limit, network trouble)."""
-        await self._db.execute(
+        await self._write(
             "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
             (until, error, message_id),
         )
-        
+
     async def mark_failed(self, message_id: int, now: float, error: str) -> None:
         """Gives up on a message that can never be delivered (chat gone, bot blocked)."""
-        await self._db.execute(
+        await self._write(
             "UPDATE outbox SET failed_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
             (now, error, message_id),
         )
-        
+
 
 @asynccontextmanager
 async def open_store(path: str | Path) -> AsyncIterator[Store]:
@@ -198,11 +231,14 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
-    await db.execute("BEGIN IMMEDIATE")
     try:
+        # Inside the try: a cancellation while BEGIN is in flight must still roll back, or the connection is
+        # left in a transaction that swallows every later write.
+        await db.execute("BEGIN IMMEDIATE")
         yield
     except BaseException:
-        await db.execute("ROLLBACK")
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
         raise
     await db.execute("COMMIT")
 
@@ -210,4 +246,3 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
 def _finite(value: float) -> float:
     # SQLite stores inf as a REAL fine, but keeping a sentinel avoids surprises in tools that read the file.
     return value if value != float("inf") else 1e308
-

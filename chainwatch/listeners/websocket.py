@@ -55,6 +55,14 @@ class SubscribeFailed(Exception):
     pass
 
 
+class Stalled(Exception):
+    """The connection is open but has sent nothing for too long: a provider can go quiet without closing."""
+
+
+class BadEndpoint(Exception):
+    """A configured WebSocket URL cannot be used at all; the text names it by position, never by value."""
+
+
 class Backoff:
     """Delays between reconnects: exponential with jitter, capped; reset after a healthy connection."""
 
@@ -84,6 +92,7 @@ class ChainListener:
         log_filter: Callable[[], LogFilter],
         resume_from: Callable[[], BlockRef | None],
         max_log_range: int,
+        stall_seconds: float = 60.0,
         on_subscribed: Callable[[], object] = lambda: None,
     ) -> None:
         self._urls = list(ws_urls)
@@ -92,6 +101,7 @@ class ChainListener:
         self._log_filter = log_filter
         self._resume_from = resume_from
         self._max_log_range = max_log_range
+        self._stall_seconds = stall_seconds
         self._on_subscribed = on_subscribed
         self._socket: ClientConnection | None = None
         self.connections = 0
@@ -103,10 +113,10 @@ class ChainListener:
                 async with connect(self._urls[index], ping_interval=20, ping_timeout=20, max_size=2**24) as socket:
                     self._socket = socket
                     await self._listen(socket, index, backoff)
-            except (OSError, TimeoutError, WebSocketException, SubscribeFailed, RpcError) as error:
-                # InvalidURI is a config mistake, not weather: retrying cannot help.
-                if isinstance(error, InvalidURI):
-                    raise
+            except InvalidURI:
+                # A config mistake, not weather: retrying cannot help. The URI itself may hold an API key.
+                raise BadEndpoint(f"ws_urls[{index}] is not a valid WebSocket URI") from None
+            except (OSError, TimeoutError, WebSocketException, SubscribeFailed, Stalled, RpcError) as error:
                 log.warning("listener.disconnected", endpoint=f"ws_urls[{index}]", error=_describe(error))
             finally:
                 self._socket = None
@@ -118,24 +128,35 @@ class ChainListener:
             await self._socket.close()
 
     async def _listen(self, socket: ClientConnection, index: int, backoff: Backoff) -> None:
+        # Taken before subscribing: a head that arrives meanwhile must not move the start of the backfill.
+        finished = self._resume_from()
         log_filter = self._log_filter()
-        subscriptions = await self._subscribe(socket, log_filter)
+        subscriptions, early_heads = await self._subscribe(socket, log_filter)
         self.connections += 1
         log.info("listener.subscribed", endpoint=f"ws_urls[{index}]", emitters=len(log_filter.addresses))
-        await self._backfill(log_filter)
+        await self._backfill(log_filter, finished)
+        for head in early_heads:
+            await self._complete(head, log_filter)
         backoff.reset()
         self._on_subscribed()
-        async for raw in socket:
+        while True:
+            try:
+                async with asyncio.timeout(self._stall_seconds):
+                    raw = await socket.recv()
+            except TimeoutError:
+                raise Stalled(f"nothing received for {self._stall_seconds:g} s") from None
             head = self._route(_decode_message(raw), subscriptions)
             if head is not None:
                 await self._complete(head, log_filter)
 
-    async def _subscribe(self, socket: ClientConnection, log_filter: LogFilter) -> dict[str, str]:
+    async def _subscribe(self, socket: ClientConnection, log_filter: LogFilter) -> tuple[dict[str, str], list[Head]]:
+        """Subscribes to heads and logs; heads that come before both answers are returned, to follow the backfill."""
         requests = {1: ["newHeads"], 2: ["logs", log_filter.as_rpc()]}
         for request_id, params in requests.items():
             request = {"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": params}
             await socket.send(msgspec.json.encode(request).decode())
         subscriptions: dict[str, str] = {}
+        early_heads: list[Head] = []
         async with asyncio.timeout(15):
             while len(subscriptions) < len(requests):
                 message = _decode_message(await socket.recv())
@@ -144,15 +165,15 @@ class ChainListener:
                         raise SubscribeFailed(f"eth_subscribe {requests[message.id][0]} refused: {message.error}")
                     subscriptions[message.result] = requests[message.id][0]
                 elif (head := self._route(message, subscriptions)) is not None:
-                    await self._complete(head, log_filter)
-        return subscriptions
+                    early_heads.append(head)
+        return subscriptions, early_heads
 
-    async def _backfill(self, log_filter: LogFilter) -> None:
+    async def _backfill(self, log_filter: LogFilter, finished: BlockRef | None) -> None:
         """Replays logs since the last finished block, that block included (its logs are re-checked, cheaply).
 
-        If that block is no longer on the chain (a reorg while we were away), replays from further back.
+        If that block is no longer on the chain (a reorg while we were away), replays from further back. Each
+        range is followed by its last head, so a backfill cut short still moves the engine forward.
         """
-        finished = self._resume_from()
         if finished is None:
             return
         start = finished.number
@@ -164,7 +185,7 @@ class ChainListener:
             last = min(first + self._max_log_range - 1, head.number)
             for item in await self._rpc.logs(log_filter, first, last):
                 self._queue.put_nowait(item)
-        self._queue.put_nowait(head)
+            self._queue.put_nowait(head if last == head.number else await self._rpc.head(last))
         log.info("listener.backfilled", from_block=start, to_block=head.number)
 
     def _route(self, message: _Message, subscriptions: dict[str, str]) -> Head | None:

@@ -48,10 +48,21 @@ _POOL_EVENTS = {
 # Rates and indexes of one reserve changed: every account using it drifts (the key is the reserve asset).
 _RESERVE_DATA_UPDATED = event_topic("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)")
 _ATOKEN_TRANSFER = event_topic("BalanceTransfer(address,address,uint256,uint256)")
+# Anything that changes where prices come from, or which reserves exist: resolve again and resubscribe.
 _ORACLE_EVENTS = (
     event_topic("AssetSourceUpdated(address,address)"),
     event_topic("FallbackOracleUpdated(address)"),
 )
+_PROVIDER_EVENTS = (
+    event_topic("PriceOracleUpdated(address,address)"),
+    event_topic("PoolUpdated(address,address)"),
+)
+_RESERVES_CHANGED = (
+    event_topic("ReserveInitialized(address,address,address,address,address)"),
+    event_topic("ReserveDropped(address)"),
+)
+# A reserve's liquidation threshold moved: every account using it has a new health factor, with no price log.
+_COLLATERAL_CONFIGURATION_CHANGED = event_topic("CollateralConfigurationChanged(address,uint256,uint256,uint256)")
 
 
 class AaveV3:
@@ -62,6 +73,7 @@ class AaveV3:
         self._provider = pool_addresses_provider
         self.pool = ""
         self.oracle = ""
+        self.configurator = ""
         self.base_unit = 10**8
         self.reserves: dict[str, int] = {}  # asset (lower-case) -> reserve id
         self.atokens: dict[str, str] = {}  # aToken (lower-case) -> asset
@@ -71,10 +83,11 @@ class AaveV3:
     async def resolve(self, reader: Reader, block: int) -> None:
         provider_reads = await reader.read(
             [Call(target=self._provider, data=calldata("getPool()"), gas=30_000),
-             Call(target=self._provider, data=calldata("getPriceOracle()"), gas=30_000)],
+             Call(target=self._provider, data=calldata("getPriceOracle()"), gas=30_000),
+             Call(target=self._provider, data=calldata("getPoolConfigurator()"), gas=30_000)],
             block,
         )  # fmt: skip
-        self.pool, self.oracle = (_address(result, "PoolAddressesProvider") for result in provider_reads)
+        self.pool, self.oracle, self.configurator = (_address(r, "PoolAddressesProvider") for r in provider_reads)
         (assets_result,) = await reader.read(
             [Call(target=self.pool, data=calldata("getReservesList()"), gas=500_000),
              ], block)  # fmt: skip
@@ -104,9 +117,11 @@ class AaveV3:
 
     def log_filter(self) -> LogFilter:
         return LogFilter(
-            addresses=(self.pool.lower(), self.oracle.lower(), *self.atokens),
-            topic0s=(*_POOL_EVENTS, _RESERVE_DATA_UPDATED, _ATOKEN_TRANSFER, *_ORACLE_EVENTS),
-        )
+            addresses=(self.pool.lower(), self.oracle.lower(), self._provider.lower(), self.configurator.lower(),
+                       *self.atokens),
+            topic0s=(*_POOL_EVENTS, _RESERVE_DATA_UPDATED, _ATOKEN_TRANSFER, *_ORACLE_EVENTS, *_PROVIDER_EVENTS,
+                     *_RESERVES_CHANGED, _COLLATERAL_CONFIGURATION_CHANGED),
+        )  # fmt: skip
 
     def price_feeds(self) -> dict[str, frozenset[str]]:
         feeds: dict[str, set[str]] = {}
@@ -119,17 +134,25 @@ class AaveV3:
             positions = _POOL_EVENTS[log.topic0]
             return AccountsTouched(accounts=frozenset(_account(log.topics[i]) for i in positions))
         if log.address == self.pool.lower() and log.topic0 == _RESERVE_DATA_UPDATED:
-            return MarketsTouched(keys=frozenset({topic_address(log.topics[1])}))
+            return MarketsTouched(keys=frozenset({topic_address(log.topics[1])}), drift=True)
         if log.address in self.atokens and log.topic0 == _ATOKEN_TRANSFER:
             return AccountsTouched(accounts=frozenset({_account(log.topics[1]), _account(log.topics[2])}))
-        if log.address == self.oracle.lower() and log.topic0 in _ORACLE_EVENTS:
+        if log.address == self.configurator.lower() and log.topic0 == _COLLATERAL_CONFIGURATION_CHANGED:
+            return MarketsTouched(keys=frozenset({topic_address(log.topics[1])}))
+        if (
+            (log.address == self.oracle.lower() and log.topic0 in _ORACLE_EVENTS)
+            or (log.address == self._provider.lower() and log.topic0 in _PROVIDER_EVENTS)
+            or (log.address == self.configurator.lower() and log.topic0 in _RESERVES_CHANGED)
+        ):
             return SourcesChanged()
         return None
 
     def read_calls(self, account: str) -> Sequence[Call]:
         # The prices call is the same for every account: the reader makes it once per pass.
         return (
-            Call(target=self.pool, data=calldata("getUserAccountData(address)", account), gas=400_000),
+            # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
+            Call(target=self.pool, data=calldata("getUserAccountData(address)", account),
+                 gas=40_000 + 25_000 * len(self.reserves)),
             Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
             Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(self.reserves)),
                  gas=20_000 + 15_000 * len(self.reserves)),
@@ -138,13 +161,13 @@ class AaveV3:
     def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
         collateral, debt, _, _, _, health = _decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
         (bitmap,) = _decoded(["uint256"], results[1], "Pool.getUserConfiguration")
-        (prices,) = _decoded(["uint256[]"], results[2], "AaveOracle.getAssetsPrices")
+        prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
         borrowed = {asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 1}
         collaterals = [asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid + 1)) & 1]
         health_factor = math.inf if health == _NO_DEBT or debt == 0 else health / 1e18
         liquidation_price, liquidation_asset = None, ""
-        if len(collaterals) == 1 and collaterals[0] not in borrowed and health_factor not in (0, math.inf):
+        if prices and len(collaterals) == 1 and collaterals[0] not in borrowed and health_factor not in (0, math.inf):
             # One collateral, priced against other assets: health scales with its price, so 1.0 is at price / HF.
             (asset,) = collaterals
             price = dict(zip(self.reserves, prices)).get(asset, 0) / self.base_unit
@@ -175,12 +198,22 @@ def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
 
 
 
+def _prices(result: CallResult) -> list[int]:
+    """The oracle's prices, or none: one broken feed must cost a liquidation-price line, never an alert."""
+    try:
+        (prices,) = _decoded(["uint256[]"], result, "AaveOracle.getAssetsPrices")
+    except ReadError:
+        return []
+    return list(prices)
+
+
 def _symbol(result: CallResult, asset: str) -> str:
     try:
         (symbol,) = _decoded(["string"], result, "symbol()")
     except ReadError:
         return asset[:10]  # a token without a readable symbol is still named, by its address
     return symbol
+
 
 def _address(result: CallResult, what: str) -> str:
     (address,) = _decoded(["address"], result, what)

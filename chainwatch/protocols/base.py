@@ -25,10 +25,13 @@ class AccountsTouched(Record, frozen=True, kw_only=True, tag="accounts"):
 class MarketsTouched(Record, frozen=True, kw_only=True, tag="markets"):
     """A market-wide change (rates, indexes, parameters): every watched account exposed to these keys is re-read.
 
-    Keys are the protocol's own exposure keys, the same strings `decode_account` puts in `exposure`.
+    Keys are the protocol's own exposure keys, the same strings `decode_account` puts in `exposure`. `drift`
+    marks the frequent, small kind (new rates or indexes on every action in a busy market): those re-reads are
+    spaced out (`[refresh] market_event_min_blocks`); a parameter change (a liquidation threshold) is not.
     """
 
     keys: frozenset[str]
+    drift: bool = False
 
 
 class SourcesChanged(Record, frozen=True, kw_only=True, tag="sources"):

@@ -221,7 +221,9 @@ class TestReorg:
             await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         await running.settled(processed := await chain.web3.eth.block_number)
         with capture_logs() as logs:
-            reorged = await chain.web3.provider.make_request("anvil_reorg", [2, []])  # type: ignore[arg-type]
+            # The replacement blocks carry a transfer: empty ones with the same timestamps would hash the same.
+            transfer = {"from": chain.accounts[5], "to": chain.accounts[6], "value": "0x1"}
+            reorged = await chain.web3.provider.make_request("anvil_reorg", [2, [[transfer, 0]]])  # type: ignore[arg-type]
             assert "error" not in reorged, reorged
             await proxy.drop_websockets()
             block = await chain.actions.set_price("WETH", 1300)

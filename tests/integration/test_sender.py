@@ -17,7 +17,7 @@ import structlog
 from chainwatch.alerts.sender import RetryLater, Scope, Sender, TransportBroken, Undeliverable
 from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
 from chainwatch.model import AlertKind, Level, PositionKey
-from chainwatch.store import PendingMessage, Store, StoredLevel, open_store
+from chainwatch.store import LevelChange, PendingMessage, Store, StoredLevel, open_store
 from tests.support.botapi import BotApiServer, running_bot_api
 
 TOKEN = "123456789:AAH-test_secret-Token-0123456789abcdef"
@@ -55,11 +55,13 @@ async def queue(store: Store, kind: AlertKind, chat_id: int | None, text: str | 
     """Queues one alert the way the alert stage does (a level change plus its message); returns its text."""
     n = next(_accounts)
     text = text if text is not None else f"{kind.value} #{n} for chat {chat_id}"
-    await store.record(
-        PositionKey(protocol="aave_v3", account=f"0x{n:040x}"),
-        StoredLevel(level=Level.WARN, health_factor=1.05, block=1000 + n),
-        PendingMessage(priority=kind.priority, chat_id=chat_id, text=text, kind=kind.value),
-    )
+    await store.record([
+        LevelChange(
+            key=PositionKey(protocol="aave_v3", account=f"0x{n:040x}"),
+            level=StoredLevel(level=Level.WARN, health_factor=1.05, block=1000 + n),
+            message=PendingMessage(priority=kind.priority, chat_id=chat_id, text=text, kind=kind.value),
+        )
+    ])
     return text
 
 

@@ -14,6 +14,8 @@ from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError
 POOL = "0x" + "aa" * 20
 ORACLE = "0x" + "bb" * 20
 ATOKEN = "0x" + "cc" * 20
+PROVIDER = "0x" + "99" * 20
+CONFIGURATOR = "0x" + "98" * 20
 WETH, USDC, WBTC = "0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20
 USER, OTHER = "0x" + "d1" * 20, "0x" + "e2" * 20
 
@@ -39,8 +41,9 @@ def ok(*datas: bytes) -> list[CallResult]:
 
 @pytest.fixture
 def aave() -> AaveV3:
-    protocol = AaveV3("neverland", "0x" + "99" * 20)
+    protocol = AaveV3("neverland", to_checksum_address(PROVIDER))
     protocol.pool, protocol.oracle = to_checksum_address(POOL), to_checksum_address(ORACLE)
+    protocol.configurator = to_checksum_address(CONFIGURATOR)
     protocol.reserves = {WETH: 0, USDC: 1, WBTC: 2}
     protocol.atokens = {ATOKEN: WETH}
     protocol.symbols = {WETH: "WETH", USDC: "USDC", WBTC: "WBTC"}
@@ -71,6 +74,22 @@ class TestTouchedBy:
         log = pool_log("BalanceTransfer(address,address,uint256,uint256)", word(USER), word(OTHER), address=ATOKEN)
         assert aave.touched_by(log) == AccountsTouched(accounts=frozenset(map(to_checksum_address, (USER, OTHER))))
 
+    def test_liquidation_threshold_change_touches_the_market(self, aave: AaveV3) -> None:
+        """A new liquidation threshold on a reserve re-reads everyone using it: health moves with no price log."""
+        log = pool_log("CollateralConfigurationChanged(address,uint256,uint256,uint256)", word(WETH), address=CONFIGURATOR)
+        assert aave.touched_by(log) == MarketsTouched(keys=frozenset({WETH}))
+
+    @pytest.mark.parametrize(
+        "log",
+        [
+            pool_log("PriceOracleUpdated(address,address)", word(ORACLE), word(OTHER), address=PROVIDER),
+            pool_log("ReserveInitialized(address,address,address,address,address)", word(WETH), word(OTHER), address=CONFIGURATOR),
+        ],
+    )
+    def test_new_oracle_or_reserve_resolves_again(self, aave: AaveV3, log: Log) -> None:
+        """A swapped oracle or a new reserve means feeds and reserves must be found again."""
+        assert aave.touched_by(log) == SourcesChanged()
+
     def test_oracle_source_change(self, aave: AaveV3) -> None:
         """A new price source for an asset asks for the feeds to be resolved again."""
         log = pool_log("AssetSourceUpdated(address,address)", word(WETH), word(OTHER), address=ORACLE)
@@ -79,7 +98,7 @@ class TestTouchedBy:
     def test_reserve_update_touches_the_market(self, aave: AaveV3) -> None:
         """New rates or indexes for a reserve re-read every account using that reserve."""
         log = pool_log("ReserveDataUpdated(address,uint256,uint256,uint256,uint256,uint256)", word(WETH))
-        assert aave.touched_by(log) == MarketsTouched(keys=frozenset({WETH}))
+        assert aave.touched_by(log) == MarketsTouched(keys=frozenset({WETH}), drift=True)
 
     @pytest.mark.parametrize(
         "log",
@@ -116,6 +135,14 @@ class TestDecodeAccount:
         prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
         (reading,) = aave.decode_account(USER, ok(account_data, bitmap, prices), 7).readings
         assert reading.liquidation_price is None
+
+    def test_broken_price_feed_costs_only_the_liquidation_price(self, aave: AaveV3) -> None:
+        """If the oracle's batch price read reverts (one bad feed), health is still read and alerted."""
+        account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 950_000_000_000_000_000])
+        bitmap = encode(["uint256"], [0b0110])
+        result = aave.decode_account(USER, [*ok(account_data, bitmap), CallResult(success=False, data=b"")], 9)
+        (reading,) = result.readings
+        assert reading.health_factor == pytest.approx(0.95) and reading.liquidation_price is None
 
     def test_no_debt_is_infinite_health(self, aave: AaveV3) -> None:
         """Aave's uint256 max health (no debt) reads as infinite, never as a number that could trip a line."""
