@@ -46,16 +46,18 @@ def standard_json_input() -> dict[str, Any]:
         for path in sorted(package_src.rglob("*.sol"))
         if "mocks" not in path.relative_to(package_src).parts
     }
-    sources |= {f"chainwatch/morpho/{path.name}": {"content": path.read_text()} for path in sorted(OWN_DIR.glob("*.sol"))}
+    own = sorted(OWN_DIR.glob("*.sol"))
+    sources |= {f"chainwatch/morpho/{path.name}": {"content": path.read_text()} for path in own}
     wanted = ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]
     return {
         "language": "Solidity",
         "sources": sources,
         "settings": {
-            # Morpho's foundry profile: viaIR, optimizer with 999999 runs. Paris is the newest EVM 0.8.19 knows.
+            # The default profile of Morpho's foundry.toml: via_ir, 999999 optimizer runs, paris, no metadata hash.
             "viaIR": True,
             "optimizer": {"enabled": True, "runs": 999_999},
             "evmVersion": "paris",
+            "metadata": {"bytecodeHash": "none"},
             "outputSelection": {unit: {name: wanted} for name, unit in CONTRACTS.items()},
         },
     }

@@ -35,7 +35,6 @@ VIRTUAL_SHARES = 10**6  # SharesMathLib: virtual shares and assets keep share pr
 VIRTUAL_ASSETS = 1
 _PARAMS = "(address,address,address,address,uint256)"
 _MARKET = ["uint128"] * 6  # totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
-_ZERO = "0x" + "0" * 40
 
 # EventsLib (topic1 is always the market id) -> the topic naming the account whose position changed.
 BORROW = event_topic("Borrow(bytes32,address,address,address,uint256,uint256)")
@@ -47,10 +46,14 @@ ACCRUE_INTEREST = event_topic("AccrueInterest(bytes32,uint256,uint256,uint256)")
 ACCOUNT_TOPIC = {BORROW: 2, REPAY: 3, SUPPLY_COLLATERAL: 3, WITHDRAW_COLLATERAL: 2, LIQUIDATE: 3}
 # Every position starts with collateral supplied or a borrow, so these two find each market an account uses.
 _DISCOVERY = ((SUPPLY_COLLATERAL, 3), (BORROW, 2))
-_FEEDS = ("BASE_FEED_1()", "BASE_FEED_2()", "QUOTE_FEED_1()", "QUOTE_FEED_2()")
+# Read per market when resolving: each token's symbol and decimals, then the oracle's feeds and vaults.
+_DETAILS = (
+    "symbol()", "decimals()", "symbol()", "decimals()",
+    "BASE_FEED_1()", "BASE_FEED_2()", "QUOTE_FEED_1()", "QUOTE_FEED_2()", "BASE_VAULT()", "QUOTE_VAULT()",
+)  # fmt: skip
 # Per market, in read_calls order: the accrued totals are asked twice, each right after its own accrual. The
-# reader may cut a batch into eth_calls between any two calls, but not twice within four, so one of the two
-# pairs always ran in one eth_call; its `lastUpdate` is the later one.
+# reader may cut a batch into eth_calls between any two calls, but (batches holding at least four calls) not
+# twice within four, so one of the two pairs always ran in one eth_call; its `lastUpdate` is the later one.
 _CALLS_PER_MARKET = 6
 
 
@@ -95,7 +98,8 @@ class MorphoBlue:
                 query = {"address": self.morpho, "topics": wanted, "fromBlock": hex(start), "toBlock": hex(end)}
                 for found in map(log_from_rpc, await rpc.request("eth_getLogs", [query])):
                     self._used.setdefault(_account(found.topics[index]), set()).add(found.topics[1])
-        await self._resolve_markets(reader, self._configured.union(*self._used.values()) - self.markets.keys(), block)
+        known = self._configured.union(*self._used.values())
+        await self._resolve_markets(reader, known - self.markets.keys(), block)
 
     def log_filter(self) -> LogFilter:
         return LogFilter(addresses=(self.morpho.lower(),), topic0s=(*ACCOUNT_TOPIC, ACCRUE_INTEREST))
@@ -127,22 +131,24 @@ class MorphoBlue:
         ids = tuple(sorted(m for m in self._configured.union(self._used.get(account, ())) if m in self.markets))
         self._plans[account] = ids
         calls: list[Call] = []
+        # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
         for market in (self.markets[m] for m in ids):
-            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=100_000)
+            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=60_000)
             totals = Call(target=self.morpho, data=calldata("market(bytes32)", _id_bytes(market.id)), gas=15_000)
             position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
             calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),
-                      Call(target=market.params[2], data=calldata("price()"), gas=100_000)]  # fmt: skip
+                      Call(target=market.params[2], data=calldata("price()"), gas=80_000)]  # fmt: skip
         return calls
 
     def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
         ids = self._plans.get(account, ())
-        if len(results) != _CALLS_PER_MARKET * len(ids):
-            raise ReadError(f"expected {_CALLS_PER_MARKET * len(ids)} results for {len(ids)} markets, got {len(results)}")
+        expected = _CALLS_PER_MARKET * len(ids)
+        if len(results) != expected:
+            raise ReadError(f"expected {expected} results for {len(ids)} markets, got {len(results)}")
         readings, exposure = [], set()
-        for i, market_id in enumerate(ids):
+        for market_id, group in zip(ids, _groups(results, _CALLS_PER_MARKET)):
             market = self.markets[market_id]
-            accrue_1, totals_1, accrue_2, totals_2, position, price = results[i * 6 : i * 6 + 6]
+            accrue_1, totals_1, accrue_2, totals_2, position, price = group
             totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market_id)
             _, borrow_shares, collateral = _decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
             if borrow_shares or collateral:
@@ -151,42 +157,45 @@ class MorphoBlue:
         return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
 
     async def _resolve_markets(self, reader: Reader, ids: Iterable[str], block: int) -> None:
-        ids = sorted(ids)
-        param_results = await reader.read(
-            [Call(target=self.morpho, data=calldata("idToMarketParams(bytes32)", _id_bytes(m)), gas=30_000) for m in ids],
-            block,
-        )  # fmt: skip
-        params = {}
-        for market_id, result in zip(ids, param_results):
-            loan, collateral, oracle, irm, lltv = _decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
-            if int(loan, 16) == 0:
-                raise ReadError(f"market {market_id} does not exist on Morpho {self.morpho} at block {block}")
-            params[market_id] = (to_checksum_address(loan), to_checksum_address(collateral),
-                                 to_checksum_address(oracle), to_checksum_address(irm), lltv)  # fmt: skip
-        details = await reader.read(
-            [call for p in params.values() for call in (
-                *(Call(target=token, data=calldata(f), gas=50_000) for token in p[:2] for f in ("symbol()", "decimals()")),
-                *(Call(target=p[2], data=calldata(feed), gas=30_000) for feed in _FEEDS),
-            )], block)  # fmt: skip
+        """Reads each market's params, its tokens' symbols and decimals, and the feeds behind its oracle."""
+        params = await self._market_params(reader, sorted(ids), block)
+        details = await reader.read([call for p in params.values() for call in _detail_calls(p)], block)
         sources: dict[str, tuple[str, ...]] = {}
-        for (market_id, p), detail in zip(params.items(), _groups(details, 8)):
-            feed_results = detail[4:]
-            if not all(result.success and len(result.data) == 32 for result in feed_results):
-                # Another oracle shape: its price moves are unseen, only the periodic refresh re-reads the market.
-                log.warning("morpho.oracle_feeds_unknown", protocol=self.name, market=market_id, oracle=p[2])
-            sources[market_id] = tuple(
-                feed for result in feed_results if result.success and len(result.data) == 32
-                for feed in (decode(["address"], result.data)[0],) if int(feed, 16) != 0  # a zero feed counts as 1
-            )  # fmt: skip
+        for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
+            sources[market_id] = self._oracle_sources(market_id, p[2], detail[4:])
         flat = [source for feeds in sources.values() for source in feeds]
         aggregators = dict(zip(flat, await reader.read([aggregator_call(source) for source in flat], block)))
-        for (market_id, p), detail in zip(params.items(), _groups(details, 8)):
+        for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
             self.markets[market_id] = Market(
                 id=market_id, params=p,
                 loan_symbol=_symbol(detail[0], p[0]), loan_decimals=_decimals(detail[1], p[0]),
                 collateral_symbol=_symbol(detail[2], p[1]), collateral_decimals=_decimals(detail[3], p[1]),
                 feeds=tuple(sorted({emitter_of(source, aggregators[source]) for source in sources[market_id]})),
             )  # fmt: skip
+
+    async def _market_params(self, reader: Reader, ids: list[str], block: int) -> dict[str, tuple]:
+        calls = [Call(target=self.morpho, data=calldata("idToMarketParams(bytes32)", _id_bytes(m)), gas=30_000)
+                 for m in ids]  # fmt: skip
+        params = {}
+        for market_id, result in zip(ids, await reader.read(calls, block)):
+            loan, collateral, oracle, irm, lltv = _decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
+            if int(loan, 16) == 0:
+                raise ReadError(f"market {market_id} does not exist on Morpho {self.morpho} at block {block}")
+            addresses = (to_checksum_address(a) for a in (loan, collateral, oracle, irm))
+            params[market_id] = (*addresses, lltv)
+        return params
+
+    def _oracle_sources(self, market_id: str, oracle: str, results: Sequence[CallResult]) -> tuple[str, ...]:
+        """The non-zero feeds of a MorphoChainlinkOracleV2-shaped oracle (a zero feed counts as a price of 1)."""
+        words = [decode(["address"], r.data)[0] if r.success and len(r.data) == 32 else None for r in results]
+        *feeds, base_vault, quote_vault = words
+        if None in feeds:
+            # Another oracle shape: its price moves are unseen, only the periodic refresh re-reads the market.
+            log.warning("morpho.oracle_feeds_unknown", protocol=self.name, market=market_id, oracle=oracle)
+        if any(vault is not None and int(vault, 16) != 0 for vault in (base_vault, quote_vault)):
+            # An ERC-4626 vault's conversion rate moves the price with no event: only the periodic refresh sees it.
+            log.warning("morpho.oracle_price_drifts", protocol=self.name, market=market_id, oracle=oracle)
+        return tuple(feed for feed in feeds if feed is not None and int(feed, 16) != 0)
 
 
 # --- Morpho's arithmetic, pure ---------------------------------------------------------------------------------
@@ -240,13 +249,19 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
 
 
 def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
-    candidates = [_decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs if accrue.success and totals.success]
+    candidates = [_decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
+                  if accrue.success and totals.success]  # fmt: skip
     if not candidates:
         raise ReadError(f"Morpho.accrueInterest or market reverted for market {market_id}")
     return max(candidates, key=lambda totals: totals[4])  # the later lastUpdate is the accrued one
 
 
 # --- decoding helpers ------------------------------------------------------------------------------------------
+
+
+def _detail_calls(params: tuple[str, str, str, str, int]) -> list[Call]:
+    targets = (params[0], params[0], params[1], params[1], *[params[2]] * 6)
+    return [Call(target=target, data=calldata(function), gas=50_000) for target, function in zip(targets, _DETAILS)]
 
 
 def _groups(results: Sequence[CallResult], size: int) -> Iterable[Sequence[CallResult]]:

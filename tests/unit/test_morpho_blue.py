@@ -1,0 +1,333 @@
+"""Morpho Blue: event signatures against the package source, log -> touch, discovery, and Morpho's health math."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+from structlog.testing import capture_logs
+
+from chainwatch.abi import calldata
+from chainwatch.chain import Log
+from chainwatch.config import MorphoBlueConfig
+from chainwatch.devnet.solc import node_package
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols import morpho_blue
+from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.morpho_blue import Market, MorphoBlue, borrowed_assets, health_factor, max_borrow
+
+MORPHO = to_checksum_address("0x" + "aa" * 20)
+USER, OTHER = to_checksum_address("0x" + "d1" * 20), to_checksum_address("0x" + "e2" * 20)
+LOAN, COLLATERAL = to_checksum_address("0x" + "01" * 20), to_checksum_address("0x" + "02" * 20)
+ORACLE, IRM = to_checksum_address("0x" + "03" * 20), to_checksum_address("0x" + "04" * 20)
+PROXY, FEED, QUOTE_FEED = "0x" + "05" * 20, "0x" + "06" * 20, "0x" + "07" * 20
+MARKET_A, MARKET_B = "0x" + "a1" * 32, "0x" + "b2" * 32
+LLTV = 86 * 10**16
+PARAMS = (LOAN, COLLATERAL, ORACLE, IRM, LLTV)
+
+
+def word(address: str) -> str:
+    return "0x" + "00" * 12 + address[2:].lower()
+
+
+def morpho_log(topic0: str, *topics: str, address: str = MORPHO) -> Log:
+    return Log(address=address.lower(), topics=(topic0, *topics), data=b"", block_number=5, block_hash="0x01",
+               log_index=0, transaction_hash="0x02")  # fmt: skip
+
+
+def ok(types: list[str], *values: Any) -> CallResult:
+    return CallResult(success=True, data=encode(types, list(values)))
+
+
+FAILED = CallResult(success=False, data=b"")
+
+
+def market(market_id: str = MARKET_A) -> Market:
+    return Market(id=market_id, params=PARAMS, loan_symbol="USDC", loan_decimals=6, collateral_symbol="WETH",
+                  collateral_decimals=18, feeds=(FEED,))  # fmt: skip
+
+
+def protocol(**resolved: Market) -> MorphoBlue:
+    """An adapter with these markets configured and already resolved."""
+    adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=tuple(m.id for m in resolved.values())))
+    adapter.markets = {m.id: m for m in resolved.values()}
+    return adapter
+
+
+def totals(total_borrow_assets: int, total_borrow_shares: int, last_update: int = 100) -> CallResult:
+    return ok(["uint128"] * 6, 0, 0, total_borrow_assets, total_borrow_shares, last_update, 0)
+
+
+def market_results(borrow_shares: int, collateral: int, price: CallResult, pair: CallResult) -> list[CallResult]:
+    """One market's six results in read_calls order: accrue, market, accrue, market, position, price."""
+    accrued = CallResult(success=True, data=b"")
+    position = ok(["uint256", "uint128", "uint128"], 0, borrow_shares, collateral)
+    return [accrued, pair, accrued, pair, position, price]
+
+
+WETH_2000 = ok(["uint256"], 2000 * 10**6 * 10**36 // 10**18)  # 1 WETH (1e18) = 2,000 USDC (2e9), scaled 1e36
+
+
+class TestEventsMatchThePackage:
+    @staticmethod
+    def events() -> dict[str, list[tuple[str, bool, str]]]:
+        """EventsLib.sol's events: name -> [(canonical type, indexed, parameter name)]."""
+        source = (node_package("@morpho-org/morpho-blue") / "src/libraries/EventsLib.sol").read_text()
+        found = {}
+        for name, body in re.findall(r"event\s+(\w+)\s*\(([^)]*)\)", source):
+            params = [part.split() for part in body.split(",") if part.strip()]
+            found[name] = [("bytes32" if p[0] == "Id" else p[0], "indexed" in p, p[-1]) for p in params]
+        return found
+
+    @pytest.mark.parametrize(
+        ("name", "topic0", "account"),
+        [("Borrow", morpho_blue.BORROW, "onBehalf"), ("Repay", morpho_blue.REPAY, "onBehalf"),
+         ("SupplyCollateral", morpho_blue.SUPPLY_COLLATERAL, "onBehalf"),
+         ("WithdrawCollateral", morpho_blue.WITHDRAW_COLLATERAL, "onBehalf"),
+         ("Liquidate", morpho_blue.LIQUIDATE, "borrower")],
+    )  # fmt: skip
+    def test_account_events(self, name: str, topic0: str, account: str) -> None:
+        """topic0 is keccak of EventsLib's signature, and the account topic is the position's owner, id in topic1."""
+        params = self.events()[name]
+        assert topic0 == "0x" + keccak(text=f"{name}({','.join(p[0] for p in params)})").hex()
+        indexed = [p[2] for p in params if p[1]]
+        assert indexed[0] == "id" and morpho_blue.ACCOUNT_TOPIC[topic0] == 1 + indexed.index(account)
+
+    def test_accrue_interest_names_the_market(self) -> None:
+        """AccrueInterest's signature matches EventsLib and its only indexed parameter is the market id."""
+        params = self.events()["AccrueInterest"]
+        signature = f"AccrueInterest({','.join(p[0] for p in params)})"
+        assert morpho_blue.ACCRUE_INTEREST == "0x" + keccak(text=signature).hex()
+        assert [p[2] for p in params if p[1]] == ["id"]
+
+    def test_read_functions_exist_in_imorpho(self) -> None:
+        """The reads chainwatch makes are declared in IMorpho.sol with the argument and result types it decodes."""
+        text = (node_package("@morpho-org/morpho-blue") / "src/interfaces/IMorpho.sol").read_text()
+        source = re.sub(r"\s+\)", ")", re.sub(r"\(\s+", "(", " ".join(text.split())))
+        views = {
+            "position(Id id, address user)": "uint256 supplyShares, uint128 borrowShares, uint128 collateral",
+            "market(Id id)": "uint128 totalSupplyAssets, uint128 totalSupplyShares, uint128 totalBorrowAssets, "
+                             "uint128 totalBorrowShares, uint128 lastUpdate, uint128 fee",
+            "idToMarketParams(Id id)": "address loanToken, address collateralToken, address oracle, address irm, "
+                                       "uint256 lltv",
+        }  # fmt: skip
+        for function, returns in views.items():
+            assert f"function {function} external view returns ({returns});" in source
+        assert "function accrueInterest(MarketParams memory marketParams) external;" in source
+        assert "struct MarketParams { address loanToken; address collateralToken; address oracle; address irm; " \
+               "uint256 lltv; }" in source  # the tuple order accrueInterest's calldata encodes
+
+
+class TestTouchedBy:
+    @pytest.mark.parametrize(
+        ("topic0", "topics"),
+        [(morpho_blue.BORROW, [word(USER), word(OTHER)]),  # caller is not indexed; the receiver is topic3
+         (morpho_blue.REPAY, [word(OTHER), word(USER)]),
+         (morpho_blue.SUPPLY_COLLATERAL, [word(OTHER), word(USER)]),
+         (morpho_blue.WITHDRAW_COLLATERAL, [word(USER), word(OTHER)]),
+         (morpho_blue.LIQUIDATE, [word(OTHER), word(USER)])],
+    )  # fmt: skip
+    def test_account_events_touch_the_position_owner(self, topic0: str, topics: list[str]) -> None:
+        """Each position event touches its owner (onBehalf or borrower), never the caller or receiver."""
+        adapter = protocol(a=market())
+        touch = adapter.touched_by(morpho_log(topic0, MARKET_A, *topics))
+        assert touch == AccountsTouched(accounts=frozenset({USER}))
+
+    def test_accrue_interest_touches_the_market(self) -> None:
+        """AccrueInterest is market-wide: its key is the market id, as exposure holds it."""
+        touch = protocol(a=market()).touched_by(morpho_log(morpho_blue.ACCRUE_INTEREST, MARKET_A))
+        assert touch == MarketsTouched(keys=frozenset({MARKET_A}))
+
+    def test_other_logs_touch_nothing(self) -> None:
+        """Lender-side Supply and any log from another contract mean nothing for borrowers."""
+        supply = keccak(text="Supply(bytes32,address,address,uint256,uint256)").hex()
+        adapter = protocol(a=market())
+        assert adapter.touched_by(morpho_log("0x" + supply, MARKET_A, word(USER), word(USER))) is None
+        elsewhere = morpho_log(morpho_blue.REPAY, MARKET_A, word(USER), word(USER), address=OTHER)
+        assert adapter.touched_by(elsewhere) is None
+
+    async def test_watched_account_in_unknown_market_asks_to_resolve(self) -> None:
+        """A watched account's event in an unresolved market means: resolve and resubscribe, then read it there."""
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO))
+        await adapter.discover(FakeRpc([]), FakeReader({}), [USER], 10)
+        watched = morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_B, word(USER), word(USER))
+        stranger = morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_B, word(OTHER), word(OTHER))
+        assert adapter.touched_by(watched) == SourcesChanged()
+        assert adapter.touched_by(stranger) == AccountsTouched(accounts=frozenset({OTHER}))
+        adapter.markets[MARKET_B] = market(MARKET_B)  # what the re-resolve brings
+        assert len(adapter.read_calls(USER)) == 6 and len(adapter.read_calls(OTHER)) == 0
+
+
+class TestDiscovery:
+    async def test_scans_bounded_ranges_by_owner_topic(self) -> None:
+        """Past SupplyCollateral (owner topic3) and Borrow (owner topic2) are fetched in ranges of at most log_range."""
+        past = {"address": MORPHO.lower(), "topics": [morpho_blue.SUPPLY_COLLATERAL, MARKET_A, word(OTHER), word(USER)],
+                "data": "0x", "blockNumber": "0x6", "blockHash": "0x01", "logIndex": "0x0", "transactionHash": "0x02"}
+        rpc = FakeRpc([past])
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, discovery_from_block=5), log_range=3)
+        await adapter.discover(rpc, resolving_reader(), [USER], 12)
+        ranges = sorted({(q["fromBlock"], q["toBlock"]) for q in rpc.queries})
+        assert ranges == [("0x5", "0x7"), ("0x8", "0xa"), ("0xb", "0xc")]
+        by_event = {q["topics"][0]: q["topics"] for q in rpc.queries}
+        assert by_event[morpho_blue.SUPPLY_COLLATERAL] == [morpho_blue.SUPPLY_COLLATERAL, None, None, [word(USER)]]
+        assert by_event[morpho_blue.BORROW] == [morpho_blue.BORROW, None, [word(USER)]]
+        assert adapter.markets[MARKET_A].feeds == (FEED, QUOTE_FEED)  # the USDC proxy followed to its aggregator
+        assert adapter.price_feeds() == {FEED: frozenset({MARKET_A}), QUOTE_FEED: frozenset({MARKET_A})}
+        assert len(adapter.read_calls(USER)) == 6
+
+    async def test_configured_market_that_does_not_exist_fails_resolve(self) -> None:
+        """A configured id Morpho never created (all-zero params) stops start-up instead of watching nothing."""
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=(MARKET_B,)))
+        with pytest.raises(ReadError, match="does not exist"):
+            await adapter.resolve(resolving_reader(), 12)
+
+
+class TestMorphoArithmetic:
+    @pytest.mark.parametrize(
+        ("shares", "assets", "total_shares", "expected"),
+        [(10**6, 0, 0, 1), (2 * 10**6, 10, 10**7, 2), (10**12, 10**6 - 1, 10**12, 10**6),
+         (3 * 10**6 + 1, 10, 10**7, 4), (0, 5, 10, 0)],
+    )  # fmt: skip
+    def test_borrowed_rounds_up_with_virtual_shares(self, shares: int, assets: int, total_shares: int,
+                                                    expected: int) -> None:  # fmt: skip
+        """toAssetsUp: ceil(shares * (assets + 1) / (totalShares + 1e6))."""
+        assert borrowed_assets(shares, assets, total_shares) == expected
+
+    def test_max_borrow_rounds_down_twice(self) -> None:
+        """mulDivDown by 1e36, then wMulDown by LLTV: each step floors, as in Morpho._isHealthy."""
+        assert max_borrow(3, 10**36 // 2, 10**18) == 1  # 1.5 -> 1
+        assert max_borrow(10**18, 2000 * 10**24, LLTV) == 1720 * 10**6
+
+    @pytest.mark.parametrize(
+        ("limit", "borrowed", "liquidatable"),
+        [(100, 100, False), (99, 100, True), (10**30 - 1, 10**30, True), (10**30, 10**30, False), (5, 0, False)],
+    )
+    def test_health_below_one_exactly_when_morpho_liquidates(self, limit: int, borrowed: int,
+                                                             liquidatable: bool) -> None:  # fmt: skip
+        """HF < 1.0 iff maxBorrow < borrowed, even when a one-wei shortfall would round to 1.0 in a float."""
+        assert (health_factor(limit, borrowed) < 1.0) is liquidatable
+
+
+class TestDecodeAccount:
+    def test_reading_in_loan_units_with_liquidation_price(self) -> None:
+        """1 WETH at 2,000 against 1,000 USDC at 86%: health 1.72, liquidation at 1,000 / 0.86 USDC per WETH."""
+        account = decoded(market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15)))
+        (reading,) = account.readings
+        assert reading.key.market == MARKET_A and reading.key.account == USER and reading.block == 7
+        assert reading.health_factor == pytest.approx(1.72) and reading.currency == "USDC"
+        assert (reading.collateral, reading.debt) == (2000.0, pytest.approx(1000.0, abs=1e-5))
+        assert reading.liquidation_price == pytest.approx(1000 / 0.86, rel=1e-6) and reading.liquidation_asset == "WETH"
+        assert account.exposure == {MARKET_A}
+
+    @pytest.mark.parametrize("stale_first", [True, False])
+    def test_accrued_pair_wins_when_a_batch_is_cut_between_accrual_and_read(self, stale_first: bool) -> None:
+        """Of the two (accrue, market) pairs the later lastUpdate is used: the one whose accrual ran in its eth_call."""
+        stale, fresh = totals(10**9, 10**15, last_update=100), totals(1100 * 10**6, 10**15, last_update=200)
+        results = market_results(10**15, 10**18, WETH_2000, stale)
+        results[1], results[3] = (stale, fresh) if stale_first else (fresh, stale)
+        (reading,) = decoded(results).readings
+        assert reading.debt == pytest.approx(1100.0, abs=1e-5)
+
+    def test_empty_position_reads_as_no_debt_and_no_exposure(self) -> None:
+        """No collateral and no debt: health infinite (a closed position recovers), no exposure to re-read on."""
+        account = decoded(market_results(0, 0, WETH_2000, totals(10**9, 10**15)))
+        assert math.isinf(account.readings[0].health_factor) and account.exposure == frozenset()
+
+    def test_collateral_without_debt_needs_no_price(self) -> None:
+        """A failing oracle does not hide a debt-free position (Morpho never prices those either)."""
+        (reading,) = decoded(market_results(0, 10**18, FAILED, totals(0, 0))).readings
+        assert math.isinf(reading.health_factor) and math.isnan(reading.collateral)
+
+    @pytest.mark.parametrize("broken", ["accruals", "position", "price"])
+    def test_failed_reads_raise(self, broken: str) -> None:
+        """A reverted accrual pair, position or (with debt) price is a ReadError, never a missing position."""
+        results = market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15))
+        for index in {"accruals": (0, 2), "position": (4,), "price": (5,)}[broken]:
+            results[index] = FAILED
+        with pytest.raises(ReadError):
+            decoded(results)
+
+    def test_result_count_must_match_the_calls(self) -> None:
+        """Results for another set of markets than read_calls planned are rejected."""
+        adapter = protocol(a=market())
+        adapter.read_calls(USER)
+        with pytest.raises(ReadError, match="expected 6 results"):
+            adapter.decode_account(USER, [], 7)
+
+
+class TestOracles:
+    async def test_oracle_of_another_shape_is_reported_and_priced_by_nothing(self) -> None:
+        """An oracle without BASE_FEED_1..QUOTE_FEED_2 leaves the market unpriced, and says so in a warning."""
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=(MARKET_A,)))
+        with capture_logs() as logs:
+            await adapter.resolve(resolving_reader(oracle={}), 12)
+        assert adapter.markets[MARKET_A].feeds == () and adapter.price_feeds() == {}
+        assert [event["event"] for event in logs] == ["morpho.oracle_feeds_unknown"]
+
+    async def test_vault_oracle_is_reported_as_drifting(self) -> None:
+        """A vault in the oracle moves its price with no event: resolved with its feeds, and a warning."""
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=(MARKET_A,)))
+        with capture_logs() as logs:
+            await adapter.resolve(resolving_reader(oracle={**CHAINLINK_ORACLE, "BASE_VAULT()": OTHER}), 12)
+        assert adapter.markets[MARKET_A].feeds == (FEED, QUOTE_FEED)
+        assert [event["event"] for event in logs] == ["morpho.oracle_price_drifts"]
+
+
+def decoded(results: list[CallResult]) -> AccountReading:
+    """`results` decoded for USER in MARKET_A, planned first as the engine does."""
+    adapter = protocol(a=market())
+    assert len(adapter.read_calls(USER)) == len(results)
+    return adapter.decode_account(USER, results, 7)
+
+
+class FakeRpc:
+    """eth_getLogs answered from a fixed list (by block range and topic0), every query recorded."""
+
+    def __init__(self, logs: list[dict[str, Any]]) -> None:
+        self.logs = logs
+        self.queries: list[dict[str, Any]] = []
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        assert method == "eth_getLogs"
+        query = params[0]
+        self.queries.append(query)
+        low, high = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        return [raw for raw in self.logs
+                if low <= int(raw["blockNumber"], 16) <= high and raw["topics"][0] == query["topics"][0]]  # fmt: skip
+
+
+class FakeReader:
+    """Answers calls by (target, calldata); anything else reverts, like a call to a contract without that function."""
+
+    def __init__(self, answers: dict[tuple[str, bytes], CallResult]) -> None:
+        self.answers = {(target.lower(), data): result for (target, data), result in answers.items()}
+
+    async def read(self, calls: Sequence[Call], block: int) -> list[CallResult]:
+        return [self.answers.get((call.target.lower(), call.data), FAILED) for call in calls]
+
+
+ZERO = "0x" + "00" * 20
+# A MorphoChainlinkOracleV2-shaped oracle for WETH/USDC: base feed direct, quote feed a proxy in front of QUOTE_FEED.
+CHAINLINK_ORACLE = {"BASE_FEED_1()": FEED, "BASE_FEED_2()": ZERO, "QUOTE_FEED_1()": PROXY, "QUOTE_FEED_2()": ZERO,
+                    "BASE_VAULT()": ZERO, "QUOTE_VAULT()": ZERO}  # fmt: skip
+
+
+def resolving_reader(oracle: dict[str, str] = CHAINLINK_ORACLE) -> FakeReader:
+    """MARKET_A exists (USDC loan, WETH collateral, `oracle`'s getters); MARKET_B was never created."""
+    params = ["address", "address", "address", "address", "uint256"]
+    answers = {
+        (MORPHO, calldata("idToMarketParams(bytes32)", bytes.fromhex(MARKET_A[2:]))): ok(params, *PARAMS),
+        (MORPHO, calldata("idToMarketParams(bytes32)", bytes.fromhex(MARKET_B[2:]))): ok(params, *[ZERO] * 4, 0),
+        (LOAN, calldata("symbol()")): ok(["string"], "USDC"),
+        (LOAN, calldata("decimals()")): ok(["uint8"], 6),
+        (COLLATERAL, calldata("symbol()")): ok(["string"], "WETH"),
+        (COLLATERAL, calldata("decimals()")): ok(["uint8"], 18),
+        (PROXY, calldata("aggregator()")): ok(["address"], QUOTE_FEED),
+    }
+    answers |= {(ORACLE, calldata(getter)): ok(["address"], address) for getter, address in oracle.items()}
+    return FakeReader(answers)
