@@ -23,10 +23,12 @@ class ChildDied(Exception):
 
 
 class Child:
-    def __init__(self, process: asyncio.subprocess.Process, log_path: Path, started_at: float) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, log_path: Path, started_at: float,
+                 started_wall: float) -> None:  # fmt: skip
         self.process = process
         self.log_path = log_path
         self.started_at = started_at
+        self.started_wall = started_wall
         self.events: list[dict[str, Any]] = []
         self._offset = 0
         self._partial = b""
@@ -34,11 +36,11 @@ class Child:
     @classmethod
     async def start(cls, argv: Sequence[str], log_path: Path, cwd: Path) -> Child:
         with log_path.open("wb") as out:
-            started_at = time.monotonic()
+            started_at, started_wall = time.monotonic(), time.time()
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=cwd
             )
-        return cls(process, log_path, started_at)
+        return cls(process, log_path, started_at, started_wall)
 
     async def wait_for(self, matches: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         """The first event (a JSON line of output, counted from the start) for which `matches` holds."""

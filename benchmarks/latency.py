@@ -22,15 +22,24 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import closing
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.child import Child
-from benchmarks.clock import BlockClock, NodeRpc
+from benchmarks.clock import BlockClock, NodeRpc, PriceMove
 from benchmarks.figures import Row, SystemFigures, table
-from benchmarks.market import CRITICAL, WARN, WETH_AFTER, Market, build_market
+from benchmarks.market import (
+    CRITICAL,
+    HEALTH_EXPOSED,
+    HEALTH_OTHERS,
+    WARN,
+    WETH_AFTER,
+    Market,
+    build_market,
+)
+from chainwatch.config import ConfigError, load_config
 from chainwatch.devnet.anvil import AnvilNode, anvil_binary, running_anvil
 from tests.support.botapi import BotApiServer, SentMessage, running_bot_api
 from tests.support.rpcproxy import RpcProxy, running_proxy
@@ -119,10 +128,11 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
         config = workdir / "chainwatch.toml"
         config.write_text(chainwatch_config(market, proxy, bot, options.messages_per_second))
         rpc = NodeRpc(node.http_url)
-        clock = BlockClock(rpc, options.block_time, lambda: proxy.count("eth_call"))
+        clock = BlockClock(rpc, node.ws_url, options.block_time, lambda: proxy.count("eth_call"))
         cursor = Cursor(workdir / "chainwatch.db")
         argv = [sys.executable, "-m", "chainwatch.cli", "--log-level", "info", "run", "--config", str(config)]
-        child = await Child.start(argv, workdir / "chainwatch.log", ROOT)
+        # `python -m` puts its working directory first on sys.path: that is where the watcher's code comes from.
+        child = await Child.start(argv, workdir / "chainwatch.log", options.chainwatch_code)
         try:
             # Ready as `Watcher.ready` is: subscribed and backfilled (the backfill's requests count as start-up).
             await child.wait_for(lambda e: e.get("event") == "listener.backfilled", READY_TIMEOUT_S)
@@ -154,22 +164,28 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             cursor.close()
             await rpc.aclose()
     started = next((e for e in child.events if e.get("event") == "recompute.read"), {})
+    try:
+        refresh = refresh_estimate(load_config(config), market, startup["eth_call"])
+    except ConfigError:  # the benchmark's own chainwatch (the working tree) may read configs differently than --ref
+        refresh = {}
     return SystemFigures(
-        latencies=[m.received_at - move.mined_at for m in messages],
+        latencies=[m.received_at - move.origin for m in messages],
         calls_on_price_block=on_price_block["eth_call"],
         calls_per_quiet_block=quiet["eth_call"] / options.quiet_blocks,
         peak_rss_mib=peak,
         notes={
             "startup_seconds": round(startup_seconds, 2),
+            "startup_read_done_after_spawn_s": round(_wall(started["timestamp"]) - child.started_wall, 2)
+            if started else None,
             "startup_requests": dict(startup),
             "startup_read_positions": started.get("positions"),
+            **refresh,
             "quiet_blocks": options.quiet_blocks,
             "requests_in_quiet_blocks": dict(quiet),
             "requests_for_price_block": dict(on_price_block),
-            "price_block_processed_after_s": round(processed_at - move.mined_at, 4),
-            "first_alert_after_s": round(min(m.received_at for m in messages) - move.mined_at, 4),
-            "last_alert_after_s": round(max(m.received_at for m in messages) - move.mined_at, 4),
-            "evm_mine_round_trip_s": round(move.mined_at - move.sent_at, 4),
+            "price_block_timeline_s": timeline(child.events, move),
+            "price_block_cursor_seen_after_s": round(processed_at - move.origin, 4),
+            **origin_facts(move),
             "limits": f"messages_per_second={options.messages_per_second:g}, per_chat_interval=1.0, one chat per account",
         },
     )
@@ -183,7 +199,7 @@ async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Na
         accounts = workdir / "accounts.txt"
         accounts.write_text("".join(f"{a} {market.chat_of(i)}\n" for i, a in enumerate(market.accounts)))
         rpc = NodeRpc(node.http_url)
-        clock = BlockClock(rpc, options.block_time, lambda: proxy.count("eth_call"))
+        clock = BlockClock(rpc, node.ws_url, options.block_time, lambda: proxy.count("eth_call"))
         await clock.start()
         ticking = asyncio.create_task(clock.run())
         argv = [sys.executable, "-m", "benchmarks.polling_baseline", "--rpc-url", proxy.http_url,
@@ -215,7 +231,7 @@ async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Na
     third = next((e for e in child.events if _sweep("started", 3)(e)), None)
     late = [m for m in messages if third is not None and m.received_at >= third["at"]]
     return SystemFigures(
-        latencies=[m.received_at - move.mined_at for m in messages],
+        latencies=[m.received_at - move.origin for m in messages],
         calls_on_price_block=next_block.calls - price_block.calls,
         calls_per_quiet_block=cycle_calls / len(cycle),
         peak_rss_mib=peak,
@@ -227,10 +243,51 @@ async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Na
             "blocks_in_quiet_cycle": len(cycle),
             "price_moved_after_sweep_start_s": round(move.sent_at - second["at"], 4),
             "alerts_only_in_sweep_3": len(late),  # read in sweep 2 before the price moved
-            "evm_mine_round_trip_s": round(move.mined_at - move.sent_at, 4),
+            **origin_facts(move),
             "limits": "none (one sendMessage per alert, inline in the sweep), one chat per account",
         },
     )
+
+
+def refresh_estimate(config: Any, market: Market, startup_calls: int) -> dict[str, object]:
+    """What the scheduled re-reads (interest accrues without events) add per block on average, which the quiet
+    window is too short to show: positions read per block under the config's policy, at the start-up read's
+    eth_calls per position. Computed, not measured; empty if the config has no policy this knows."""
+    policy = getattr(config, "refresh", None)
+    if policy is None or not hasattr(policy, "interval_for"):
+        return {}
+    exposed = len(market.exposed)
+    every = {"exposed": policy.interval_for(HEALTH_EXPOSED), "others": policy.interval_for(HEALTH_OTHERS)}
+    reads = exposed / every["exposed"] + (len(market.accounts) - exposed) / every["others"]
+    return {
+        "refresh_every_blocks_at_health_1.70_and_2.25": [every["exposed"], every["others"]],
+        "refresh_eth_calls_per_block_amortized": round(reads * startup_calls / len(market.accounts), 3),
+    }
+
+
+def timeline(events: list[dict[str, Any]], move: PriceMove) -> dict[str, float]:
+    """When chainwatch's own log says each step for the price block happened, in seconds after the origin."""
+    def after(event: str, pick: Any) -> float | None:
+        stamps = [_wall(e["timestamp"]) for e in events if e.get("event") == event and e.get("block") == move.block]
+        return round(pick(stamps) - move.wall_at_origin, 4) if stamps else None
+
+    return {
+        "first_alert_queued": after("alert.queued", min),
+        "read_and_all_queued": after("recompute.read", min),  # logged once the tracker has stored every level
+        "first_alert_sent": after("alert.sent", min),
+        "last_alert_sent": after("alert.sent", max),
+    }
+
+
+def origin_facts(move: PriceMove) -> dict[str, float]:
+    return {
+        "evm_mine_round_trip_s": round(move.mined_at - move.sent_at, 4),
+        "own_newHeads_minus_evm_mine_answer_s": round(move.head_seen_at - move.mined_at, 4),
+    }
+
+
+def _wall(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()  # Python 3.11 reads the trailing "Z"
 
 
 def _sweep(kind: str, number: int):  # type: ignore[no-untyped-def]
@@ -284,19 +341,35 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
                run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline)  # fmt: skip
 
 
+def export_chainwatch(ref: str, into: Path) -> Path:
+    """`chainwatch/` as committed at `ref`, extracted under `into` (read from git; the repository is untouched)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "chainwatch"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def code_under_test(ref: str | None) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, check=False, capture_output=True, text=True).stdout.strip()
+
+    if ref is not None:
+        return f"chainwatch/ at {git('rev-parse', '--short', ref)} ({ref})"
+    dirty = " + uncommitted changes in chainwatch/" if git("status", "--porcelain", "chainwatch") else ""
+    return f"working tree at {git('rev-parse', '--short', 'HEAD')}{dirty}"
+
+
 def machine_facts() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
-    anvil = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "chainwatch"], cwd=ROOT, capture_output=True, text=True).stdout
+    anvil = subprocess.run([anvil_binary(), "--version"], check=False, capture_output=True, text=True).stdout.splitlines()
     return {
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "anvil": anvil[0].removeprefix("anvil Version: ") if anvil else "?",
-        "chainwatch_commit": commit.strip() + (" (chainwatch/ has uncommitted changes)" if dirty.strip() else ""),
     }
 
 
@@ -304,13 +377,15 @@ def report(rows: list[Row], facts: dict[str, Any], options: argparse.Namespace, 
     lines = [
         table(rows),
         "",
-        f"Latency: from the price block being mined (evm_mine answered) to the alert's sendMessage reaching the local "
-        f"Bot API server, both on the benchmark's time.monotonic(). Blocks: one every {options.block_time:g} s, the "
+        (f"Latency: from the price block being mined (the earlier of evm_mine answering and the node's newHeads "
+        f"reaching the benchmark) to the alert's sendMessage reaching the local Bot API server, both on the "
+        f"benchmark's time.monotonic(). Blocks: one every {options.block_time:g} s, the "
         f"price update alone in its own block. chainwatch: messages_per_second={options.messages_per_second:g}, "
         f"per_chat_interval=1.0, one chat per account (no limit binds). Polling: sweeps start every "
-        f"{options.interval:g} s (or back to back when a sweep is longer); the price moves right after sweep 2 starts.",
+        f"{options.interval:g} s (or back to back when a sweep is longer); the price moves right after sweep 2 starts."),
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()),
+        f"Code: {facts['code']}",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items() if k != "code"),
         "Run time: " + "; ".join(
             f"N={r.positions:,} {r.run_seconds:.0f} s (setup {r.setup_seconds:.0f} s)" for r in rows
         ) + f"; total {total:.0f} s",
@@ -325,18 +400,20 @@ def report(rows: list[Row], facts: dict[str, Any], options: argparse.Namespace, 
 
 async def run(options: argparse.Namespace) -> int:
     started = time.monotonic()
-    facts = machine_facts()
+    facts = {"code": code_under_test(options.ref), **machine_facts()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as tmp:
         workdir = Path(options.workdir) if options.workdir else Path(tmp)
+        options.chainwatch_code = ROOT if options.ref is None else export_chainwatch(options.ref, workdir / "code")
         for count in options.positions:
             (workdir / f"n{count}").mkdir(parents=True, exist_ok=False)
             rows.append(await measure(count, options, workdir / f"n{count}"))
     total = time.monotonic() - started
+    facts["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     print(report(rows, facts, options, total))
     if options.json:
         Path(options.json).write_text(json.dumps({"facts": facts, "total_seconds": total, "options": vars(options),
-                                                  "rows": [asdict(r) for r in rows]}, indent=2))  # fmt: skip
+                                                  "rows": [asdict(r) for r in rows]}, indent=2, default=str))  # fmt: skip
     return 0
 
 
@@ -351,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="chainwatch's bot-wide send limit (Telegram's real one is ~25)")  # fmt: skip
     parser.add_argument("--workdir", help="keep configs, logs and databases here (default: a temporary dir)")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--ref", help="run the watcher from chainwatch/ as committed at this git revision "
+                                      "(default: the working tree as it is)")  # fmt: skip
     options = parser.parse_args(argv)
     if not 0 < options.fraction <= 1:
         parser.error("--fraction must be in (0, 1]")

@@ -21,6 +21,8 @@ WARN: Final = 1.5
 CRITICAL: Final = 1.2
 WETH_BEFORE: Final = 2000
 WETH_AFTER: Final = 1600
+HEALTH_EXPOSED: Final = 1.70  # before the move; 1.36 after
+HEALTH_OTHERS: Final = 2.25
 _EXPOSED = {"supply": {"WETH": Decimal(1)}, "borrow": {"USDC": Decimal(1000)}}  # 2000*0.85/1000 = 1.70 -> 1.36
 _STEADY = {"supply": {"WBTC": Decimal("0.05")}, "borrow": {"USDC": Decimal(1000)}}  # 3000*0.75/1000 = 2.25
 _OPEN_BATCH: Final = 2_000  # positions per open_positions call: bounds the plan held in memory at once
