@@ -123,21 +123,26 @@ class Sender:
         return 0
 
     async def _send_next(self) -> float:
-        """Sends the most urgent message whose chat may receive now; returns 0 after a send, else seconds to wait."""
+        """Sends what may go now, most urgent first; returns 0 after any send, else seconds to wait."""
         async with self._turn:
             return await self._send_next_locked()
 
     async def _send_next_locked(self) -> float:
         self._wake.clear()
-        wall, now = self._clock(), self._monotonic()
+        wall = self._clock()
+        # One message per chat, most urgent first: each may go now unless its chat or the global budget says
+        # wait. Sending the whole batch before asking the store again keeps a burst of alerts fast.
         due = await self._store.due_messages(wall, self._batch)
-        held = math.inf
+        held, sent = math.inf, False
         for message in due:
-            delay = self._limiter.delay_for(_chat_key(message), now)
+            delay = self._limiter.delay_for(_chat_key(message), self._monotonic())
             if delay == 0:
                 await _finish_even_if_cancelled(self._deliver(message))
-                return 0.0
-            held = min(held, delay)
+                sent = True
+            else:
+                held = min(held, delay)
+        if sent:
+            return 0.0
         return min(held, await self._until_next_due(wall))
 
     async def _until_next_due(self, wall: float) -> float:

@@ -123,6 +123,29 @@ class TestOrder:
         assert [(m.chat_id, m.text) for m in bot_api.messages] == [(DEFAULT_CHAT, text)]
 
 
+class TestPerPositionOrder:
+    async def test_newer_alert_supersedes_stale_ones_of_a_position(self, store: Store, db_path: Path) -> None:
+        """WARN, RECOVERED, WARN for one position while unsent: only the newest WARN is left to send."""
+        key = PositionKey(protocol="aave_v3", account="0x" + "ab" * 20)
+        for block, kind in ((100, AlertKind.WARN), (101, AlertKind.RECOVERED), (102, AlertKind.WARN)):
+            message = PendingMessage(priority=kind.priority, chat_id=7, text=f"{kind.value}@{block}", kind=kind.value)
+            level = StoredLevel(level=Level.WARN, health_factor=1.4, block=block)
+            await store.record([LevelChange(key=key, level=level, message=message)])
+        assert [m.text for m in await store.due_messages(time.time() + 1)] == ["WARN@102"]
+        superseded = [r for r in await outbox_rows(db_path) if r["last_error"] == "superseded by a newer alert"]
+        assert [r["text"] for r in superseded] == ["WARN@100", "RECOVERED@101"]
+
+    async def test_more_urgent_older_alert_still_goes_first(self, store: Store) -> None:
+        """LIQUIDATABLE then RECOVERED for one position: both stay, and the liquidation goes out first."""
+        key = PositionKey(protocol="aave_v3", account="0x" + "cd" * 20)
+        for block, kind in ((100, AlertKind.LIQUIDATABLE), (101, AlertKind.RECOVERED)):
+            message = PendingMessage(priority=kind.priority, chat_id=7, text=f"{kind.value}@{block}", kind=kind.value)
+            level = StoredLevel(level=Level.OK, health_factor=2.0, block=block)
+            await store.record([LevelChange(key=key, level=level, message=message)])
+        (first,) = await store.due_messages(time.time() + 1)
+        assert first.text == "LIQUIDATABLE@100"
+
+
 class TestLimits:
     async def test_one_message_per_chat_per_second_without_holding_back_others(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
@@ -137,6 +160,18 @@ class TestLimits:
         assert b[1].received_at - b[0].received_at >= 0.95
         assert b[0].received_at < a[1].received_at
         assert b[0].received_at - a[0].received_at < 0.5
+
+    async def test_a_busy_chat_cannot_starve_another(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """A backlog larger than the sender's batch, all for one chat, does not hold back another chat's alert."""
+        for _ in range(30):
+            await queue(store, AlertKind.CRITICAL, 101)
+        await queue(store, AlertKind.WARN, 202)  # less urgent and newest: it would sort last in one global list
+        sender = Sender(store, transport, per_chat_interval=1.0, batch=5)
+        await sender.drain(soon(2.5))
+        assert len(bot_api.messages_to(202)) == 1
+        assert bot_api.messages_to(202)[0].received_at - bot_api.messages[0].received_at < 0.5
 
     async def test_429_is_retried_after_retry_after_and_arrives_once(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
