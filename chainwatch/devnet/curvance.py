@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import msgspec
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from chainwatch.devnet.artifacts import Artifact
-from chainwatch.devnet.deploy import (
-    ADMIN_ACCOUNT_INDEX, ASSETS, ERC20, LIQUIDITY_ACCOUNT_INDEX, Address, Devnet, aave_artifact,
+from chainwatch.devnet.common import (
+    ADMIN_ACCOUNT_INDEX, ASSETS, ERC20, LIQUIDITY_ACCOUNT_INDEX, Address, aave_artifact,
 )  # fmt: skip
 from chainwatch.devnet.solc import CONTRACTS_DIR, compile_cached, sources_in
 from chainwatch.devnet.transactions import Rpc, TxPlan, execute
+
+if TYPE_CHECKING:  # deploy.py imports this module to fold it into the devnet
+    from chainwatch.devnet.deploy import Devnet
 
 CURVANCE_DIR: Final = CONTRACTS_DIR / "curvance"
 CONTRACTS: Final = ("MarketManager", "BorrowableCToken", "OracleManager", "ChainlinkAdaptor", "ProtocolReader")

@@ -1,33 +1,34 @@
-"""Deploy the devnet onto a running Anvil: Multicall3 at its canonical address and a real Aave v3 market.
+"""Deploy the devnet onto a running Anvil: Multicall3 at its canonical address, a real Aave v3 market, and
+Morpho Blue, Euler v2 and Curvance markets over the same tokens and price feeds.
 
-The market is the unmodified `@aave/core-v3` bytecode with three reserves (WETH, WBTC, USDC) priced by the
+The Aave market is the unmodified `@aave/core-v3` bytecode with three reserves (WETH, WBTC, USDC) priced by the
 project's own settable Chainlink-style feeds; USDC's oracle source is a proxy in front of its feed, as on
-mainnet, so the watcher has to follow `aggregator()` to see price events.
+mainnet, so the watcher has to follow `aggregator()` to see price events. One price move hits every protocol.
 """
 
 from __future__ import annotations
 
-import functools
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import msgspec
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
-from chainwatch.devnet.artifacts import Artifact, link_bytecode, load_hardhat_artifact
-from chainwatch.devnet.solc import compile_own_contracts, node_package
+from chainwatch.devnet.artifacts import Artifact, link_bytecode
+from chainwatch.devnet.common import (  # re-exported: tests, actions and the benchmark import them from here
+    ACL_MANAGER, ADMIN_ACCOUNT_INDEX, ASSETS, ATOKEN, CONFIGURATOR, DATA_PROVIDER, ERC20, FEED_DECIMALS,
+    LIQUIDITY_ACCOUNT_INDEX, MULTICALL3_ADDRESS, ORACLE, POOL, PROVIDER, RATE_STRATEGY, STABLE_DEBT, VARIABLE_DEBT,
+    Address, aave_artifact,
+)  # fmt: skip
+from chainwatch.devnet.curvance import CurvanceDevnet, deploy_curvance
+from chainwatch.devnet.euler import EulerV2Devnet, deploy_euler_v2
+from chainwatch.devnet.morpho import MorphoBlueDevnet, deploy_morpho_blue
+from chainwatch.devnet.solc import compile_own_contracts
 from chainwatch.devnet.transactions import CALL_GAS, Rpc, TxPlan, execute
 
-MULTICALL3_ADDRESS: Final = Web3.to_checksum_address("0xcA11bde05977b3631167028862bE2a173976CA11")
-ADMIN_ACCOUNT_INDEX: Final = 0
-LIQUIDITY_ACCOUNT_INDEX: Final = 9
-FEED_DECIMALS: Final = 8
 _RAY: Final = 10**27
 _MAX_UINT256: Final = 2**256 - 1
-
-Address = Annotated[str, msgspec.Meta(pattern="^0x[0-9a-fA-F]{40}$")]
 
 
 class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,6 +55,9 @@ class Devnet(_Base):
     chain_id: int
     multicall3: Address
     aave_v3: AaveV3
+    morpho_blue: MorphoBlueDevnet | None = None
+    euler_v2: EulerV2Devnet | None = None
+    curvance: CurvanceDevnet | None = None
 
     def __post_init__(self) -> None:
         # Runs on decode too: a hand-edited file with a mistyped address fails to load rather than misleads.
@@ -75,46 +79,6 @@ def load_devnet(path: Path) -> Devnet:
     """Read a devnet file; raises msgspec.ValidationError naming the field that is missing or wrong."""
     return msgspec.json.decode(path.read_bytes(), type=Devnet)
 
-
-class AssetSpec(NamedTuple):
-    symbol: str
-    name: str
-    decimals: int
-    price_usd: Decimal
-    ltv_bps: int
-    liquidation_threshold_bps: int
-    liquidation_bonus_bps: int
-    liquidity: int  # whole tokens the liquidity account supplies
-    behind_proxy: bool
-
-
-ASSETS: Final = (
-    AssetSpec("WETH", "Wrapped Ether", 18, Decimal(2000), 8000, 8500, 10500, 100_000, False),
-    AssetSpec("WBTC", "Wrapped BTC", 8, Decimal(60000), 7000, 7500, 11000, 5_000, False),
-    AssetSpec("USDC", "USD Coin", 6, Decimal(1), 8000, 8500, 10500, 200_000_000, True),
-)
-
-
-@functools.cache
-def aave_artifact(qualified_name: str) -> Artifact:
-    """An `@aave/core-v3` artifact by `contracts/...sol:Name`, the form its linkReferences use."""
-    source, name = qualified_name.split(":")
-    return load_hardhat_artifact(node_package("@aave/core-v3") / "artifacts" / source / f"{name}.json")
-
-
-PROVIDER: Final = "contracts/protocol/configuration/PoolAddressesProvider.sol:PoolAddressesProvider"
-ACL_MANAGER: Final = "contracts/protocol/configuration/ACLManager.sol:ACLManager"
-POOL: Final = "contracts/protocol/pool/Pool.sol:Pool"
-CONFIGURATOR: Final = "contracts/protocol/pool/PoolConfigurator.sol:PoolConfigurator"
-DATA_PROVIDER: Final = "contracts/misc/AaveProtocolDataProvider.sol:AaveProtocolDataProvider"
-ORACLE: Final = "contracts/misc/AaveOracle.sol:AaveOracle"
-ERC20: Final = "contracts/mocks/tokens/MintableERC20.sol:MintableERC20"
-ATOKEN: Final = "contracts/protocol/tokenization/AToken.sol:AToken"
-STABLE_DEBT: Final = "contracts/protocol/tokenization/StableDebtToken.sol:StableDebtToken"
-VARIABLE_DEBT: Final = "contracts/protocol/tokenization/VariableDebtToken.sol:VariableDebtToken"
-RATE_STRATEGY: Final = (
-    "contracts/protocol/pool/DefaultReserveInterestRateStrategy.sol:DefaultReserveInterestRateStrategy"
-)
 
 # Rates in ray. The base rate is non-zero because the devnet's deep liquidity keeps utilisation near zero,
 # and interest must still accrue so health drifts between events as it does on a live market.
@@ -159,7 +123,7 @@ class _Sender:
 
 
 async def deploy_devnet(http_url: str) -> Devnet:
-    """Deploy Multicall3 and the Aave v3 market onto the Anvil at `http_url`; account 0 is the admin."""
+    """Deploy Multicall3 and all four protocols onto the Anvil at `http_url`; account 0 is the admin."""
     own = await compile_own_contracts()
     rpc = Rpc(http_url)
     try:
@@ -181,7 +145,13 @@ async def deploy_devnet(http_url: str) -> Devnet:
     }  # fmt: skip
     aave = AaveV3(pool_addresses_provider=core.provider, pool=pool, oracle=core.oracle,
                   data_provider=core.data_provider, pool_configurator=configurator, reserves=reserves)  # fmt: skip
-    return Devnet(chain_id=chain_id, multicall3=MULTICALL3_ADDRESS, aave_v3=aave)
+    devnet = Devnet(chain_id=chain_id, multicall3=MULTICALL3_ADDRESS, aave_v3=aave)
+    return msgspec.structs.replace(
+        devnet,
+        morpho_blue=await deploy_morpho_blue(http_url, reserves),
+        euler_v2=await deploy_euler_v2(http_url, devnet),
+        curvance=await deploy_curvance(http_url, devnet),
+    )
 
 
 async def _deploy_core(rpc: Rpc, admin_account: ChecksumAddress, own: dict[str, Artifact]) -> _Core:

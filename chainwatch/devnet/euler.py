@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
 from eth_abi import decode
@@ -18,9 +18,12 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from chainwatch.devnet.artifacts import Artifact
-from chainwatch.devnet.deploy import ADMIN_ACCOUNT_INDEX, ERC20, LIQUIDITY_ACCOUNT_INDEX, Devnet, aave_artifact
+from chainwatch.devnet.common import ADMIN_ACCOUNT_INDEX, ERC20, LIQUIDITY_ACCOUNT_INDEX, aave_artifact
 from chainwatch.devnet.solc import CONTRACTS_DIR, compile_cached, sources_in
 from chainwatch.devnet.transactions import Rpc, TxPlan, execute
+
+if TYPE_CHECKING:  # deploy.py imports this module to fold it into the devnet
+    from chainwatch.devnet.deploy import Devnet
 
 CONTRACTS: Final = ("EthereumVaultConnector", "EVault", "EulerRouter", "EulerChainlinkOracle")
 SOURCES_DIR: Final = CONTRACTS_DIR / "euler"

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 from eth_utils import keccak
@@ -63,15 +64,20 @@ async def own_contract(w3: AsyncWeb3, name: str, address: str) -> AsyncContract:
     return w3.eth.contract(address=Web3.to_checksum_address(address), abi=(await compile_own_contracts())[name].abi)
 
 
+def load_devnet_bytes(raw: bytes) -> Devnet:
+    return msgspec.json.decode(raw, type=Devnet)
+
+
 def aave_contract(w3: AsyncWeb3, qualified: str, address: str) -> AsyncContract:
     return w3.eth.contract(address=Web3.to_checksum_address(address), abi=aave_artifact(qualified).abi)
 
 
 class TestDeployment:
     async def test_json_has_exactly_the_agreed_shape(self, devnet: Devnet) -> None:
-        """The devnet file has the agreed keys, no others, and checksummed addresses."""
+        """The devnet file has the agreed keys (one per protocol besides the chain's), and checksummed addresses."""
         data: dict[str, Any] = json.loads(devnet_to_json(devnet))
-        assert set(data) == {"chain_id", "multicall3", "aave_v3"}
+        assert set(data) == {"chain_id", "multicall3", "aave_v3", "morpho_blue", "euler_v2", "curvance"}
+        assert load_devnet_bytes(devnet_to_json(devnet)) == devnet
         assert data["chain_id"] == CHAIN_ID
         assert data["multicall3"] == MULTICALL3
         aave = data["aave_v3"]
