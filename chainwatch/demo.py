@@ -1,8 +1,9 @@
 """`chainwatch demo`: the whole product on a throw-away local chain, in under a minute, with nothing to set up.
 
-Starts the pinned Anvil, deploys the devnet (real Aave v3), opens three positions of different risk, runs
-the watcher exactly as `chainwatch run` does (alerts to standard output, no Telegram token), crashes the
-WETH price in steps and brings it back, then stops.
+Starts the pinned Anvil, deploys the devnet (real Aave v3 and Morpho Blue, Euler v2- and Curvance-shaped
+markets over the same tokens and feeds), opens positions of different risk on all four, runs the watcher
+exactly as `chainwatch run` does (alerts to standard output, no Telegram token), crashes the WETH price in
+steps and brings it back, then stops.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,21 +21,59 @@ from chainwatch.app import Watcher
 from chainwatch.config import load_config
 from chainwatch.devnet.actions import DevnetActions
 from chainwatch.devnet.anvil import running_anvil
+from chainwatch.devnet.curvance import CurvanceActions
 from chainwatch.devnet.deploy import Devnet, deploy_devnet
+from chainwatch.devnet.euler import EulerActions
+from chainwatch.devnet.morpho import MorphoActions
 
-# (label, collateral, borrow): at WETH $2,000 these sit at health 2.25 (WBTC only), 1.70 and 1.55.
-POSITIONS = [
-    ("steady (WBTC collateral)", {"WBTC": Decimal("0.05")}, {"USDC": Decimal(1000)}),
-    ("moderate", {"WETH": Decimal(1)}, {"USDC": Decimal(1000)}),
-    ("leveraged", {"WETH": Decimal(1)}, {"USDC": Decimal(1100)}),
-]
 WETH_PATH = [1800, 1600, 1400, 1250, 2000]
 STEP_DEADLINE = 15.0
 
 
-def _config_text(node_ws: str, devnet: Devnet, accounts: list[str], db: Path) -> str:
+class DemoPosition:
+    """One account's position on one protocol, for the narration and the config."""
+
+    def __init__(self, protocol: str, label: str, summary: str) -> None:
+        self.protocol, self.label, self.summary = protocol, label, summary
+        self.account = ""
+
+
+POSITIONS = [
+    DemoPosition("neverland", "steady", "Aave: 0.05 WBTC against 1,000 USDC (health 2.25; WETH moves do not touch it)"),
+    DemoPosition("neverland", "moderate", "Aave: 1 WETH against 1,000 USDC (health 1.70)"),
+    DemoPosition("neverland", "leveraged", "Aave: 1 WETH against 1,100 USDC (health 1.55)"),
+    DemoPosition("morpho", "morpho borrower", "Morpho Blue WETH/USDC (LLTV 86%): 1 WETH against 1,100 USDC (health 1.56)"),
+    DemoPosition("euler", "euler borrower", "Euler v2 USDC vault: 1 WETH collateral against 1,050 USDC (health 1.62)"),
+    DemoPosition("curvance", "curvance borrower", "Curvance: 1 WETH collateral against 1,050 USDC (health 1.62)"),
+]
+
+
+async def _open_positions(http_url: str, devnet: Devnet, accounts: list[str], stack: AsyncExitStack) -> None:
+    assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
+    aave = await stack.enter_async_context(DevnetActions(http_url, devnet))
+    morpho = await stack.enter_async_context(MorphoActions(http_url, devnet.morpho_blue))
+    euler = EulerActions(http_url, devnet, devnet.euler_v2)
+    stack.push_async_callback(euler.aclose)
+    curvance = await stack.enter_async_context(CurvanceActions(http_url, devnet.curvance))
+    steady, moderate, leveraged, on_morpho, on_euler, on_curvance = accounts
+    opened: list[Awaitable[int]] = [
+        aave.open_position(steady, supply={"WBTC": Decimal("0.05")}, borrow={"USDC": 1000}),
+        aave.open_position(moderate, supply={"WETH": 1}, borrow={"USDC": 1000}),
+        aave.open_position(leveraged, supply={"WETH": 1}, borrow={"USDC": 1100}),
+        morpho.open_position(on_morpho, "WETH/USDC", collateral=1, borrow=1100),
+        euler.open_position(on_euler, collateral={"WETH": 1}, borrow=1050),
+        curvance.open_position(on_curvance, collateral={"WETH": 1}, borrow={"USDC": 1050}),
+    ]
+    for position, opening in zip(POSITIONS, opened):
+        await opening  # one at a time: the devnet's transaction helpers must not overlap on one node
+        say(f"opened {position.label} {position.account}: {position.summary}")
+
+
+def _config_text(node_ws: str, devnet: Devnet, db: Path) -> str:
+    assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
+    markets = ", ".join(f'"{market.id}"' for market in devnet.morpho_blue.markets.values())
     watches = "\n".join(
-        f'[[watch]]\naddress = "{account}"\nlabel = "{label}"\n' for account, (label, _, _) in zip(accounts, POSITIONS)
+        f'[[watch]]\naddress = "{p.account}"\nlabel = "{p.label}"\nprotocols = ["{p.protocol}"]\n' for p in POSITIONS
     )
     return f"""
 [chain]
@@ -49,8 +90,25 @@ critical = 1.2
 
 [[protocols]]
 kind = "aave_v3"
-name = "neverland-devnet"
+name = "neverland"
 pool_addresses_provider = "{devnet.aave_v3.pool_addresses_provider}"
+
+[[protocols]]
+kind = "morpho_blue"
+name = "morpho"
+morpho = "{devnet.morpho_blue.morpho}"
+markets = [{markets}]
+
+[[protocols]]
+kind = "euler_v2"
+name = "euler"
+evc = "{devnet.euler_v2.evc}"
+vaults = ["{devnet.euler_v2.borrow_vault}"]
+
+[[protocols]]
+kind = "curvance"
+name = "curvance"
+market_managers = ["{devnet.curvance.market_manager}"]
 
 {watches}
 """
@@ -63,32 +121,32 @@ def say(text: str) -> None:
 async def run_demo() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chainwatch-demo-") as workdir:
-        async with running_anvil() as node:
-            say(f"Anvil is up on {node.http_url}; deploying Aave v3 with WETH, WBTC and USDC")
+        async with running_anvil() as node, AsyncExitStack() as stack:
+            say(f"Anvil is up on {node.http_url}; deploying Aave v3, Morpho Blue, Euler v2 and Curvance markets")
             devnet = await deploy_devnet(node.http_url)
-            async with DevnetActions(node.http_url, devnet) as actions:
-                accounts = (await actions.anvil_accounts())[1 : 1 + len(POSITIONS)]
-                for account, (label, supply, borrow) in zip(accounts, POSITIONS):
-                    await actions.open_position(account, supply=supply, borrow=borrow)
-                    say(f"opened {label}: {account} supplies {_amounts(supply)}, borrows {_amounts(borrow)}")
-                config_path = Path(workdir) / "demo.toml"
-                config_path.write_text(_config_text(node.ws_url, devnet, accounts, Path(workdir) / "demo.db"))
-                watcher = Watcher(load_config(config_path))
-                stop = asyncio.Event()
-                async with asyncio.TaskGroup() as group:
-                    serving = group.create_task(watcher.serve(stop))
-                    await _wait(watcher.ready.wait(), serving)
-                    say("watching 3 positions; moving the WETH price")
-                    for price in WETH_PATH:
-                        block = await actions.set_price("WETH", price)
-                        say(f"WETH -> ${price:,} (block {block})")
-                        await _wait(watcher.wait_settled(block), serving)
-                    stop.set()
+            accounts = (await DevnetActions(node.http_url, devnet).anvil_accounts())[1 : 1 + len(POSITIONS)]
+            for position, account in zip(POSITIONS, accounts):
+                position.account = account
+            await _open_positions(node.http_url, devnet, accounts, stack)
+            aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
+            config_path = Path(workdir) / "demo.toml"
+            config_path.write_text(_config_text(node.ws_url, devnet, Path(workdir) / "demo.db"))
+            watcher = Watcher(load_config(config_path))
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as group:
+                serving = group.create_task(watcher.serve(stop))
+                await _wait(watcher.ready.wait(), serving)
+                say(f"watching {len(POSITIONS)} positions on 4 protocols; moving the WETH price (one feed for all)")
+                for price in WETH_PATH:
+                    block = await aave.set_price("WETH", price)
+                    say(f"WETH -> ${price:,} (block {block})")
+                    await _wait(watcher.wait_settled(block), serving)
+                stop.set()
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
 
-async def _wait(condition, serving: asyncio.Task[None]) -> None:  # type: ignore[no-untyped-def]
+async def _wait(condition: Awaitable[object], serving: asyncio.Task[None]) -> None:
     """Waits for `condition` with a deadline; if the watcher died meanwhile its error surfaces instead."""
     waiter = asyncio.ensure_future(condition)
     done, _ = await asyncio.wait({waiter, serving}, timeout=STEP_DEADLINE, return_when=asyncio.FIRST_COMPLETED)
@@ -97,10 +155,6 @@ async def _wait(condition, serving: asyncio.Task[None]) -> None:  # type: ignore
         if serving in done:
             serving.result()
         raise TimeoutError(f"the demo step did not finish within {STEP_DEADLINE:.0f} s")
-
-
-def _amounts(amounts: dict[str, Decimal]) -> str:
-    return ", ".join(f"{amount} {symbol}" for symbol, amount in amounts.items())
 
 
 if __name__ == "__main__":

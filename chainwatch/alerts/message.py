@@ -28,7 +28,7 @@ def alert_text(alert: Alert) -> str:
     reading = alert.reading
     key = reading.key
     who = key.account + (f" ({alert.label})" if alert.label else "")
-    market = f" market {key.market}" if key.market else ""
+    market = f" market {short_market(key.market)}" if key.market else ""
     crossing = f"{_CROSSED[alert.kind]} {alert.threshold:.3f}"
     return "\n".join(
         [
@@ -48,6 +48,14 @@ def _liquidation_line(reading: Reading) -> list[str]:
     price = reading.liquidation_price
     shown = f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
     return [f"Liquidation price {reading.liquidation_asset} {shown} {reading.currency}"]
+
+
+def short_market(market: str) -> str:
+    """A market as people can read it: addresses whole (they get pasted into explorers), 32-byte ids cut."""
+    head, _, suffix = market.partition("#")
+    if len(head) == 66:  # a bytes32 market id (Morpho)
+        head = f"{head[:10]}…{head[-4:]}"
+    return head + (f"#{suffix}" if suffix else "")
 
 
 def format_health(health_factor: float) -> str:

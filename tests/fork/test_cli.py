@@ -174,3 +174,18 @@ class TestStartupErrors:
         assert process.returncode == 2
         (line,) = err.decode().strip().splitlines()
         assert line.startswith("chainwatch: cannot read the configured protocols on chain:") and "PoolAddressesProvider" in line
+
+
+class TestDemo:
+    async def test_demo_fires_on_all_four_protocols_and_exits_zero(self) -> None:
+        """`chainwatch demo` needs nothing, alerts on each protocol, recovers, and exits 0 well within 60 s."""
+        async with chainwatch_process("demo") as process:
+            async with asyncio.timeout(60):
+                out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()[-2000:]
+        text = out.decode()
+        for protocol in ("neverland", "morpho", "euler", "curvance"):
+            assert f"CRITICAL on {protocol}" in text, protocol
+            assert f"RECOVERED on {protocol}" in text, protocol
+        assert "LIQUIDATABLE on" in text
+        assert "steady" not in text.split("moving the WETH price")[1]  # the WBTC-only position never alerts

@@ -85,3 +85,25 @@ class TestNextState:
         assert transition.alert == alert
         if alert is not None:
             assert transition.threshold == threshold
+
+
+class TestMessage:
+    def test_names_everything_a_user_needs(self) -> None:
+        """The text names state, protocol, market (ids cut), account and label, health, line, amounts, block."""
+        from chainwatch.alerts.message import alert_text
+        from chainwatch.model import Alert
+
+        market = "0x" + "ab" * 32
+        reading = Reading(
+            key=PositionKey(protocol="morpho", account="0xA", market=market), block=42, health_factor=0.9766,
+            collateral=1250, debt=1100, currency="USDC", liquidation_price=1279.07, liquidation_asset="WETH",
+        )  # fmt: skip
+        text = alert_text(Alert(kind=AlertKind.LIQUIDATABLE, reading=reading, threshold=1.0, label="<b>me</b>"))
+        assert text.splitlines() == [
+            "\U0001f6a8 LIQUIDATABLE on morpho market 0xabababab…abab",
+            "Account 0xA (<b>me</b>)",
+            "Health factor 0.977 (below liquidation line 1.000)",
+            "Collateral 1,250.00 USDC | Debt 1,100.00 USDC",
+            "Liquidation price WETH 1,279.07 USDC",
+            "Block 42",
+        ]
