@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from chainwatch.alerts.sender import Sender
+from chainwatch.alerts.sender import RetryLater, Sender, TransportBroken
 from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
 from chainwatch.alerts.tracker import Tracker, WatchPolicy
 from chainwatch.chain import ChainEvent
@@ -80,7 +80,9 @@ class Watcher:
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)
-            sender = self.sender = Sender(store, await stack.enter_async_context(self._transport()), **self._rate_limits())
+            transport = await stack.enter_async_context(self._transport())
+            await _check_bot(transport)
+            sender = self.sender = Sender(store, transport, **self._rate_limits())
             tracker = await Tracker.load(store, policies(config), sender.wake)
             reader = _reader(config, rpc)
             protocols = {p.name: protocol_from_config(p) for p in config.protocols}
@@ -152,6 +154,19 @@ class Watcher:
         if telegram is None or self.config.telegram_token() is None:
             return {"per_chat_interval": 0.0, "messages_per_second": 1000.0}  # standard output has no limits
         return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval}
+
+
+async def _check_bot(transport: TelegramTransport | StdoutTransport) -> None:
+    """Asks Telegram who the bot is: a refused token must stop the start, not the first alert."""
+    if not isinstance(transport, TelegramTransport):
+        return
+    try:
+        log.info("telegram.ready", bot=await transport.username())
+    except TransportBroken as error:
+        raise StartupError(f"telegram: {error.reason}") from None
+    except RetryLater as error:
+        # Telegram unreachable now: alerts wait in the outbox, and the sender keeps trying.
+        log.warning("telegram.unreachable", reason=error.reason)
 
 
 def _reader(config: Config, rpc: Rpc) -> Reader:

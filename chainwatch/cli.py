@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 from eth_utils import is_address, to_checksum_address
@@ -74,6 +75,13 @@ def _load(path: Path) -> Config:
     token = config.telegram_token()
     if token is not None:
         register_secret(token.reveal())
+    for url in (*config.chain.ws_urls, *config.chain.rpc_http_urls):
+        # Providers put API keys in the path or query: neither may reach a log line.
+        register_secret(url)
+        parts = urlsplit(url)
+        secret_part = parts.path.strip("/") + (f"?{parts.query}" if parts.query else "")
+        if len(secret_part) >= 8:
+            register_secret(secret_part)
     return config
 
 

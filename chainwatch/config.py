@@ -120,8 +120,9 @@ class EnvSecret(Secret):
 
 
 # Plain strings with a shape: `description` doubles as the wording of the error when the pattern does not match.
-WsUrl = Annotated[str, Meta(pattern=r"^wss?://[^\s/]+\S*$", description="a ws:// or wss:// URL")]
-HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+\S*$", description="an http:// or https:// URL")]
+# No fragment: a URL library would drop it, and a key in it would then be lost or, worse, quoted in an error.
+WsUrl = Annotated[str, Meta(pattern=r"^wss?://[^\s/#:]+(:\d+)?(/[^\s#]*)?$", description="a ws:// or wss:// URL")]
+HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/#:]+(:\d+)?(/[^\s#]*)?$", description="an http:// or https:// URL")]
 Positive = Annotated[int, Meta(gt=0)]
 HealthFactor = Annotated[float, Meta(gt=1.0)]
 
@@ -419,6 +420,9 @@ def _explain(error: str, raw: dict[str, Any]) -> tuple[str | None, str]:
         if m["rule"] == "of length >= 1":
             return key, f"{key}: must not be empty"
         if m["rule"].startswith("matching regex") and type_ is not None:
+            if "urls" in key:
+                # An endpoint URL may carry an API key: say what is wrong without quoting it.
+                return key, f"{key}: expected {_describe(type_)} (scheme, host, optional port and path; no fragment)"
             return key, f"{key}: expected {_describe(type_)}, got {_show(value)}"
         expected = _describe(type_) if type_ is not None else _MSGSPEC_DESCRIPTIONS.get(m["expected"], m["expected"])
         return key, f"{key}: expected {expected} {m['rule']}, got {_show(value)}"

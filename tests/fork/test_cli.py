@@ -98,6 +98,23 @@ class TestRun:
         assert TOKEN not in everything and TOKEN.split(":")[1] not in everything
 
 
+    async def test_refused_token_stops_the_start_without_showing_it(self, chain: Chain, tmp_path: Path) -> None:
+        """A token the Bot API refuses (401) ends the start in one line, status 2, naming neither token nor URL."""
+        from tests.support.botapi import running_bot_api
+
+        async with running_bot_api("999:the-token-the-server-expects") as bot_api:
+            telegram = f'[telegram]\ntoken_env = "CW_TOKEN"\napi_base = "{bot_api.base_url}"\ndefault_chat_id = 1\n'
+            config = plain_config(tmp_path / "refused.toml", chain, [], telegram=telegram)
+            async with chainwatch_process("run", "--config", str(config), env={"CW_TOKEN": TOKEN}) as process:
+                async with asyncio.timeout(DEADLINE):
+                    out, err = await process.communicate()
+        assert process.returncode == 2
+        (line,) = err.decode().strip().splitlines()[-1:]
+        assert line.startswith("chainwatch: telegram:"), err.decode()
+        everything = out.decode() + err.decode()
+        assert TOKEN not in everything and TOKEN.split(":")[1] not in everything
+
+
 class TestCheck:
     async def test_prints_health_of_an_address(self, chain: Chain, tmp_path: Path) -> None:
         """`chainwatch check` prints the address's health factor, collateral and debt as the Pool reports them."""

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from web3 import Web3
 
 from chainwatch.abi import calldata
+from chainwatch.alerts.message import short_market
 from chainwatch.alerts.state import Thresholds, level_of
 from chainwatch.config import MorphoBlueConfig
 from chainwatch.devnet.morpho import MorphoActions, MorphoBlueDevnet, deploy_morpho_blue
@@ -126,7 +127,7 @@ class TestPriceMoves:
             await running.settled(block)
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text and unexposed not in message.text
-        assert market_of(message.text) == morpho.id(WETH)
+        assert market_of(message.text) == short_market(morpho.id(WETH))
         reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
         assert [event["positions"] for event in reads] == [2]  # A alone: its reading in each configured market
 
@@ -240,7 +241,7 @@ class TestDiscovery:
         block = await chain.actions.set_price("WBTC", 30000)  # 0.05 * 30000 * 0.77 / 1000 = 1.155
         await running.settled(block)
         (message,) = bot_api.messages
-        assert "CRITICAL" in message.text and newcomer in message.text and market_of(message.text) == morpho.id(WBTC)
+        assert "CRITICAL" in message.text and newcomer in message.text and market_of(message.text) == short_market(morpho.id(WBTC))
 
     async def test_price_move_reaches_a_discovered_market(
         self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer

@@ -22,6 +22,8 @@ class RpcProxy:
         self.upstream_ws = upstream_ws
         self.calls: Counter[str] = Counter()
         self.websocket_connections = 0
+        # While set, WebSocket upgrades are refused (503), as by a provider in an outage; HTTP still passes.
+        self.refuse_websockets = False
         self._sockets: set[web.WebSocketResponse] = set()
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
@@ -48,6 +50,8 @@ class RpcProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if self.refuse_websockets:
+                return web.Response(status=503, text="websocket refused by the test proxy")
             return await self._pump(request)
         body = await request.read()
         self._count_body(body)

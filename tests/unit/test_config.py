@@ -178,6 +178,12 @@ class TestPerWatch:
 # (case id, config text, environ, expected message after "<path>: ")
 ERRORS = [
     (
+        "url with a fragment, not quoted back",
+        MINIMAL.replace('ws_urls = ["ws://127.0.0.1:8545"]', 'ws_urls = ["wss://rpc.example/v2/SECRETKEY#main"]'),
+        {},
+        "chain.ws_urls[0]: expected a ws:// or wss:// URL (scheme, host, optional port and path; no fragment)",
+    ),
+    (
         "watch with nowhere to send",
         MINIMAL + f'[telegram]\ntoken = "{TOKEN}"\n' + _watch(),
         {},
@@ -223,7 +229,7 @@ ERRORS = [
         "not a websocket URL",
         MINIMAL.replace('ws_urls = ["ws://127.0.0.1:8545"]', 'ws_urls = ["http://127.0.0.1:8545"]'),
         {},
-        'chain.ws_urls[0]: expected a ws:// or wss:// URL, got "http://127.0.0.1:8545"',
+        "chain.ws_urls[0]: expected a ws:// or wss:// URL (scheme, host, optional port and path; no fragment)",
     ),
     (
         "out of range",
