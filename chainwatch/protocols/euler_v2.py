@@ -50,6 +50,8 @@ _VAULT_EVENTS = {
     event_topic("PullDebt(address,address,uint256)"): (1, 2),
     event_topic("Liquidate(address,address,address,uint256,uint256)"): (1, 2),
 }
+# Rates, totals and the interest accumulator of one vault changed: every position on it drifts a little.
+VAULT_STATUS = event_topic("VaultStatus(uint256,uint256,uint256,uint256,uint256,uint256,uint256)")
 DEBT_SOCIALIZED = event_topic("DebtSocialized(address,uint256)")  # the vault's share price falls for every holder
 GOV_SET_LTV = event_topic("GovSetLTV(address,uint16,uint16,uint16,uint48,uint32)")
 _ROUTER_EVENTS = (event_topic("ConfigSet(address,address,address)"), event_topic("ResolvedVaultSet(address,address)"),
@@ -166,7 +168,7 @@ class EulerV2:
         routers = {vault.oracle.lower() for vault in self.vaults.values()}
         return LogFilter(
             addresses=(self.evc.lower(), *sorted(self._emitters | routers)),
-            topic0s=(*_EVC_EVENTS, *_VAULT_EVENTS, DEBT_SOCIALIZED, GOV_SET_LTV, *_ROUTER_EVENTS),
+            topic0s=(*_EVC_EVENTS, *_VAULT_EVENTS, VAULT_STATUS, DEBT_SOCIALIZED, GOV_SET_LTV, *_ROUTER_EVENTS),
         )
 
     def price_feeds(self) -> dict[str, frozenset[str]]:
@@ -178,6 +180,14 @@ class EulerV2:
         return {feed: frozenset(keys) for feed, keys in feeds.items()}
 
     def touched_by(self, log: Log) -> Touch | None:
+        if log.topic0 == VAULT_STATUS and log.address in self._emitters:
+            keys = frozenset(
+                exposure_key(vault.address, key)
+                for vault in self.vaults.values()
+                for key in vault.priced
+                if log.address in (vault.address.lower(), key.lower())
+            )
+            return MarketsTouched(keys=keys, drift=True) if keys else None
         if len(log.topics) < 2:
             return None
         if log.address == self.evc.lower() and log.topic0 in _EVC_EVENTS:

@@ -115,7 +115,7 @@ class MorphoBlue:
         if log.address != self.morpho.lower() or len(log.topics) < 2:
             return None
         if log.topic0 == ACCRUE_INTEREST:
-            return MarketsTouched(keys=frozenset({log.topics[1]}))
+            return MarketsTouched(keys=frozenset({log.topics[1]}), drift=True)
         index = ACCOUNT_TOPIC.get(log.topic0 or "")
         if index is None or len(log.topics) <= index:
             return None

@@ -13,7 +13,12 @@ from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import EulerV2Config
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.base import (
+    AccountsTouched,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+)
 from chainwatch.protocols.euler_v2 import EulerV2, exposure_key
 
 EVC, VAULT, OTHER_VAULT = "0x" + "e0" * 20, "0x" + "aa" * 20, "0x" + "ab" * 20
@@ -186,15 +191,21 @@ class TestTouchedBy:
             (WETH_VAULT, "Deposit(address,address,uint256,uint256)", [word(sub(OWNER, 1)), word(STRANGER)]),
             (VAULT, "Borrow(address,uint256)", [word(STRANGER)]),
             (STRANGER, "Borrow(address,uint256)", [word(OWNER)]),
-            (VAULT, "VaultStatus(uint256,uint256,uint256,uint256,uint256,uint256,uint256)", []),
         ],
     )
     async def test_other_logs_touch_nothing(
         self, euler: EulerV2, address: str, signature: str, topics: list[str]
     ) -> None:
-        """The sender of a deposit, strangers, unknown emitters and VaultStatus touch no watched position."""
+        """The sender of a deposit, strangers and unknown emitters touch no watched position."""
         await watching(euler)
         assert euler.touched_by(log(address, signature, *topics)) is None
+
+    async def test_vault_status_is_market_drift(self, euler: EulerV2) -> None:
+        """A controller vault's VaultStatus (new rates, accumulator) is drift for every position under it."""
+        await watching(euler)
+        touch = euler.touched_by(log(VAULT, "VaultStatus(uint256,uint256,uint256,uint256,uint256,uint256,uint256)"))
+        assert isinstance(touch, MarketsTouched) and touch.drift
+        assert touch.keys and all(key.startswith(VAULT.lower() + ":") for key in touch.keys)
 
     async def test_controller_enabled_later_is_learned(self, euler: EulerV2) -> None:
         """ControllerStatus(enabled) for a new sub-account adds its reads to the owner's; a disable adds nothing."""

@@ -139,9 +139,9 @@ class TestTouchedBy:
         assert touch == AccountsTouched(accounts=frozenset({USER}))
 
     def test_accrue_interest_touches_the_market(self) -> None:
-        """AccrueInterest is market-wide: its key is the market id, as exposure holds it."""
+        """AccrueInterest is market-wide drift: its key is the market id, as exposure holds it."""
         touch = protocol(a=market()).touched_by(morpho_log(morpho_blue.ACCRUE_INTEREST, MARKET_A))
-        assert touch == MarketsTouched(keys=frozenset({MARKET_A}))
+        assert touch == MarketsTouched(keys=frozenset({MARKET_A}), drift=True)
 
     def test_other_logs_touch_nothing(self) -> None:
         """Lender-side Supply and any log from another contract mean nothing for borrowers."""
