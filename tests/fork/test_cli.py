@@ -206,3 +206,35 @@ class TestDemo:
             assert f"RECOVERED on {protocol}" in text, protocol
         assert "LIQUIDATABLE on" in text
         assert "steady" not in text.split("moving the WETH price")[1]  # the WBTC-only position never alerts
+
+    async def test_prints_positions_on_all_four_protocols(self, chain: Chain, tmp_path: Path) -> None:
+        """With all four protocols configured, `check` prints the address's health on each, with its market."""
+        from chainwatch.demo import _config_text
+        from chainwatch.devnet.curvance import CurvanceActions
+        from chainwatch.devnet.euler import EulerActions
+        from chainwatch.devnet.morpho import MorphoActions
+
+        devnet = chain.devnet
+        assert devnet.morpho_blue and devnet.euler_v2 and devnet.curvance
+        borrower, url = chain.accounts[2], chain.node.http_url
+        await chain.actions.open_position(borrower, supply={"WETH": 1}, borrow={"USDC": 1000})
+        async with MorphoActions(url, devnet.morpho_blue) as morpho:
+            await morpho.open_position(borrower, "WETH/USDC", collateral=1, borrow=1000)
+        euler = EulerActions(url, devnet, devnet.euler_v2)
+        try:
+            await euler.open_position(borrower, collateral={"WETH": 1}, borrow=1000)
+        finally:
+            await euler.aclose()
+        async with CurvanceActions(url, devnet.curvance) as curvance:
+            await curvance.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1000})
+        config = tmp_path / "four.toml"
+        config.write_text(_config_text(chain.node.ws_url, devnet, tmp_path / "four.db").split("[[watch]]")[0])
+        async with chainwatch_process("check", "--config", str(config), borrower) as process:
+            async with asyncio.timeout(DEADLINE):
+                out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        expected = {"neverland": "1.700", "morpho": "1.720", "euler": "1.700", "curvance": "1.700"}
+        for protocol, health in expected.items():
+            (line,) = [line for line in lines if line.startswith(protocol) and " 0.000" not in line and "no debt" not in line]
+            assert f"health {health}" in line and "liquidation WETH at" in line, line
