@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
-from chainwatch.abi import calldata, decode, event_topic
+from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import aggregator_call, emitter_of
 from chainwatch.model import PositionKey, Reading
@@ -25,6 +24,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
+from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -87,11 +87,11 @@ class AaveV3:
              Call(target=self._provider, data=calldata("getPoolConfigurator()"), gas=30_000)],
             block,
         )  # fmt: skip
-        self.pool, self.oracle, self.configurator = (_address(r, "PoolAddressesProvider") for r in provider_reads)
+        self.pool, self.oracle, self.configurator = (nonzero_address(r, "PoolAddressesProvider") for r in provider_reads)
         (assets_result,) = await reader.read(
             [Call(target=self.pool, data=calldata("getReservesList()"), gas=500_000),
              ], block)  # fmt: skip
-        assets = [asset.lower() for asset in _decoded(["address[]"], assets_result, "Pool.getReservesList")[0]]
+        assets = [asset.lower() for asset in decoded(["address[]"], assets_result, "Pool.getReservesList")[0]]
         per_asset = await reader.read(
             [call for asset in assets for call in (
                 Call(target=self.pool, data=calldata("getReserveData(address)", asset), gas=60_000),
@@ -100,17 +100,17 @@ class AaveV3:
             + [Call(target=self.oracle, data=calldata("BASE_CURRENCY_UNIT()"), gas=30_000)],
             block,
         )  # fmt: skip
-        (self.base_unit,) = _decoded(["uint256"], per_asset[-1], "AaveOracle.BASE_CURRENCY_UNIT")
+        (self.base_unit,) = decoded(["uint256"], per_asset[-1], "AaveOracle.BASE_CURRENCY_UNIT")
         sources = []
         for asset, reserve_result, source_result in zip(assets, per_asset[0:-1:2], per_asset[1:-1:2]):
-            reserve = _decoded(_RESERVE_DATA, reserve_result, "Pool.getReserveData")
+            reserve = decoded(_RESERVE_DATA, reserve_result, "Pool.getReserveData")
             self.reserves[asset] = reserve[7]
             self.atokens[reserve[8].lower()] = asset
-            sources.append(_address(source_result, "AaveOracle.getSourceOfAsset"))
+            sources.append(nonzero_address(source_result, "AaveOracle.getSourceOfAsset"))
         aggregators = await reader.read([aggregator_call(source) for source in sources], block)
         self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
-        self.symbols = {asset: _symbol(result, asset) for asset, result in zip(assets, symbols)}
+        self.symbols = {asset: token_symbol(result, asset) for asset, result in zip(assets, symbols)}
 
     async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
         """Nothing to find: one read of `getUserConfiguration` tells every reserve an account uses."""
@@ -159,8 +159,8 @@ class AaveV3:
         )  # fmt: skip
 
     def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
-        collateral, debt, _, _, _, health = _decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
-        (bitmap,) = _decoded(["uint256"], results[1], "Pool.getUserConfiguration")
+        collateral, debt, _, _, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
+        (bitmap,) = decoded(["uint256"], results[1], "Pool.getUserConfiguration")
         prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
         borrowed = {asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 1}
@@ -188,35 +188,12 @@ def _account(topic: str) -> str:
     return to_checksum_address(topic_address(topic))
 
 
-def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
-    if not result.success:
-        raise ReadError(f"{what} reverted")
-    try:
-        return decode(types, result.data)
-    except DecodingError as error:
-        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
-
 
 
 def _prices(result: CallResult) -> list[int]:
     """The oracle's prices, or none: one broken feed must cost a liquidation-price line, never an alert."""
     try:
-        (prices,) = _decoded(["uint256[]"], result, "AaveOracle.getAssetsPrices")
+        (prices,) = decoded(["uint256[]"], result, "AaveOracle.getAssetsPrices")
     except ReadError:
         return []
     return list(prices)
-
-
-def _symbol(result: CallResult, asset: str) -> str:
-    try:
-        (symbol,) = _decoded(["string"], result, "symbol()")
-    except ReadError:
-        return asset[:10]  # a token without a readable symbol is still named, by its address
-    return symbol
-
-
-def _address(result: CallResult, what: str) -> str:
-    (address,) = _decoded(["address"], result, what)
-    if int(address, 16) == 0:
-        raise ReadError(f"{what} returned the zero address")
-    return to_checksum_address(address)

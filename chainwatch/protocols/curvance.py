@@ -23,7 +23,14 @@ from chainwatch.config import CurvanceConfig
 from chainwatch.feeds import aggregator_call, emitter_of
 from chainwatch.model import PositionKey, Reading, Record
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    MarketsTouched,
+    SourcesChanged,
+    Touch,
+)
+from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -102,11 +109,11 @@ class Curvance:
         listed, oracle_result = await reader.read(
             [Call(target=manager, data=calldata("queryTokensListed()"), gas=200_000),
              Call(target=manager, data=calldata("oracleManager()"), gas=30_000)], block)  # fmt: skip
-        c_tokens = [to_checksum_address(t) for t in _decoded(["address[]"], listed, "queryTokensListed")[0]]
+        c_tokens = [to_checksum_address(t) for t in decoded(["address[]"], listed, "queryTokensListed")[0]]
         oracle = await _oracle_manager(reader, block, manager, oracle_result)
         asset_calls = [Call(target=t, data=calldata("asset()"), gas=30_000) for t in c_tokens]
         asset_results = await reader.read(asset_calls, block)
-        assets = [_address(result, "cToken.asset").lower() for result in asset_results]
+        assets = [nonzero_address(result, "cToken.asset").lower() for result in asset_results]
         per_asset = await reader.read([call for asset in assets for call in (
             Call(target=asset, data=calldata("symbol()"), gas=50_000),
             *(Call(target=oracle, data=calldata("assetPriceFeeds(address,uint256)", asset, i), gas=30_000)
@@ -116,9 +123,9 @@ class Curvance:
         tokens, adaptor_of = [], []
         for i, (c_token, asset) in enumerate(zip(c_tokens, assets)):
             symbol_result, *feed_results = per_asset[i * stride : (i + 1) * stride]
-            tokens.append(ListedToken(c_token=c_token, asset=asset, symbol=_symbol(symbol_result, asset)))
+            tokens.append(ListedToken(c_token=c_token, asset=asset, symbol=token_symbol(symbol_result, asset)))
             # The getter of a shorter array reverts: an asset's adaptors are the entries that exist.
-            adaptor_of += [(asset, _address(r, "OracleManager.assetPriceFeeds")) for r in feed_results if r.success]
+            adaptor_of += [(asset, nonzero_address(r, "OracleManager.assetPriceFeeds")) for r in feed_results if r.success]
             if not any(r.success for r in feed_results):
                 log.warning("curvance.feed_unknown", protocol=self.name, asset=asset, adaptor=None)
         market = CurvanceMarket(manager=manager, oracle_manager=oracle, tokens=tuple(tokens))
@@ -215,11 +222,11 @@ class Curvance:
 def _market_reading(
     protocol: str, account: str, market: CurvanceMarket, results: Sequence[CallResult], block: int
 ) -> tuple[Reading, set[str]]:
-    collateral, max_debt, debt = _decoded(["uint256"] * 3, results[0], "MarketManager.statusOf")
+    collateral, max_debt, debt = decoded(["uint256"] * 3, results[0], "MarketManager.statusOf")
     health = math.inf if debt == 0 else max_debt / debt
     collateral_tokens, debt_assets, held = [], set(), set()
     for token, snapshot, price in zip(market.tokens, results[1::2], results[2::2]):
-        posted, owed = _decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")[4:]
+        posted, owed = decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")[4:]
         if posted:
             collateral_tokens.append((token, price))
         if owed:
@@ -261,12 +268,12 @@ def _usable_price(result: CallResult) -> int | None:
 async def _oracle_manager(reader: Reader, block: int, manager: str, result: CallResult) -> str:
     """The manager's `oracleManager()`; failing that, its CentralRegistry's, where Curvance's deployments name it."""
     if result.success:
-        return _address(result, "MarketManager.oracleManager")
+        return nonzero_address(result, "MarketManager.oracleManager")
     (registry,) = await reader.read([Call(target=manager, data=calldata("centralRegistry()"), gas=30_000)], block)
-    registry_address = _address(registry, f"MarketManager {manager} has neither oracleManager() nor centralRegistry()")
+    registry_address = nonzero_address(registry, f"MarketManager {manager} has neither oracleManager() nor centralRegistry()")
     oracle_call = Call(target=registry_address, data=calldata("oracleManager()"), gas=30_000)
     (oracle,) = await reader.read([oracle_call], block)
-    return _address(oracle, "CentralRegistry.oracleManager")
+    return nonzero_address(oracle, "CentralRegistry.oracleManager")
 
 
 def _configured_feed(result: CallResult) -> str | None:
@@ -278,31 +285,3 @@ def _configured_feed(result: CallResult) -> str | None:
     except DecodingError:
         return None
     return aggregator if is_configured and int(aggregator, 16) != 0 else None
-
-
-def _symbol(result: CallResult, asset: str) -> str:
-    """The asset's ERC-20 symbol, only for messages: a token without a readable one is named by its address."""
-    if result.success:
-        try:
-            (symbol,) = decode(["string"], result.data)
-            if symbol.isprintable() and 0 < len(symbol) <= 32:
-                return symbol
-        except (DecodingError, UnicodeDecodeError):
-            pass
-    return to_checksum_address(asset)[:10]
-
-
-def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
-    if not result.success:
-        raise ReadError(f"{what} reverted")
-    try:
-        return decode(types, result.data)
-    except DecodingError as error:
-        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
-
-
-def _address(result: CallResult, what: str) -> str:
-    (address,) = _decoded(["address"], result, what)
-    if int(address, 16) == 0:
-        raise ReadError(f"{what} returned the zero address")
-    return to_checksum_address(address)

@@ -17,16 +17,23 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import structlog
-from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
-from chainwatch.abi import calldata, decode, event_topic
+from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
 from chainwatch.feeds import aggregator_call, emitter_of
 from chainwatch.model import PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+    Touch,
+)
+from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -108,8 +115,8 @@ class EulerV2:
         found = []
         for i, vault in enumerate(self._configured):
             results = basics[len(_VAULT_GETTERS) * i :]
-            oracle, uoa, asset = (_address(results[k], f"{_VAULT_GETTERS[k]} of vault {vault}") for k in range(3))
-            (collaterals,) = _decoded(["address[]"], results[3], f"LTVList() of vault {vault}")
+            oracle, uoa, asset = (nonzero_address(results[k], f"{_VAULT_GETTERS[k]} of vault {vault}") for k in range(3))
+            (collaterals,) = decoded(["address[]"], results[3], f"LTVList() of vault {vault}")
             found.append((vault, oracle, uoa, asset.lower(), tuple(c.lower() for c in collaterals)))
         units = await reader.read([Call(target=uoa, data=calldata(getter), gas=50_000)
                                    for _, _, uoa, _, _ in found for getter in ("decimals()", "symbol()")],
@@ -134,7 +141,7 @@ class EulerV2:
         routes = []  # (vault, key, the token the router prices, adapter)
         for (vault, _, _, key, base), result in zip(wanted, resolved):
             try:
-                _, end, _, adapter = _decoded(["uint256", "address", "address", "address"], result, "resolveOracle")
+                _, end, _, adapter = decoded(["uint256", "address", "address", "address"], result, "resolveOracle")
                 routes.append((vault, key, end.lower(), adapter))
             except ReadError:  # the vault cannot value it either: an account holding it fails its own read, loudly
                 log.warning("euler.unpriced", protocol=self.name, vault=vault, asset=base)
@@ -150,7 +157,7 @@ class EulerV2:
         for (vault, key, base, adapter), feed, symbol, decimals in zip(routes, feeds, details[1::3], details[2::3]):
             if feed is None and int(adapter, 16) != 0:  # a cross or Pyth adapter: only the periodic refresh sees it
                 log.warning("euler.adapter_without_feed", protocol=self.name, vault=vault, adapter=adapter)
-            priced.setdefault(vault, {})[key] = Priced(asset=base, symbol=_symbol(symbol, base), unit=10 ** _decimals(
+            priced.setdefault(vault, {})[key] = Priced(asset=base, symbol=token_symbol(symbol, base), unit=10 ** _decimals(
                 decimals), feed=emitters.get(feed or ""))  # fmt: skip
         return priced
 
@@ -161,7 +168,7 @@ class EulerV2:
         candidates = sorted({f"{_prefix(a)}{i:02x}" for a in accounts for i in range(SUB_ACCOUNTS)})
         calls = [Call(target=self.evc, data=calldata("getControllers(address)", c), gas=30_000) for c in candidates]
         for candidate, result in zip(candidates, await reader.read(calls, block)):
-            for controller in _decoded(["address[]"], result, "EVC.getControllers")[0]:
+            for controller in decoded(["address[]"], result, "EVC.getControllers")[0]:
                 self._learn(candidate, controller)
 
     def log_filter(self) -> LogFilter:
@@ -233,7 +240,7 @@ class EulerV2:
         closed, learned, offset = [], [], 0
         for group in groups:
             mine, offset = results[offset : offset + 2 + len(group.quoted)], offset + 2 + len(group.quoted)
-            (controllers,) = _decoded(["address[]"], mine[0], "EVC.getControllers")
+            (controllers,) = decoded(["address[]"], mine[0], "EVC.getControllers")
             if len(controllers) > 1:
                 raise ReadError(f"sub-account {group.sub} has {len(controllers)} controllers")
             vault = self.vaults[group.vault]
@@ -282,7 +289,7 @@ def _reading(
 ) -> tuple[Reading, tuple[str, ...]]:
     """One position from accountLiquidityFull (and the quotes after it); also the sub-account's collaterals."""
     what = f"accountLiquidityFull of {group.sub} on {vault.address}"
-    collaterals, values, liability = _decoded(["address[]", "uint256[]", "uint256"], results[1], what)
+    collaterals, values, liability = decoded(["address[]", "uint256[]", "uint256"], results[1], what)
     collaterals = tuple(c.lower() for c in collaterals)
     health_factor = math.inf if liability == 0 else sum(values) / liability
     price, asset = None, ""
@@ -290,7 +297,7 @@ def _reading(
     if len(valued) == 1 and valued[0] in group.quoted and 0 < health_factor < math.inf:
         priced = vault.priced[valued[0]]
         if priced.asset != vault.asset:  # one collateral against another asset: health scales with its price
-            (quote,) = _decoded(["uint256"], results[2 + group.quoted.index(valued[0])], "router getQuote")
+            (quote,) = decoded(["uint256"], results[2 + group.quoted.index(valued[0])], "router getQuote")
             price, asset = quote / vault.unit / health_factor, priced.symbol
     reading = Reading(key=key, block=block, health_factor=health_factor, collateral=sum(values) / vault.unit,
                       debt=liability / vault.unit, currency=vault.currency, liquidation_price=price,
@@ -312,20 +319,6 @@ def _market(vault: str, owner: str, sub: str) -> str:
     return vault if sub_id == 0 else f"{vault}#{sub_id}"
 
 
-def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
-    if not result.success:
-        raise ReadError(f"{what} reverted")
-    try:
-        return decode(types, result.data)
-    except DecodingError as error:
-        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
-
-
-def _address(result: CallResult, what: str) -> str:
-    (address,) = _decoded(["address"], result, what)
-    if int(address, 16) == 0:
-        raise ReadError(f"{what} returned the zero address")
-    return to_checksum_address(address)
 
 
 def _feed(result: CallResult) -> str | None:
@@ -339,12 +332,6 @@ def _decimals(result: CallResult) -> int:
     return word if word < 256 else _NON_TOKEN_DECIMALS
 
 
-def _symbol(result: CallResult, asset: str) -> str:
-    try:
-        return str(decode(["string"], result.data)[0]) if result.success else asset[:10]
-    except DecodingError:  # a bytes32 symbol (MKR) or none: still named, by its address
-        return result.data.rstrip(b"\0").decode(errors="replace") if len(result.data) == 32 else asset[:10]
-
 
 def _currency(unit_of_account: str, symbol: CallResult) -> str:
-    return _ISO_4217.get(int(unit_of_account, 16)) or _symbol(symbol, unit_of_account)
+    return _ISO_4217.get(int(unit_of_account, 16)) or token_symbol(symbol, unit_of_account)

@@ -14,7 +14,6 @@ from fractions import Fraction
 from typing import NamedTuple
 
 import structlog
-from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
 from chainwatch.abi import calldata, decode, event_topic
@@ -23,7 +22,15 @@ from chainwatch.config import MorphoBlueConfig
 from chainwatch.feeds import aggregator_call, emitter_of
 from chainwatch.model import PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+    Touch,
+)
+from chainwatch.protocols.results import decoded, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -150,7 +157,7 @@ class MorphoBlue:
             market = self.markets[market_id]
             accrue_1, totals_1, accrue_2, totals_2, position, price = group
             totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market_id)
-            _, borrow_shares, collateral = _decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+            _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
             if borrow_shares or collateral:
                 exposure.add(market_id)
             readings.append(_reading(self.name, account, market, block, totals, borrow_shares, collateral, price))
@@ -168,8 +175,8 @@ class MorphoBlue:
         for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
             self.markets[market_id] = Market(
                 id=market_id, params=p,
-                loan_symbol=_symbol(detail[0], p[0]), loan_decimals=_decimals(detail[1], p[0]),
-                collateral_symbol=_symbol(detail[2], p[1]), collateral_decimals=_decimals(detail[3], p[1]),
+                loan_symbol=token_symbol(detail[0], p[0]), loan_decimals=_decimals(detail[1], p[0]),
+                collateral_symbol=token_symbol(detail[2], p[1]), collateral_decimals=_decimals(detail[3], p[1]),
                 feeds=tuple(sorted({emitter_of(source, aggregators[source]) for source in sources[market_id]})),
             )  # fmt: skip
 
@@ -178,7 +185,7 @@ class MorphoBlue:
                  for m in ids]  # fmt: skip
         params = {}
         for market_id, result in zip(ids, await reader.read(calls, block)):
-            loan, collateral, oracle, irm, lltv = _decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
+            loan, collateral, oracle, irm, lltv = decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
             if int(loan, 16) == 0:
                 raise ReadError(f"market {market_id} does not exist on Morpho {self.morpho} at block {block}")
             addresses = (to_checksum_address(a) for a in (loan, collateral, oracle, irm))
@@ -226,7 +233,7 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
     borrowed = borrowed_assets(borrow_shares, totals[2], totals[3]) if borrow_shares else 0
     lltv, loan_unit = market.params[4], 10**market.loan_decimals
     if price_result.success:
-        (price,) = _decoded(["uint256"], price_result, "oracle price()")
+        (price,) = decoded(["uint256"], price_result, "oracle price()")
     elif borrowed:
         raise ReadError(f"oracle price() reverted for market {market.id}")
     else:
@@ -249,7 +256,7 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
 
 
 def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
-    candidates = [_decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
+    candidates = [decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
                   if accrue.success and totals.success]  # fmt: skip
     if not candidates:
         raise ReadError(f"Morpho.accrueInterest or market reverted for market {market_id}")
@@ -268,31 +275,10 @@ def _groups(results: Sequence[CallResult], size: int) -> Iterable[Sequence[CallR
     return (results[i : i + size] for i in range(0, len(results), size))
 
 
-def _decoded(types: list[str], result: CallResult, what: str) -> tuple:
-    if not result.success:
-        raise ReadError(f"{what} reverted")
-    try:
-        return decode(types, result.data)
-    except DecodingError as error:
-        raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
-
-
-def _symbol(result: CallResult, token: str) -> str:
-    """ERC20 symbol() as a string (or bytes32, as some old tokens return); the short address if neither."""
-    if result.success:
-        for kind in ("string", "bytes32"):
-            try:
-                text = decode([kind], result.data)[0]
-            except (DecodingError, ValueError):  # ValueError: not UTF-8
-                continue
-            text = text.rstrip(b"\0").decode(errors="replace") if isinstance(text, bytes) else text
-            if text.isprintable() and text:
-                return text
-    return f"{token[:6]}…{token[-4:]}"
 
 
 def _decimals(result: CallResult, token: str) -> int:
-    (decimals,) = _decoded(["uint256"], result, f"decimals() of {token}")
+    (decimals,) = decoded(["uint256"], result, f"decimals() of {token}")
     if decimals > 77:
         raise ReadError(f"decimals() of {token} returned {decimals}")
     return decimals
