@@ -6,22 +6,21 @@ only reads the file, decodes it once and turns any failure into a one-line `Conf
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import msgspec.inspect as mi
 from eth_utils import to_checksum_address
 from msgspec import Meta
 
 from chainwatch.alerts.state import Thresholds
 from chainwatch.refresh import RefreshPolicy
+from chainwatch.config_errors import explain, show, toml_type
 from chainwatch.model import Record
 
 __all__ = [
@@ -72,12 +71,12 @@ _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 def parse_address(text: str) -> Address:
     """The checksummed address for `text`; all-lower/all-upper hex is accepted, wrong mixed case is not."""
     if not _HEX_ADDRESS.fullmatch(text):
-        raise ValueError(f"expected a 0x-prefixed address of 40 hex digits, got {_show(text)}")
+        raise ValueError(f"expected a 0x-prefixed address of 40 hex digits, got {show(text)}")
     checksummed = to_checksum_address(text)
     digits = text[2:]
     # Mixed case is a checksum claim (EIP-55); a wrong one usually means a typo, so it must not be fixed silently.
     if digits != digits.lower() and digits != digits.upper() and text != checksummed:
-        raise ValueError(f"bad EIP-55 checksum {_show(text)}")
+        raise ValueError(f"bad EIP-55 checksum {show(text)}")
     return Address(checksummed)
 
 
@@ -244,7 +243,7 @@ class Config(Record, frozen=True, kw_only=True):
         first_index: dict[str, int] = {}
         for i, protocol in enumerate(self.protocols):
             if (seen := first_index.setdefault(protocol.name, i)) != i:
-                raise ValueError(f"protocols[{i}].name: duplicate name {_show(protocol.name)} (also protocols[{seen}])")
+                raise ValueError(f"protocols[{i}].name: duplicate name {show(protocol.name)} (also protocols[{seen}])")
         first_watch: dict[str, int] = {}
         for i, watch in enumerate(self.watch):
             if (seen := first_watch.setdefault(watch.address, i)) != i:
@@ -252,7 +251,7 @@ class Config(Record, frozen=True, kw_only=True):
             for name in watch.protocols or ():
                 if name not in first_index:
                     known = ", ".join(first_index)
-                    raise ValueError(f"watch[{i}].protocols: unknown protocol {_show(name)} (configured: {known})")
+                    raise ValueError(f"watch[{i}].protocols: unknown protocol {show(name)} (configured: {known})")
             warn = watch.warn if watch.warn is not None else self.alerts.warn
             critical = watch.critical if watch.critical is not None else self.alerts.critical
             if not critical < warn:
@@ -316,7 +315,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) ->
         _require_kinds(raw)
         config = msgspec.convert(raw, Config, dec_hook=partial(_decode_custom, environ=environ))
     except msgspec.ValidationError as error:
-        key, message = _explain(str(error), raw)
+        key, message = explain(str(error), raw, Config)
         raise ConfigError(file, _redact(message, secrets), key=key) from None
     # Absolute, so that the database does not move when the process changes its working directory.
     storage = msgspec.structs.replace(config.storage, path=path.absolute().parent / config.storage.path)
@@ -326,7 +325,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) ->
 def _decode_custom(type_: type, value: Any, *, environ: Mapping[str, str]) -> Any:
     """msgspec's dec_hook: build the types above from TOML strings; messages never quote a secret."""
     if type_ in (Address, Secret, EnvSecret, Path) and not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_toml_type(value)}")
+        raise TypeError(f"expected a string, got {toml_type(value)}")
     if type_ is Address:
         return parse_address(value)
     if type_ is Secret:
@@ -372,185 +371,3 @@ def _redact(message: str, secrets: list[str]) -> str:
     for secret in secrets:
         message = message.replace(secret, "***")
     return message
-
-
-# --- msgspec errors as one line naming the key ---------------------------------------------------------------------
-
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
-_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
-_WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]*)`, got `(?P<got>[^`]*)`$")
-_CONSTRAINT = re.compile(r"^Expected `(?P<expected>[^`]*)` (?P<rule>.+)$")
-_INVALID = re.compile(r"^Invalid value (?P<value>.*)$")
-_NAMED = re.compile(r"^(?P<key>[a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): ")
-_MSGSPEC_TYPE_NAMES = {"array": "list", "object": "table", "null": "nothing"}
-_MSGSPEC_DESCRIPTIONS = {
-    "str": "a string",
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "array": "a list",
-    "object": "a table",
-}
-
-
-def _explain(error: str, raw: dict[str, Any]) -> tuple[str | None, str]:
-    """(key, message) for a msgspec.ValidationError's text, e.g. `$.watch[0].chat_id` -> `watch[0].chat_id`."""
-    found = _AT.match(error)
-    assert found is not None  # the pattern matches any text
-    what, path = found["what"], found["path"] or ""
-    parts: list[str | int] = [name if name else int(index) for name, index in _PATH_PART.findall(path)]
-    key = _key(parts)
-
-    if m := _UNKNOWN.match(what):
-        full = _key([*parts, m["name"]])
-        return full, f"unknown key {full}"
-    if m := _MISSING.match(what):
-        full = _key([*parts, m["name"]])
-        return full, f"missing required key {full}"
-
-    type_ = _type_at(parts)
-    if m := _WRONG_TYPE.match(what):
-        expected = _describe(type_) if type_ is not None else _MSGSPEC_DESCRIPTIONS.get(m["expected"], m["expected"])
-        got = _MSGSPEC_TYPE_NAMES.get(m["got"], m["got"])
-        return key, f"{key}: expected {expected}, got {got}"
-    if m := _CONSTRAINT.match(what):
-        value = _value_at(raw, parts)
-        if m["rule"] == "of length >= 1":
-            return key, f"{key}: must not be empty"
-        if m["rule"].startswith("matching regex") and type_ is not None:
-            if "urls" in key:
-                # An endpoint URL may carry an API key: say what is wrong without quoting it.
-                return key, f"{key}: expected {_describe(type_)} (scheme, host, optional port and path; no fragment)"
-            return key, f"{key}: expected {_describe(type_)}, got {_show(value)}"
-        expected = _describe(type_) if type_ is not None else _MSGSPEC_DESCRIPTIONS.get(m["expected"], m["expected"])
-        return key, f"{key}: expected {expected} {m['rule']}, got {_show(value)}"
-    if (m := _INVALID.match(what)) and parts and (tags := _tags_at(parts[:-1], parts[-1])):
-        noun = str(parts[0]).removesuffix("s")
-        value = _value_at(raw, parts)
-        return key, f"{key}: unknown {noun} {parts[-1]} {_show(value)} (known: {', '.join(tags)})"
-    # Our own words, from a dec_hook or a __post_init__: "problem", or at the root (Config) "key: problem".
-    if key:
-        return key, f"{key}: {what}"
-    named = _NAMED.match(what)
-    return (named["key"] if named else None), what
-
-
-def _key(parts: list[str | int]) -> str:
-    key = ""
-    for part in parts:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
-    return key
-
-
-@cache
-def _config_type() -> mi.Type:
-    return mi.type_info(Config)
-
-
-def _strip(type_: mi.Type) -> mi.Type:
-    """`type_` without its metadata and optional-ness, to walk into it."""
-    while True:
-        if isinstance(type_, mi.Metadata):
-            type_ = type_.type
-            continue
-        if isinstance(type_, mi.UnionType):
-            options = [t for t in type_.types if not isinstance(t, mi.NoneType)]
-            if len(options) == 1:
-                type_ = options[0]
-                continue
-        return type_
-
-
-def _structs(type_: mi.Type) -> list[mi.StructType]:
-    type_ = _strip(type_)
-    if isinstance(type_, mi.UnionType):
-        return [t for t in type_.types if isinstance(t, mi.StructType)]
-    return [type_] if isinstance(type_, mi.StructType) else []
-
-
-def _type_at(parts: list[str | int]) -> mi.Type | None:
-    type_: mi.Type | None = _config_type()
-    for part in parts:
-        if type_ is None:
-            return None
-        if isinstance(part, int):
-            inner = _strip(type_)
-            type_ = inner.item_type if isinstance(inner, (mi.ListType, mi.VarTupleType)) else None
-        else:
-            type_ = next((f.type for s in _structs(type_) for f in s.fields if f.encode_name == part), None)
-    return type_
-
-
-def _tags_at(parts: list[str | int], field: str | int) -> list[str]:
-    """The tags of the tagged union at `parts` if `field` is its tag field, else []."""
-    structs = _structs(_type_at(parts)) if _type_at(parts) is not None else []
-    return sorted(str(s.tag) for s in structs if s.tag_field == field)
-
-
-def _describe(type_: mi.Type) -> str:
-    """How a type reads in an error: `tuple[str, ...]` -> "a list of strings"."""
-    match type_:
-        case mi.Metadata(extra_json_schema={"description": str(description)}):
-            return description
-        case mi.Metadata():
-            return _describe(type_.type)
-        case mi.UnionType():
-            options = [t for t in type_.types if not isinstance(t, mi.NoneType)]
-            if all(isinstance(t, mi.StructType) for t in options):
-                return "a table"
-            return " or ".join(_describe(t) for t in options)
-        case mi.BoolType():
-            return "true or false"
-        case mi.IntType():
-            return "an integer"
-        case mi.FloatType():
-            return "a number"
-        case mi.StrType() | mi.CustomType():  # every custom type here decodes from a string
-            return "a string"
-        case mi.ListType() | mi.VarTupleType():
-            # The container is what is wrong here, so name the items plainly ("strings", not "ws:// URLs").
-            return "a list of " + _plural(_describe(_strip(type_.item_type)))
-        case mi.StructType():
-            return "a table"
-        case _:
-            return "a valid value"
-
-
-def _plural(description: str) -> str:
-    for article in ("a ", "an "):
-        if description.startswith(article):
-            return description.removeprefix(article) + "s"
-    return f"values that are {description}"
-
-
-_MISSING_VALUE = object()
-
-
-def _value_at(raw: Any, parts: list[str | int]) -> Any:
-    for part in parts:
-        try:
-            raw = raw[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING_VALUE
-    return raw
-
-
-def _show(value: Any) -> str:
-    """A value as it would be written in TOML, on one line."""
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return "?" if value is _MISSING_VALUE else _toml_type(value)
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "list"
-    return type(value).__name__
