@@ -113,7 +113,7 @@ class Watcher:
                 stall_seconds=config.chain.stall_seconds,
                 on_subscribed=self.ready.set,
             )
-            engine.on_sources_changed = lambda: asyncio.ensure_future(listener.reconnect())
+            engine.on_sources_changed = listener.reconnect
             await self._main_loop(stop, listener, engine, queue, sender)
 
     async def _main_loop(

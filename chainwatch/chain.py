@@ -112,9 +112,6 @@ class LogFilter(Record, frozen=True, kw_only=True):
     def as_rpc(self) -> dict[str, Any]:
         return {"address": list(self.addresses), "topics": [list(self.topic0s)]}
 
-    def matches(self, log: Log) -> bool:
-        return log.address in self.addresses and log.topic0 in self.topic0s
-
     def may_match_block(self, head: Head) -> bool:
         """Whether the head's logs bloom leaves room for a log this filter wants."""
         return may_hold(head.logs_bloom, self.addresses, self.topic0s)

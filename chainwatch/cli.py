@@ -129,10 +129,17 @@ async def _check(config: Config, address: str) -> int:
     from chainwatch.alerts.state import classify
     from chainwatch.app import policies, read_once
     from chainwatch.protocols.base import ReadError
+    from chainwatch.reader import ReadFailed
+    from chainwatch.rpc import RpcError
 
     policy = policies(config)
     thresholds = _thresholds_for(config, address, policy)
-    for target, outcome in await read_once(config, address):
+    try:
+        outcomes = await read_once(config, address)
+    except (RpcError, ReadFailed, ReadError) as error:
+        print(f"chainwatch: cannot read {address}: {error}", file=sys.stderr)
+        return 1
+    for target, outcome in outcomes:
         if isinstance(outcome, ReadError):
             print(f"{target.protocol}: {address}: could not read: {outcome}")
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -59,7 +59,8 @@ class Engine:
         self._sources_changed = False
         self.processed: BlockRef | None = None
         self._progress = asyncio.Condition()
-        self.on_sources_changed: Callable[[], object] | None = None
+        # Set by the app: resubscribe with the new feeds (the listener backfills what it missed meanwhile).
+        self.on_sources_changed: Callable[[], Awaitable[None]] | None = None
 
     # -- start-up -------------------------------------------------------------------------------------
     async def start(self, head: Head, rpc: Rpc) -> None:
@@ -171,7 +172,7 @@ class Engine:
         self._pending |= self._targets
         log.info("recompute.sources_changed", block=head.number)
         if self.on_sources_changed is not None:
-            self.on_sources_changed()
+            await self.on_sources_changed()
 
     async def _finish(self, head: Head) -> None:
         if self.processed is not None and self.processed.number >= head.number:
