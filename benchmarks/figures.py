@@ -48,6 +48,7 @@ class Row:
     run_seconds: float
     chainwatch: SystemFigures
     baseline: SystemFigures
+    scenario: str = "aave"  # "mix": N positions over the four protocols (`--mix`)
 
 
 def _seconds(value: float) -> str:
@@ -68,7 +69,7 @@ def table(rows: Sequence[Row]) -> str:
     for row in rows:
         cw, poll = row.chainwatch, row.baseline
         cells = [
-            f"{row.positions:,}", f"{row.alerts:,}",
+            f"{row.positions:,}" + (" mix" if row.scenario == "mix" else ""), f"{row.alerts:,}",
             _seconds(cw.p50), _seconds(cw.p99), _seconds(cw.max), f"{cw.calls_on_price_block:,}",
             f"{cw.calls_per_quiet_block:g}", f"{cw.peak_rss_mib:.0f} MiB",
             _seconds(poll.p50), _seconds(poll.p99), _seconds(poll.max), f"{poll.calls_on_price_block:,}",

@@ -1,12 +1,13 @@
 """Alert latency, RPC load and memory of chainwatch against the polling bot it replaces, on a local Anvil.
 
-    .venv/bin/python -m benchmarks.latency [--positions 1000 10000] [--fraction 0.1] [--interval 5]
+    .venv/bin/python -m benchmarks.latency [--positions 1000 10000] [--fraction 0.1] [--interval 5] [--mix]
 
 For each N: a fresh Anvil with real Aave v3 and N borrowers (a known fraction exposed to WETH, see
-`benchmarks.market`); then each system in turn, as a process of its own, on the same chain state (an
-Anvil snapshot): it starts, quiet blocks go by (one every `--block-time` seconds), WETH drops in one
-transaction, and every alert is timed from the moment that block was mined to the moment its request
-reached the local Bot API server. `benchmarks/README.md` says how to read the figures.
+`benchmarks.market`), or with `--mix` N borrowers spread over Aave v3, Morpho Blue, Euler v2 and Curvance (a
+known fraction of each exposed, see `benchmarks.mix`); then each system in turn, as a process of its own, on
+the same chain state (an Anvil snapshot): it starts, quiet blocks go by (one every `--block-time` seconds),
+WETH drops in one transaction, and every alert is timed from the moment that block was mined to the moment its
+request reached the local Bot API server. `benchmarks/README.md` says how to read the figures.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from typing import Any, Final
 
 from benchmarks.child import Child
 from benchmarks.clock import BlockClock, NodeRpc, PriceMove
-from benchmarks.figures import Row, SystemFigures, table
+from benchmarks.figures import Row, SystemFigures, percentile, table
 from benchmarks.market import (
+    AAVE,
     CRITICAL,
     HEALTH_EXPOSED,
     HEALTH_OTHERS,
@@ -38,6 +40,14 @@ from benchmarks.market import (
     WETH_AFTER,
     Market,
     build_market,
+)
+from benchmarks.mix import (
+    CURVANCE,
+    EULER,
+    KINDS,
+    MORPHO,
+    build_mixed_market,
+    morpho_market_of,
 )
 from chainwatch.config import ConfigError, load_config
 from chainwatch.devnet.anvil import AnvilNode, anvil_binary, running_anvil
@@ -60,11 +70,13 @@ def say(text: str) -> None:
 
 
 def chainwatch_config(market: Market, proxy: RpcProxy, bot: BotApiServer, messages_per_second: float) -> str:
+    def narrowed(i: int) -> str:  # the mix: each account is watched on the one protocol it has a position on
+        return f'protocols = ["{market.protocol_of(i)}"]\n' if market.mixed else ""
+
     watches = "".join(
-        f'[[watch]]\naddress = "{account}"\nlabel = "borrower {i}"\nchat_id = {market.chat_of(i)}\n\n'
+        f'[[watch]]\naddress = "{account}"\nlabel = "borrower {i}"\nchat_id = {market.chat_of(i)}\n{narrowed(i)}\n'
         for i, account in enumerate(market.accounts)
     )
-    aave = market.devnet.aave_v3
     return f"""[chain]
 chain_id = {market.devnet.chain_id}
 ws_urls = ["{proxy.ws_url}"]
@@ -84,12 +96,21 @@ path = "chainwatch.db"
 warn = {WARN}
 critical = {CRITICAL}
 
-[[protocols]]
-kind = "aave_v3"
-name = "neverland-devnet"
-pool_addresses_provider = "{aave.pool_addresses_provider}"
-
+{protocols_config(market)}
 {watches}"""
+
+
+def protocols_config(market: Market) -> str:
+    """The `[[protocols]]` tables: Aave alone, or with `--mix` all four as `chainwatch demo` configures them."""
+    devnet = market.devnet
+    tables = {AAVE: f'pool_addresses_provider = "{devnet.aave_v3.pool_addresses_provider}"'}
+    if market.mixed:
+        assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
+        markets = ", ".join(f'"{m.id}"' for m in devnet.morpho_blue.markets.values())
+        tables[MORPHO] = f'morpho = "{devnet.morpho_blue.morpho}"\nmarkets = [{markets}]'
+        tables[EULER] = f'evc = "{devnet.euler_v2.evc}"\nvaults = ["{devnet.euler_v2.borrow_vault}"]'
+        tables[CURVANCE] = f'market_managers = ["{devnet.curvance.market_manager}"]'
+    return "".join(f'[[protocols]]\nkind = "{KINDS[name]}"\nname = "{name}"\n{body}\n\n' for name, body in tables.items())
 
 
 class Cursor:
@@ -165,7 +186,13 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             await rpc.aclose()
     started = next((e for e in child.events if e.get("event") == "recompute.read"), {})
     try:
-        refresh = refresh_estimate(load_config(config), market, startup["eth_call"])
+        # Per position read: the start-up read's eth_calls; in the mix the start-up also holds Euler's sub-account
+        # discovery (256 getControllers per address), so the price block's targeted re-read is the measure there.
+        if market.mixed:
+            per_read = on_price_block["eth_call"] / max(1, len(market.exposed))
+        else:
+            per_read = startup["eth_call"] / len(market.accounts)
+        refresh = refresh_estimate(load_config(config), market, per_read)
     except ConfigError:  # the benchmark's own chainwatch (the working tree) may read configs differently than --ref
         refresh = {}
     return SystemFigures(
@@ -185,6 +212,7 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             "requests_for_price_block": dict(on_price_block),
             "price_block_timeline_s": timeline(child.events, move),
             "price_block_cursor_seen_after_s": round(processed_at - move.origin, 4),
+            **({"by_protocol": by_protocol(market, messages, move.origin)} if market.mixed else {}),
             **origin_facts(move),
             "limits": f"messages_per_second={options.messages_per_second:g}, per_chat_interval=1.0, one chat per account",
         },
@@ -196,14 +224,15 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
 
 async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Namespace, workdir: Path) -> SystemFigures:
     async with running_bot_api(TOKEN) as bot, running_proxy(node.http_url, node.ws_url) as proxy:
-        accounts = workdir / "accounts.txt"
-        accounts.write_text("".join(f"{a} {market.chat_of(i)}\n" for i, a in enumerate(market.accounts)))
+        accounts, contracts = workdir / "accounts.txt", workdir / "contracts.json"
+        accounts.write_text("".join(f"{baseline_line(market, i)}\n" for i in range(len(market.accounts))))
+        contracts.write_text(json.dumps(baseline_contracts(market), indent=2))
         rpc = NodeRpc(node.http_url)
         clock = BlockClock(rpc, node.ws_url, options.block_time, lambda: proxy.count("eth_call"))
         await clock.start()
         ticking = asyncio.create_task(clock.run())
         argv = [sys.executable, "-m", "benchmarks.polling_baseline", "--rpc-url", proxy.http_url,
-                "--bot-api", bot.base_url, "--token", TOKEN, "--pool", market.devnet.aave_v3.pool,
+                "--bot-api", bot.base_url, "--token", TOKEN, "--contracts", str(contracts),
                 "--accounts", str(accounts), "--interval", str(options.interval), "--warn", str(WARN)]  # fmt: skip
         child = await Child.start(argv, workdir / "baseline.log", ROOT)
         try:
@@ -243,16 +272,49 @@ async def measure_baseline(node: AnvilNode, market: Market, options: argparse.Na
             "blocks_in_quiet_cycle": len(cycle),
             "price_moved_after_sweep_start_s": round(move.sent_at - second["at"], 4),
             "alerts_only_in_sweep_3": len(late),  # read in sweep 2 before the price moved
+            **({"by_protocol": by_protocol(market, messages, move.origin)} if market.mixed else {}),
             **origin_facts(move),
             "limits": "none (one sendMessage per alert, inline in the sweep), one chat per account",
         },
     )
 
 
-def refresh_estimate(config: Any, market: Market, startup_calls: int) -> dict[str, object]:
+def baseline_line(market: Market, index: int) -> str:
+    """The baseline's accounts-file line for account `index`: address, chat, kind and (Morpho) market id."""
+    name = market.protocol_of(index)
+    line = f"{market.accounts[index]} {market.chat_of(index)} {KINDS[name]}"
+    if name == MORPHO:
+        assert market.devnet.morpho_blue is not None
+        line += f" {market.devnet.morpho_blue.markets[morpho_market_of(index in market.exposed)].id}"
+    return line
+
+
+def baseline_contracts(market: Market) -> dict[str, Any]:
+    devnet = market.devnet
+    contracts: dict[str, Any] = {"aave_v3": {"pool": devnet.aave_v3.pool}}
+    if market.mixed:
+        assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
+        contracts["morpho_blue"] = {"morpho": devnet.morpho_blue.morpho, "markets": {
+            m.id: {"oracle": m.oracle, "lltv": m.lltv} for m in devnet.morpho_blue.markets.values()}}  # fmt: skip
+        contracts["euler_v2"] = {"vault": devnet.euler_v2.borrow_vault}
+        contracts["curvance"] = {"manager": devnet.curvance.market_manager}
+    return contracts
+
+
+def by_protocol(market: Market, messages: list[SentMessage], origin: float) -> dict[str, dict[str, object]]:
+    """Per protocol: alerts received and their latency percentiles (seconds after the origin)."""
+    found: dict[str, list[float]] = {name: [] for name in market.names()}
+    for message in messages:
+        found[market.protocol_of(market.index_of_chat(message.chat_id))].append(message.received_at - origin)
+    return {name: {"alerts": len(latencies), "p50_s": round(percentile(latencies, 50), 4) if latencies else None,
+                   "max_s": round(max(latencies), 4) if latencies else None}
+            for name, latencies in found.items()}  # fmt: skip
+
+
+def refresh_estimate(config: Any, market: Market, calls_per_position: float) -> dict[str, object]:
     """What the scheduled re-reads (interest accrues without events) add per block on average, which the quiet
-    window is too short to show: positions read per block under the config's policy, at the start-up read's
-    eth_calls per position. Computed, not measured; empty if the config has no policy this knows."""
+    window is too short to show: positions read per block under the config's policy, at `calls_per_position`
+    eth_calls per position read. Computed, not measured; empty if the config has no policy this knows."""
     policy = getattr(config, "refresh", None)
     if policy is None or not hasattr(policy, "interval_for"):
         return {}
@@ -261,7 +323,8 @@ def refresh_estimate(config: Any, market: Market, startup_calls: int) -> dict[st
     reads = exposed / every["exposed"] + (len(market.accounts) - exposed) / every["others"]
     return {
         "refresh_every_blocks_at_health_1.70_and_2.25": [every["exposed"], every["others"]],
-        "refresh_eth_calls_per_block_amortized": round(reads * startup_calls / len(market.accounts), 3),
+        "refresh_eth_calls_per_block_amortized": round(reads * calls_per_position, 3),
+        "refresh_eth_calls_per_position_read": round(calls_per_position, 4),
     }
 
 
@@ -303,15 +366,26 @@ async def all_alerts(bot: BotApiServer, market: Market, timeout: float = ALERTS_
     deadline = time.monotonic() + timeout
     while len(bot.messages) < expected:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(bot.messages)} of {expected} alerts arrived within {timeout:g} s")
+            raise TimeoutError(f"{len(bot.messages)} of {expected} alerts arrived within {timeout:g} s"
+                               f"{_per_protocol(market, bot.messages)}")  # fmt: skip
         await asyncio.sleep(_POLL_S)
     await asyncio.sleep(LINGER_S)
     alerted = Counter(market.index_of_chat(m.chat_id) for m in bot.messages)
-    if set(alerted) != set(market.exposed) or max(alerted.values()) != 1:
+    if set(alerted) != set(market.exposed) or any(n > 1 for n in alerted.values()):
         wrong = sorted(set(alerted) ^ set(market.exposed))[:5]
-        raise RuntimeError(f"alerts do not match the exposed accounts one to one (e.g. indices {wrong}); "
-                           f"{len(bot.messages)} messages for {expected} exposed accounts")  # fmt: skip
+        repeated = sorted(i for i, n in alerted.items() if n > 1)[:5]
+        raise RuntimeError(f"alerts do not match the exposed accounts one to one (e.g. indices {wrong}, "
+                           f"repeated {repeated}); {len(bot.messages)} messages for {expected} exposed accounts"
+                           f"{_per_protocol(market, bot.messages)}")  # fmt: skip
     return list(bot.messages)
+
+
+def _per_protocol(market: Market, messages: list[SentMessage]) -> str:
+    """For an error: alerts received / expected on each protocol (empty for the Aave-only market)."""
+    if not market.mixed:
+        return ""
+    received = Counter(market.protocol_of(market.index_of_chat(m.chat_id)) for m in messages)
+    return " (" + ", ".join(f"{name} {received[name]}/{n}" for name, n in market.exposed_by_protocol().items()) + ")"
 
 
 async def snapshot(rpc: NodeRpc) -> str:
@@ -321,9 +395,11 @@ async def snapshot(rpc: NodeRpc) -> str:
 async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row:
     started = time.monotonic()
     async with running_anvil() as node:
-        market = await build_market(node, count, options.fraction)
-        say(f"N={count:,}: deployed and opened {count:,} positions ({len(market.exposed):,} exposed to WETH) "
-            f"in {market.setup_seconds:.1f} s")  # fmt: skip
+        build = build_mixed_market if options.mix else build_market
+        market = await build(node, count, options.fraction)
+        spread = ", ".join(f"{name} {n}" for name, n in market.exposed_by_protocol().items()) if market.mixed else ""
+        say(f"N={count:,}: deployed and opened {count:,} positions ({len(market.exposed):,} exposed to WETH"
+            f"{': ' + spread if spread else ''}) in {market.setup_seconds:.1f} s")  # fmt: skip
         rpc = NodeRpc(node.http_url)
         try:
             saved = await snapshot(rpc)
@@ -338,7 +414,8 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
         finally:
             await rpc.aclose()
     return Row(positions=count, alerts=len(market.exposed), setup_seconds=market.setup_seconds,
-               run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline)  # fmt: skip
+               run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline,
+               scenario="mix" if market.mixed else "aave")  # fmt: skip
 
 
 def export_chainwatch(ref: str, into: Path) -> Path:
@@ -374,8 +451,14 @@ def machine_facts() -> dict[str, Any]:
 
 
 def report(rows: list[Row], facts: dict[str, Any], options: argparse.Namespace, total: float) -> str:
+    scenario = ("Positions: N spread over Aave v3, Morpho Blue, Euler v2 and Curvance (account i on protocol i % 4; "
+                "each watched on its own protocol only), a fraction of each exposed to WETH; the baseline reads each "
+                "protocol's own health view (Morpho: position, market and oracle price, three eth_calls)."
+                if options.mix else "Positions: N on Aave v3, a fraction exposed to WETH.")  # fmt: skip
     lines = [
         table(rows),
+        "",
+        scenario,
         "",
         (f"Latency: from the price block being mined (the earlier of evm_mine answering and the node's newHeads "
         f"reaching the benchmark) to the alert's sendMessage reaching the local Bot API server, both on the "
@@ -428,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="chainwatch's bot-wide send limit (Telegram's real one is ~25)")  # fmt: skip
     parser.add_argument("--workdir", help="keep configs, logs and databases here (default: a temporary dir)")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--mix", action="store_true",
+                        help="spread the N positions over Aave v3, Morpho Blue, Euler v2 and Curvance (N/4 each)")
     parser.add_argument("--ref", help="run the watcher from chainwatch/ as committed at this git revision "
                                       "(default: the working tree as it is)")  # fmt: skip
     options = parser.parse_args(argv)

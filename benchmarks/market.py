@@ -17,6 +17,7 @@ from chainwatch.devnet.actions import DevnetActions, Position
 from chainwatch.devnet.anvil import AnvilNode
 from chainwatch.devnet.deploy import Devnet, deploy_devnet
 
+AAVE: Final = "neverland-devnet"  # the Aave v3 `[[protocols]]` name in the benchmark's configs
 WARN: Final = 1.5
 CRITICAL: Final = 1.2
 WETH_BEFORE: Final = 2000
@@ -34,6 +35,25 @@ class Market:
     accounts: list[str]
     exposed: frozenset[int]  # indices into `accounts` of the WETH borrowers
     setup_seconds: float
+    # The protocol (its `[[protocols]]` name) of each account's one position; empty: all on Aave (`AAVE`).
+    protocols: tuple[str, ...] = ()
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.protocols)
+
+    def protocol_of(self, index: int) -> str:
+        return self.protocols[index] if self.protocols else AAVE
+
+    def names(self) -> list[str]:
+        """The protocols the accounts are on, in first-seen order."""
+        return list(dict.fromkeys(self.protocols)) if self.protocols else [AAVE]
+
+    def exposed_by_protocol(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.names(), 0)
+        for index in self.exposed:
+            counts[self.protocol_of(index)] += 1
+        return counts
 
     def chat_of(self, index: int) -> int:
         """Each watched account alerts its own chat, as each user of the bot has one."""

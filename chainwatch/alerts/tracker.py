@@ -57,7 +57,8 @@ class Tracker:
         """Applies a pass of readings; every change of level and its message commit in one transaction."""
         changes: list[LevelChange] = []
         alerts: list[Alert] = []
-        for reading in readings:
+        # Riskiest first: among alerts of equal urgency the outbox sends the older, so this is who hears first.
+        for reading in sorted(readings, key=lambda r: r.health_factor):
             change, alert = self._judge(reading)
             if change is not None:
                 changes.append(change)
