@@ -203,7 +203,9 @@ contract BorrowableCToken is ICToken {
     // -- internals --------------------------------------------------------------------------------------------
 
     function _currentIndex() internal view returns (uint256) {
-        return _debtIndex + (_debtIndex * borrowRatePerSecond * (block.timestamp - _lastAccrual)) / WAD;
+        // Saturating: Anvil simulates `latest` calls at wall-clock time, which fast blocks can run behind.
+        uint256 elapsed = block.timestamp > _lastAccrual ? block.timestamp - _lastAccrual : 0;
+        return _debtIndex + (_debtIndex * borrowRatePerSecond * elapsed) / WAD;
     }
 
     function _postCollateral(address account, uint256 shares) internal {

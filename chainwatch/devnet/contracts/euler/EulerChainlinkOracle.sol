@@ -40,7 +40,8 @@ contract EulerChainlinkOracle is IPriceOracle {
         else revert PriceOracle_NotSupported(base_, quote_);
         (, int256 answer,, uint256 updatedAt,) = IChainlinkFeed(feed).latestRoundData();
         if (answer <= 0) revert PriceOracle_InvalidAnswer();
-        uint256 staleness = block.timestamp - updatedAt;
+        // An answer stamped after this block (a node's clock ahead of the block being simulated) is fresh, not a panic.
+        uint256 staleness = updatedAt >= block.timestamp ? 0 : block.timestamp - updatedAt;
         if (maxStaleness != 0 && staleness > maxStaleness) revert PriceOracle_TooStale(staleness, maxStaleness);
         uint256 price = uint256(answer);
         if (inverse) return inAmount * _feedUnit * _baseUnit / (price * _quoteUnit);
