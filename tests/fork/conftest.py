@@ -186,6 +186,18 @@ async def _unless_dead(condition: Awaitable[object], task: asyncio.Task[None]) -
     raise AssertionError("the watcher stopped while the test waited on it")
 
 
+async def assert_quiet_blocks_cost_no_eth_call(chain: Chain, running: Running, proxy: RpcProxy) -> None:
+    """Mines empty blocks and an unrelated transfer; chainwatch must process them without one eth_call."""
+    before = proxy.count("eth_call")
+    assert before > 0  # the start-up read went through the proxy, so the counter sees chainwatch's reads
+    for _ in range(5):
+        await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    transfer = await chain.web3.eth.send_transaction({"from": chain.accounts[5], "to": chain.accounts[6], "value": 10**18})
+    receipt = await chain.web3.eth.wait_for_transaction_receipt(transfer)
+    await running.settled(receipt["blockNumber"])
+    assert proxy.count("eth_call") == before
+
+
 _HEALTH = re.compile(r"Health factor ([0-9.]+)")
 _BLOCK = re.compile(r"Block (\d+)")
 

@@ -13,7 +13,12 @@ from chainwatch.abi import calldata
 from chainwatch.devnet.curvance import CurvanceActions, CurvanceDevnet, deploy_curvance
 from chainwatch.devnet.transactions import TxFailed
 from chainwatch.index import Target
-from tests.fork.conftest import Chain, StartWatcher, health_and_block
+from tests.fork.conftest import (
+    Chain,
+    StartWatcher,
+    assert_quiet_blocks_cost_no_eth_call,
+    health_and_block,
+)
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
 
@@ -155,16 +160,7 @@ class TestQuietBlocks:
         """Empty blocks and an unrelated transfer are processed without a single eth_call."""
         await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
-        before = proxy.count("eth_call")
-        assert before > 0  # the start-up read went through the proxy, so the counter sees chainwatch's reads
-        for _ in range(5):
-            await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-        transfer = await chain.web3.eth.send_transaction(
-            {"from": chain.accounts[5], "to": chain.accounts[6], "value": 10**18}
-        )
-        receipt = await chain.web3.eth.wait_for_transaction_receipt(transfer)
-        await running.settled(receipt["blockNumber"])
-        assert proxy.count("eth_call") == before
+        await assert_quiet_blocks_cost_no_eth_call(chain, running, proxy)
 
 
 class TestInterest:

@@ -19,7 +19,15 @@ from web3.exceptions import ContractLogicError
 from chainwatch.devnet.actions import DevnetActions, Position
 from chainwatch.devnet.anvil import CHAIN_ID, AnvilNode, running_anvil
 from chainwatch.devnet.cli import deploy_command
-from chainwatch.devnet.deploy import ORACLE, POOL, Devnet, aave_artifact, deploy_devnet, devnet_to_json, load_devnet
+from chainwatch.devnet.deploy import (
+    ORACLE,
+    POOL,
+    Devnet,
+    aave_artifact,
+    deploy_devnet,
+    devnet_to_json,
+    load_devnet,
+)
 from chainwatch.devnet.solc import compile_own_contracts
 from chainwatch.devnet.transactions import TxFailed
 

@@ -8,10 +8,21 @@ from decimal import Decimal
 import pytest
 from structlog.testing import capture_logs
 
-from chainwatch.devnet.euler import EulerActions, EulerV2Devnet, deploy_euler_v2, sub_account
+from chainwatch.devnet.euler import (
+    EulerActions,
+    EulerV2Devnet,
+    deploy_euler_v2,
+    sub_account,
+)
 from chainwatch.index import Target
 from chainwatch.protocols.euler_v2 import exposure_key
-from tests.fork.conftest import CHAT, Chain, StartWatcher, health_and_block
+from tests.fork.conftest import (
+    CHAT,
+    Chain,
+    StartWatcher,
+    assert_quiet_blocks_cost_no_eth_call,
+    health_and_block,
+)
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
 
@@ -123,16 +134,7 @@ class TestQuietBlocks:
         deployed, actions = euler
         await open_standard_positions(chain, actions)
         running = await start_watcher(protocols=euler_protocol(deployed))
-        before = proxy.count("eth_call")
-        assert before > 0  # the start-up reads went through the proxy, so the counter sees chainwatch's reads
-        for _ in range(5):
-            await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-        transfer = await chain.web3.eth.send_transaction(
-            {"from": chain.accounts[5], "to": chain.accounts[6], "value": 10**18}
-        )
-        receipt = await chain.web3.eth.wait_for_transaction_receipt(transfer)
-        await running.settled(receipt["blockNumber"])
-        assert proxy.count("eth_call") == before
+        await assert_quiet_blocks_cost_no_eth_call(chain, running, proxy)
 
 
 class TestSubAccounts:
