@@ -9,6 +9,7 @@ import sys
 from types import TracebackType
 from typing import TextIO
 
+import structlog
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -29,6 +30,8 @@ from aiogram.types import LinkPreviewOptions
 
 from chainwatch.alerts.sender import RetryLater, Scope, TransportBroken, Undeliverable
 
+log = structlog.get_logger(__name__)
+
 # Telegram rejects longer texts outright; a cut alert beats a lost one.
 MAX_TEXT = 4096
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -40,6 +43,8 @@ class TelegramTransport:
     def __init__(self, token: str, api_base: str, default_chat_id: int | None, *, timeout: float = 15.0) -> None:
         self._secrets = _secrets_of(token)
         self._default_chat_id = default_chat_id
+        # A group that became a supergroup has a new id; follow it for the rest of this run.
+        self._migrated: dict[int, int] = {}
         try:
             session = AiohttpSession(api=TelegramAPIServer.from_base(api_base), timeout=timeout)
             self._bot = Bot(token, session=session)
@@ -58,8 +63,14 @@ class TelegramTransport:
         chat = self._default_chat_id if chat_id is None else chat_id
         if chat is None:
             raise Undeliverable("no chat_id on the message and no default chat configured")
+        chat = self._migrated.get(chat, chat)
         try:
-            await self._bot.send_message(chat, _fit(text), link_preview_options=_NO_PREVIEW)
+            try:
+                await self._bot.send_message(chat, _fit(text), link_preview_options=_NO_PREVIEW)
+            except TelegramMigrateToChat as e:
+                self._migrated[chat] = e.migrate_to_chat_id
+                log.warning("telegram.chat_migrated", chat_id=chat, new_chat_id=e.migrate_to_chat_id)
+                await self._bot.send_message(e.migrate_to_chat_id, _fit(text), link_preview_options=_NO_PREVIEW)
         except TelegramAPIError as e:
             raise self._translated(e, chat_scoped=True) from None
         except ClientDecodeError as e:  # a proxy's HTML error page, a truncated body

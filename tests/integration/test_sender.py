@@ -231,6 +231,16 @@ class TestFailures:
         assert [m.text for m in bot_api.messages] == [text]
         assert [(r["sent_at"] is not None, r["attempts"]) for r in await outbox_rows(db_path)] == [(True, 2)]
 
+    async def test_group_upgraded_to_supergroup_is_followed(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """A chat that migrated to a supergroup still gets the alert, at its new id, and later ones too."""
+        bot_api.migrate_chat(-100, -1001234)
+        await queue(store, AlertKind.CRITICAL, -100)
+        await queue(store, AlertKind.WARN, -100)
+        assert await Sender(store, transport, per_chat_interval=0).drain(soon()) == 0
+        assert [m.chat_id for m in bot_api.messages] == [-1001234, -1001234]
+
     async def test_no_chat_at_all_is_undeliverable(self, bot_api: BotApiServer) -> None:
         """Without a chat on the message or a default, there is nowhere to send: Undeliverable, not a crash."""
         async with TelegramTransport(TOKEN, bot_api.base_url, default_chat_id=None) as t:

@@ -54,11 +54,16 @@ class BotApiServer:
     requests: list[Request] = field(default_factory=list)
     _faults: deque[_Fault] = field(default_factory=deque)
     _blocked: set[int] = field(default_factory=set)
+    _migrated: dict[int, int] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def fail_next(self, n: int = 1, status: int = 429, retry_after: int | None = 2) -> None:
         """Answers the next `n` sendMessage calls with `status` (a 429 carries `retry_after` as Telegram does)."""
         self._faults.extend(_Fault(status, retry_after if status == 429 else None) for _ in range(n))
+
+    def migrate_chat(self, old: int, new: int) -> None:
+        """Answers sendMessage to `old` as Telegram does for a group upgraded to a supergroup with id `new`."""
+        self._migrated[old] = new
 
     def block_chat(self, chat_id: int) -> None:
         """Answers sendMessage to `chat_id` with 403, as when the user blocked the bot."""
@@ -127,6 +132,10 @@ class BotApiServer:
             return _error(400, "Bad Request: message text is empty")
         if chat_id in self._blocked:
             return _error(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self._migrated:
+            status, body = _error(400, "Bad Request: group chat was upgraded to a supergroup chat")
+            body["parameters"] = {"migrate_to_chat_id": self._migrated[chat_id]}
+            return status, body
         message = SentMessage(len(self.messages) + 1, chat_id, text, time.monotonic())
         # Appended here, but waiters are told in `handle` under the condition's lock.
         self.messages.append(message)
