@@ -178,7 +178,7 @@ def _reader(config: Config, rpc: Rpc) -> Reader:
     )
 
 
-async def read_once(config: Config, address: str) -> list[tuple[Target, AccountReading | ReadError]]:
+async def read_once(config: Config, address: str) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
     """Reads one address on every configured protocol at the latest block (for `chainwatch check`)."""
     rpc = Rpc(config.chain.rpc_http_urls)
     try:

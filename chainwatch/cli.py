@@ -140,7 +140,7 @@ async def _check(config: Config, address: str) -> int:
         print(f"chainwatch: cannot read {address}: {error}", file=sys.stderr)
         return 1
     for target, outcome in outcomes:
-        if isinstance(outcome, ReadError):
+        if isinstance(outcome, (ReadError, ReadFailed)):
             print(f"{target.protocol}: {address}: could not read: {outcome}")
             continue
         for reading in outcome.readings:

@@ -54,6 +54,33 @@ class Reader:
             raise ReadFailed(block, len(calls), str(failures.exceptions[0])) from None
         return [result for task in tasks for result in task.result()]
 
+    async def read_what_can_be_read(self, calls: Sequence[Call], block: int) -> list[CallResult | None]:
+        """Like `read`, but a failed chunk costs only its own calls (None in their places), not the whole pass:
+        with thousands of positions, one rate-limited request must not leave every one of them unread.
+        Raises ReadFailed only when nothing at all could be read."""
+        if not calls:
+            return []
+        chunks = list(chunked(calls, max_calls=self._max_calls, max_gas=self._max_gas))
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._read_chunk_or_none(chunk, block)) for chunk in chunks]
+        outcomes = [task.result() for task in tasks]
+        failures = [reason for _, reason in outcomes if reason is not None]
+        if len(failures) == len(chunks):
+            raise ReadFailed(block, len(calls), failures[0])
+        return [
+            result
+            for (results, _), chunk in zip(outcomes, chunks)
+            for result in (results if results is not None else [None] * len(chunk))
+        ]
+
+    async def _read_chunk_or_none(
+        self, chunk: Sequence[Call], block: int
+    ) -> tuple[list[CallResult] | None, str | None]:
+        try:
+            return await self._read_chunk(chunk, block), None
+        except (RpcError, ValueError, DecodingError) as error:
+            return None, str(error)
+
     async def _read_chunk(self, chunk: Sequence[Call], block: int) -> list[CallResult]:
         async with self._limit:
             raw = await self._rpc.call(self._multicall, encode_aggregate3(chunk), block)

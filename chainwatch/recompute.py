@@ -189,7 +189,11 @@ class Engine:
     async def read(self, targets: Iterable[Target], block: int) -> list[Reading]:
         """Reads `targets` at `block` in one batched pass; refreshes their exposure in the index."""
         readings: list[Reading] = []
+        unread = set()
         for target, outcome in await read_targets(self._protocols, self._reader, targets, block):
+            if isinstance(outcome, ReadFailed):
+                unread.add(target)
+                continue
             if isinstance(outcome, ReadError):
                 log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
                           block=block, error=str(outcome))  # fmt: skip
@@ -200,6 +204,10 @@ class Engine:
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
             self._schedule.record(target, block, worst)
             readings.extend(outcome.readings)
+        if unread:
+            # Still marked: the run loop comes back for them within seconds, even on a quiet chain.
+            self._pending |= unread
+            log.error("recompute.read_partly_failed", block=block, unread=len(unread))
         return readings
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
@@ -210,11 +218,12 @@ class Engine:
 
 async def read_targets(
     protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int
-) -> list[tuple[Target, AccountReading | ReadError]]:
-    """Each target's reading at `block`, all targets' calls in one batched pass (ReadFailed if the batch fails).
+) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
+    """Each target's reading at `block`, all targets' calls in one batched pass.
 
     Identical calls (a market's state, an oracle's prices) are made once per pass and shared by every account
-    that asked for them.
+    that asked for them. A target whose calls fell in a chunk that could not be read gets ReadFailed (the rest
+    are still read); ReadFailed is raised only when nothing could be read.
     """
     plans = [(target, protocols[target.protocol].read_calls(target.account)) for target in sorted(targets)]
     unique: dict[tuple[str, bytes], Call] = {}
@@ -222,12 +231,15 @@ async def read_targets(
         for call in calls:
             unique.setdefault(_call_key(call), call)
     slot = {key: index for index, key in enumerate(unique)}
-    results = await reader.read(list(unique.values()), block)
-    outcomes: list[tuple[Target, AccountReading | ReadError]] = []
+    results = await reader.read_what_can_be_read(list(unique.values()), block)
+    outcomes: list[tuple[Target, AccountReading | ReadError | ReadFailed]] = []
     for target, calls in plans:
         mine = [results[slot[_call_key(call)]] for call in calls]
+        if any(result is None for result in mine):
+            outcomes.append((target, ReadFailed(block, len(calls), "its batch could not be read")))
+            continue
         try:
-            outcomes.append((target, protocols[target.protocol].decode_account(target.account, mine, block)))
+            outcomes.append((target, protocols[target.protocol].decode_account(target.account, mine, block)))  # type: ignore[arg-type]
         except ReadError as error:
             outcomes.append((target, error))
     return outcomes
