@@ -19,11 +19,16 @@ _AGGREGATE3 = keccak(text="aggregate3((address,bool,bytes)[])")[:4]
 
 
 class Call(Record, frozen=True, kw_only=True):
-    """One view call: target contract, ABI-encoded calldata, and a gas estimate for chunking."""
+    """One view call: target contract, ABI-encoded calldata, and a gas estimate for chunking.
+
+    `keep_with_next` ties a call to the one after it in the same eth_call: aggregate3 runs its calls in one
+    state, so a state-changing call (Morpho's `accrueInterest`) only informs a read made in the same chunk.
+    """
 
     target: str
     data: bytes
     gas: int = 100_000
+    keep_with_next: bool = False
 
 
 class CallResult(Record, frozen=True, kw_only=True):
@@ -47,10 +52,12 @@ def decode_aggregate3(raw: bytes, expected: int) -> list[CallResult]:
 
 
 def chunked(calls: Sequence[Call], *, max_calls: int, max_gas: int) -> Iterator[Sequence[Call]]:
-    """Consecutive runs of calls, each within both bounds (a single call over max_gas gets a chunk alone)."""
+    """Consecutive runs of calls, each within both bounds (a single call over max_gas gets a chunk alone), never
+    cut right after a call that must keep with the next (such a chunk may then exceed a bound by that call)."""
     start, gas = 0, 0
     for i, call in enumerate(calls):
-        if i > start and (i - start >= max_calls or gas + call.gas > max_gas):
+        over = i - start >= max_calls or gas + call.gas > max_gas
+        if i > start and over and not calls[i - 1].keep_with_next:
             yield calls[start:i]
             start, gas = i, 0
         gas += call.gas

@@ -149,12 +149,7 @@ class Engine:
         if head is None or self._newest_log_block > head.number:
             return  # logs of a block whose head has not come yet: wait for it, so the read includes them
         if self._sources_changed:
-            try:
-                await self._on_sources_changed(head)
-            except (ReadFailed, ReadError) as error:
-                self._sources_changed = True  # keep asking; the retry timer brings us back here
-                log.error("recompute.resolve_failed", block=head.number, error=str(error))
-                return
+            await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         if self._pending:
             marked, self._pending = self._pending, set()
@@ -167,8 +162,21 @@ class Engine:
         await self._finish(head)
 
     async def _on_sources_changed(self, head: Head) -> None:
+        """Resolves every protocol again. One protocol's lasting trouble (a token whose `decimals()` reverts)
+        keeps its previous feeds and is logged; it must never stop the others, nor the reads. A transport
+        failure is tried again at the next pass."""
         self._sources_changed = False
-        await self._resolve(head.number)
+        for protocol in self._protocols.values():
+            try:
+                await protocol.resolve(self._reader, head.number)
+            except ReadFailed as error:
+                self._sources_changed = True
+                log.error("recompute.resolve_failed", protocol=protocol.name, block=head.number, error=str(error))
+                continue
+            except ReadError as error:
+                log.error("recompute.resolve_refused", protocol=protocol.name, block=head.number, error=str(error))
+                continue
+            self.index.set_feeds(protocol.name, protocol.price_feeds())
         self._pending |= self._targets
         log.info("recompute.sources_changed", block=head.number)
         if self.on_sources_changed is not None:

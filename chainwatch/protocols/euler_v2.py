@@ -292,6 +292,10 @@ def _reading(
     collaterals, values, liability = decoded(["address[]", "uint256[]", "uint256"], results[1], what)
     collaterals = tuple(c.lower() for c in collaterals)
     health_factor = math.inf if liability == 0 else sum(values) / liability
+    if liability and sum(values) <= liability:
+        # EVK liquidates at collateral <= liability; a float ratio can round a few-wei shortfall (or equality)
+        # up to exactly 1.0, which would read as not liquidatable.
+        health_factor = min(health_factor, math.nextafter(1.0, 0.0))
     price, asset = None, ""
     valued = [c for c, value in zip(collaterals, values) if value > 0]
     if len(valued) == 1 and valued[0] in group.quoted and 0 < health_factor < math.inf:

@@ -58,9 +58,9 @@ _DETAILS = (
     "symbol()", "decimals()", "symbol()", "decimals()",
     "BASE_FEED_1()", "BASE_FEED_2()", "QUOTE_FEED_1()", "QUOTE_FEED_2()", "BASE_VAULT()", "QUOTE_VAULT()",
 )  # fmt: skip
-# Per market, in read_calls order: the accrued totals are asked twice, each right after its own accrual. The
-# reader may cut a batch into eth_calls between any two calls, but (batches holding at least four calls) not
-# twice within four, so one of the two pairs always ran in one eth_call; its `lastUpdate` is the later one.
+# Per market, in read_calls order: the accrual, kept in one eth_call with the totals it updates (keep_with_next),
+# then the totals again after a second accrual (the reader makes identical calls once per pass, so the copies
+# cost nothing; they guard against a reader that would not keep the pair together), position and price.
 _CALLS_PER_MARKET = 6
 
 
@@ -140,7 +140,8 @@ class MorphoBlue:
         calls: list[Call] = []
         # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
         for market in (self.markets[m] for m in ids):
-            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=60_000)
+            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=60_000,
+                          keep_with_next=True)  # fmt: skip
             totals = Call(target=self.morpho, data=calldata("market(bytes32)", _id_bytes(market.id)), gas=15_000)
             position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
             calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),

@@ -50,3 +50,10 @@ class TestChunking:
         chunks = list(chunked(calls, max_calls=max_calls, max_gas=max_gas))
         assert [len(c) for c in chunks] == sizes
         assert [c for chunk in chunks for c in chunk] == calls
+
+    def test_a_call_kept_with_the_next_is_never_cut_from_it(self) -> None:
+        """A boundary that would fall right after a keep_with_next call moves past the call it keeps."""
+        calls = [Call(target=A, data=bytes([i]), keep_with_next=(i == 2)) for i in range(6)]
+        chunks = list(chunked(calls, max_calls=3, max_gas=10**9))
+        assert [len(c) for c in chunks] == [4, 2]
+        assert [c for chunk in chunks for c in chunk] == calls
