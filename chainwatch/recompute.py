@@ -212,6 +212,8 @@ class Engine:
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
             self._schedule.record(target, block, worst)
             readings.extend(outcome.readings)
+            if outcome.read_again:
+                self._pending.add(target)
         if unread:
             # Still marked: the run loop comes back for them within seconds, even on a quiet chain.
             self._pending |= unread

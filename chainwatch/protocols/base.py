@@ -50,6 +50,9 @@ class AccountReading(Record, frozen=True, kw_only=True):
 
     readings: tuple[Reading, ...]
     exposure: frozenset[str]
+    # The read found more to read (a sub-account that moved to a controller it was not asked about): the readings
+    # are right as far as they go, and the account is read again at once.
+    read_again: bool = False
 
 
 class ReadError(Exception):

@@ -257,13 +257,11 @@ class EulerV2:
             closed.append(group)
             if actual in self.vaults and actual not in self._positions[account][group.sub]:
                 learned.append((group.sub, actual))
-        if learned:  # a controller enabled without its event reaching us: the next read (a touch, the refresh) has it
-            for sub, controller in learned:
-                self._learn(sub, controller)
-            raise ReadError(f"sub-accounts {sorted(sub for sub, _ in learned)} changed controller; read again")
+        for sub, controller in learned:  # a controller enabled without its event reaching us: read it next
+            self._learn(sub, controller)
         for group in closed:
             self._positions[account][group.sub].discard(group.vault)
-        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
+        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure), read_again=bool(learned))
 
     def _owner_of(self, address: str) -> str | None:
         """The watched address reporting `address`: itself if watched, else the watched one of its prefix with the
