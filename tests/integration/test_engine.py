@@ -1,0 +1,106 @@
+"""The engine with stand-in protocols (the chain edge replaced by an echoing node), a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from chainwatch.alerts.state import Thresholds
+from chainwatch.alerts.tracker import Tracker, WatchPolicy
+from chainwatch.chain import Head, Log, LogFilter
+from chainwatch.index import Target
+from chainwatch.model import Level, PositionKey, Reading
+from chainwatch.multicall import Call, CallResult
+from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.reader import Reader
+from chainwatch.recompute import Engine
+from chainwatch.refresh import RefreshPolicy
+from chainwatch.store import Store, open_store
+from tests.unit.test_reader import EchoNode
+
+EMITTER = "0x" + "ee" * 20
+SOURCES_TOPIC = "0x" + "5c" * 32
+ACCOUNT_TOPIC = "0x" + "ac" * 32
+
+
+class StandIn:
+    """A protocol whose health per block is scripted; its resolve can be told to fail for good."""
+
+    def __init__(self, name: str, health_at: dict[int, float]) -> None:
+        self.name = name
+        self.health_at = health_at
+        self.refuse_resolve = False
+
+    async def resolve(self, reader: Reader, block: int) -> None:
+        if self.refuse_resolve:
+            raise ReadError(f"{self.name}: decimals() reverted")
+
+    async def discover(self, rpc: object, reader: Reader, accounts: Sequence[str], block: int) -> None:
+        return None
+
+    def log_filter(self) -> LogFilter:
+        return LogFilter(addresses=(EMITTER,), topic0s=(SOURCES_TOPIC, ACCOUNT_TOPIC))
+
+    def price_feeds(self) -> dict[str, frozenset[str]]:
+        return {}
+
+    def touched_by(self, log: Log) -> Touch | None:
+        if log.topic0 == SOURCES_TOPIC:
+            return SourcesChanged()
+        return AccountsTouched(accounts=frozenset({"0xA"}))
+
+    def read_calls(self, account: str) -> Sequence[Call]:
+        return (Call(target=EMITTER, data=self.name.encode()),)
+
+    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        reading = Reading(key=PositionKey(protocol=self.name, account=account), block=block,
+                          health_factor=self.health_at[block], collateral=1.0, debt=1.0)  # fmt: skip
+        return AccountReading(readings=(reading,), exposure=frozenset())
+
+
+def log_at(block: int, topic: str, index: int = 0) -> Log:
+    return Log(address=EMITTER, topics=(topic,), data=b"", block_number=block, block_hash=f"0x{block:064x}",
+               log_index=index, transaction_hash="0x" + "00" * 32)  # fmt: skip
+
+
+def head(block: int) -> Head:
+    return Head(number=block, hash=f"0x{block:064x}", parent_hash=f"0x{block - 1:064x}")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "engine.db") as opened:
+        yield opened
+
+
+class TestResolveFailures:
+    async def test_one_protocol_refusing_to_resolve_stops_nobody(self, store: Store) -> None:
+        """A lasting resolve error on one protocol (after a source change) leaves the other read and alerted."""
+        good, bad = StandIn("good", {1: 2.0, 2: 1.1}), StandIn("bad", {1: 2.0, 2: 2.0})
+        policy = WatchPolicy(thresholds=Thresholds(warn=1.5, critical=1.2))
+        tracker = await Tracker.load(store, lambda account: policy, lambda: None)
+        engine = Engine(
+            {"good": good, "bad": bad},  # type: ignore[dict-item]
+            {Target(protocol="good", account="0xA"), Target(protocol="bad", account="0xA")},
+            Reader(EchoNode(set()), EMITTER),  # type: ignore[arg-type]
+            tracker,
+            store,
+            refresh=RefreshPolicy(every_blocks=10**6, bands=()),
+        )
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        bad.refuse_resolve = True
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        for event in (log_at(2, SOURCES_TOPIC), log_at(2, ACCOUNT_TOPIC, 1), head(2)):
+            queue.put_nowait(event)
+        running = asyncio.create_task(engine.run(queue))
+        try:
+            async with asyncio.timeout(5):
+                await engine.wait_processed(2)
+        finally:
+            running.cancel()
+        levels = await store.levels()
+        assert levels[PositionKey(protocol="good", account="0xA")].level == Level.CRITICAL
+        assert levels[PositionKey(protocol="good", account="0xA")].block == 2
