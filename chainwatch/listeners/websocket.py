@@ -201,7 +201,13 @@ class ChainListener:
 
     async def _complete(self, head: Head, log_filter: LogFilter) -> None:
         if log_filter.may_match_block(head):
-            for item in await self._rpc.block_logs(log_filter, head.hash):
+            try:
+                found = await self._rpc.block_logs(log_filter, head.hash)
+            except RpcError as error:
+                # Some providers refuse the blockHash filter (EIP-234); the same block by number serves as well.
+                log.warning("listener.block_hash_logs_refused", block=head.number, error=str(error))
+                found = await self._rpc.logs(log_filter, head.number, head.number)
+            for item in found:
                 self._queue.put_nowait(item)  # the engine drops the ones the subscription already brought
         self._queue.put_nowait(head)
 

@@ -127,6 +127,20 @@ class TestResilience:
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text
 
+    async def test_provider_without_block_hash_logs(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """A provider that refuses eth_getLogs by blockHash costs nothing: the block is fetched by number."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        proxy.refuse_block_hash_logs = True
+        with capture_logs() as logs:
+            await running.settled(await chain.actions.set_price("WETH", 1300))
+        assert any(e["event"] == "listener.block_hash_logs_refused" for e in logs)
+        assert not any(e["event"] == "listener.disconnected" for e in logs)
+        (message,) = bot_api.messages
+        assert "CRITICAL" in message.text and exposed in message.text
+
     async def test_rate_limited_send_is_retried_once(
         self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
     ) -> None:

@@ -24,6 +24,8 @@ class RpcProxy:
         self.websocket_connections = 0
         # While set, WebSocket upgrades are refused (503), as by a provider in an outage; HTTP still passes.
         self.refuse_websockets = False
+        # While set, eth_getLogs by blockHash (EIP-234) is answered with an error, as some providers do.
+        self.refuse_block_hash_logs = False
         self._sockets: set[web.WebSocketResponse] = set()
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
@@ -55,6 +57,9 @@ class RpcProxy:
             return await self._pump(request)
         body = await request.read()
         self._count_body(body)
+        if self.refuse_block_hash_logs and b'"blockHash"' in body and b"eth_getLogs" in body:
+            refusal = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32602, "message": "blockHash not supported"}}
+            return web.json_response(refusal)
         assert self._session is not None
         async with self._session.post(self.upstream_http, data=body, headers={"Content-Type": "application/json"}) as upstream:
             return web.Response(body=await upstream.read(), status=upstream.status, content_type="application/json")
