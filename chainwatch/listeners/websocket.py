@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -105,6 +106,11 @@ class ChainListener:
         self._on_subscribed = on_subscribed
         self._socket: ClientConnection | None = None
         self.connections = 0
+        # Blooms are trusted until a log arrives for a block whose head claimed an empty bloom: a node that
+        # leaves blooms empty would otherwise have every head look quiet.
+        self._trust_blooms = True
+        self._empty_bloom_blocks: deque[int] = deque(maxlen=256)
+        self._blocks_with_logs: deque[int] = deque(maxlen=256)
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -196,11 +202,24 @@ class ChainListener:
         if kind == "newHeads":
             return head_from_json(message.params.result)
         if kind == "logs":
-            self._queue.put_nowait(log_from_json(message.params.result))
+            item = log_from_json(message.params.result)
+            self._blocks_with_logs.append(item.block_number)
+            if item.block_number in self._empty_bloom_blocks:
+                self._distrust_blooms(item.block_number)
+            self._queue.put_nowait(item)
         return None
 
+    def _distrust_blooms(self, block: int) -> None:
+        if self._trust_blooms:
+            self._trust_blooms = False
+            log.warning("listener.blooms_unreliable", block=block)
+
     async def _complete(self, head: Head, log_filter: LogFilter) -> None:
-        if log_filter.may_match_block(head):
+        if not any(head.logs_bloom):
+            self._empty_bloom_blocks.append(head.number)
+            if head.number in self._blocks_with_logs:
+                self._distrust_blooms(head.number)
+        if not self._trust_blooms or log_filter.may_match_block(head):
             try:
                 found = await self._rpc.block_logs(log_filter, head.hash)
             except RpcError as error:

@@ -141,6 +141,20 @@ class TestResilience:
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text
 
+    async def test_node_with_empty_blooms(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """Heads with empty blooms, yet logs for their blocks: blooms are distrusted, and no alert is lost."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        proxy.empty_blooms = True
+        with capture_logs() as logs:
+            await running.settled(await chain.actions.set_price("WETH", 1400))
+            await running.settled(await chain.actions.set_price("WETH", 1300))
+        assert any(e["event"] == "listener.blooms_unreliable" for e in logs)
+        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]
+        assert exposed in bot_api.messages[0].text
+
     async def test_rate_limited_send_is_retried_once(
         self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
     ) -> None:

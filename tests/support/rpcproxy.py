@@ -26,6 +26,8 @@ class RpcProxy:
         self.refuse_websockets = False
         # While set, eth_getLogs by blockHash (EIP-234) is answered with an error, as some providers do.
         self.refuse_block_hash_logs = False
+        # While set, newHeads notifications carry an all-zero logsBloom, as from a node that does not fill it.
+        self.empty_blooms = False
         self._sockets: set[web.WebSocketResponse] = set()
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
@@ -40,6 +42,13 @@ class RpcProxy:
         for socket in sockets:
             await socket.close(code=1011, message=b"proxy dropped the connection")
         return len(sockets)
+
+    def _downstream_text(self, text: str) -> str:
+        if not self.empty_blooms or '"logsBloom"' not in text:
+            return text
+        payload = json.loads(text)
+        payload["params"]["result"]["logsBloom"] = "0x" + "00" * 256
+        return json.dumps(payload)
 
     def _count_body(self, body: bytes | str) -> None:
         try:
@@ -77,7 +86,7 @@ class RpcProxy:
                     async for message in upstream:
                         if message.type != aiohttp.WSMsgType.TEXT or client.closed:
                             break
-                        await client.send_str(message.data)
+                        await client.send_str(self._downstream_text(message.data))
                     await client.close()
 
                 pump_down = asyncio.create_task(downstream())
