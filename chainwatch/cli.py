@@ -30,7 +30,10 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chainwatch", description="Watches DeFi lending positions; alerts on Telegram.")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"],
+        help="default: info (warning for the demo, so its story and alerts stay readable)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="watch the configured addresses until SIGINT/SIGTERM")
     run.add_argument("--config", required=True, type=Path)
@@ -48,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(level=args.log_level)
+    configure_logging(level=args.log_level or ("warning" if args.command == "demo" else "info"))
     try:
         match args.command:
             case "run":

@@ -124,11 +124,11 @@ async def run_demo() -> int:
         async with running_anvil() as node, AsyncExitStack() as stack:
             say(f"Anvil is up on {node.http_url}; deploying Aave v3, Morpho Blue, Euler v2 and Curvance markets")
             devnet = await deploy_devnet(node.http_url)
-            accounts = (await DevnetActions(node.http_url, devnet).anvil_accounts())[1 : 1 + len(POSITIONS)]
+            aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
+            accounts = (await aave.anvil_accounts())[1 : 1 + len(POSITIONS)]
             for position, account in zip(POSITIONS, accounts):
                 position.account = account
             await _open_positions(node.http_url, devnet, accounts, stack)
-            aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
             config_path = Path(workdir) / "demo.toml"
             config_path.write_text(_config_text(node.ws_url, devnet, Path(workdir) / "demo.db"))
             watcher = Watcher(load_config(config_path))
