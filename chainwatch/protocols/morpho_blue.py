@@ -97,6 +97,11 @@ class MorphoBlue:
         if not accounts:
             return
         topics = [_account_topic(account) for account in accounts]
+        requests = 2 * -(-(block + 1 - self._from_block) // self._log_range)
+        if requests > 1_000:
+            # Left at its default of 0 on a long chain, the scan is tens of thousands of requests at every start.
+            log.warning("morpho.discovery_long_scan", protocol=self.name, from_block=self._from_block, to_block=block,
+                        requests=requests, hint="set discovery_from_block to Morpho's deployment block")  # fmt: skip
         for start in range(self._from_block, block + 1, self._log_range):
             end = min(start + self._log_range - 1, block)
             for topic0, index in _DISCOVERY:
