@@ -9,13 +9,15 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import structlog
 from eth_utils import is_address, to_checksum_address
 
+from chainwatch.alerts.state import Thresholds
+from chainwatch.alerts.tracker import WatchPolicy
 from chainwatch.config import Config, ConfigError, load_config
 from chainwatch.logs import configure_logging, register_secret
 
@@ -162,7 +164,8 @@ async def _check(config: Config, address: str) -> int:
     return 0
 
 
-def _thresholds_for(config: Config, address: str, policy):  # type: ignore[no-untyped-def]
+def _thresholds_for(config: Config, address: str, policy: Callable[[str], WatchPolicy]) -> Thresholds:
+    """The watch's thresholds for a watched address; `[alerts]` for any other address `check` is asked about."""
     try:
         return policy(address).thresholds
     except KeyError:

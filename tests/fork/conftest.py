@@ -198,6 +198,16 @@ async def assert_quiet_blocks_cost_no_eth_call(chain: Chain, running: Running, p
     assert proxy.count("eth_call") == before
 
 
+def kinds(bot_api: BotApiServer) -> list[str]:
+    """The state word of every message the Bot API received, in order (WARN, CRITICAL, ...)."""
+    return [message.text.split()[1] for message in bot_api.messages]
+
+
+def positions_read_at(logs: list[dict[str, object]], block: int) -> list[object]:
+    """How many positions each read pass at `block` covered, from captured `recompute.read` events."""
+    return [e["positions"] for e in logs if e["event"] == "recompute.read" and e["block"] == block]
+
+
 _HEALTH = re.compile(r"Health factor ([0-9.]+)")
 _BLOCK = re.compile(r"Block (\d+)")
 

@@ -18,6 +18,8 @@ from tests.fork.conftest import (
     StartWatcher,
     assert_quiet_blocks_cost_no_eth_call,
     health_and_block,
+    kinds,
+    positions_read_at,
 )
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
@@ -77,8 +79,7 @@ class TestPriceMoves:
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text and curvance.market_manager in message.text
         assert unexposed not in message.text and "Liquidation price WETH" in message.text
-        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
-        assert [event["positions"] for event in reads] == [1]
+        assert positions_read_at(logs, block) == [1]
 
     async def test_recovery_after_price_returns(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
@@ -89,7 +90,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=curvance_protocol(curvance))
         await running.settled(await chain.actions.set_price("WETH", 1300))
         await running.settled(await chain.actions.set_price("WETH", 2000))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+        assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
 
     async def test_health_in_messages_equals_status_of_at_that_block(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
@@ -100,7 +101,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=curvance_protocol(curvance))
         for price in (1700, 1400, 1150, 2100):
             await running.settled(await chain.actions.set_price("WETH", price))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
         for message in bot_api.messages:
             health, block = health_and_block(message.text)
             assert health == await status_health(chain, curvance, exposed, block)
@@ -131,7 +132,7 @@ class TestOwnEvents:
         await running.settled(await chain.actions.set_price("WETH", 1150))  # 977.5 / 1000: liquidatable
         block = await market.liquidate(chain.accounts[4], exposed, debt="USDC", collateral="WETH")
         await running.settled(block)
-        assert [m.text.split()[1] for m in bot_api.messages] == ["LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["LIQUIDATABLE", "RECOVERED"]
         recovered = bot_api.messages[1].text
         assert "Health factor no debt" in recovered and f"Block {block}" in recovered.splitlines()
 
@@ -148,8 +149,7 @@ class TestOwnEvents:
         (message,) = bot_api.messages
         assert message.text.split()[1] == "WARN" and exposed in message.text
         assert health_and_block(message.text)[0] == await status_health(chain, curvance, exposed, block)
-        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
-        assert [event["positions"] for event in reads] == [1]
+        assert positions_read_at(logs, block) == [1]
 
 
 class TestQuietBlocks:

@@ -22,6 +22,8 @@ from tests.fork.conftest import (
     StartWatcher,
     assert_quiet_blocks_cost_no_eth_call,
     health_and_block,
+    kinds,
+    positions_read_at,
 )
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
@@ -78,8 +80,7 @@ class TestPriceMoves:
         assert message.chat_id == CHAT and "CRITICAL on euler market" in message.text
         assert exposed in message.text and unexposed not in message.text
         assert "Liquidation price WETH 1,176.47 USD" in message.text  # 1000 / 0.85
-        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
-        assert [event["positions"] for event in reads] == [1]
+        assert positions_read_at(logs, block) == [1]
 
     async def test_recovery_after_price_returns(
         self, chain: Chain, euler: tuple[EulerV2Devnet, EulerActions], start_watcher: StartWatcher,
@@ -91,7 +92,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=euler_protocol(deployed))
         await running.settled(await chain.actions.set_price("WETH", 1300))
         await running.settled(await chain.actions.set_price("WETH", 2000))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+        assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
 
     async def test_health_in_messages_equals_the_vault_at_that_block(
         self, chain: Chain, euler: tuple[EulerV2Devnet, EulerActions], start_watcher: StartWatcher,
@@ -103,7 +104,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=euler_protocol(deployed))
         for price in (1700, 1400, 1150, 2100):
             await running.settled(await chain.actions.set_price("WETH", price))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
         for message in bot_api.messages:
             health, block = health_and_block(message.text)
             assert health == await health_at(actions, exposed, block)
@@ -224,6 +225,6 @@ class TestLiquidation:
         await running.settled(await chain.actions.set_price("WETH", 1150))  # 1150 * 0.85 / 1000 = 0.9775
         block = await actions.liquidate(liquidator, violator, seize="WETH", deposit={"WETH": 2})
         await running.settled(block)
-        assert [m.text.split()[1] for m in bot_api.messages] == ["LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["LIQUIDATABLE", "RECOVERED"]
         assert f"Block {block}" in bot_api.messages[1].text
         assert await actions.account_liquidity(violator, block) == (0, 0)  # all collateral seized, no debt left

@@ -29,6 +29,8 @@ from tests.fork.conftest import (
     StartWatcher,
     assert_quiet_blocks_cost_no_eth_call,
     health_and_block,
+    kinds,
+    positions_read_at,
 )
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
@@ -133,8 +135,7 @@ class TestPriceMoves:
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text and unexposed not in message.text
         assert market_of(message.text) == short_market(morpho.id(WETH))
-        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
-        assert [event["positions"] for event in reads] == [2]  # A alone: its reading in each configured market
+        assert positions_read_at(logs, block) == [2]  # A alone: its reading in each configured market
 
     async def test_recovery_after_price_returns(
         self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer
@@ -144,7 +145,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=morpho.protocol())
         await running.settled(await chain.actions.set_price("WETH", 1300))
         await running.settled(await chain.actions.set_price("WETH", 2000))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+        assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
 
     async def test_health_in_messages_equals_morpho_at_that_block(
         self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer
@@ -154,7 +155,7 @@ class TestPriceMoves:
         running = await start_watcher(protocols=morpho.protocol())
         for price in (1700, 1350, 1150, 2100):
             await running.settled(await chain.actions.set_price("WETH", price))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
         for message in bot_api.messages:
             health, block = health_and_block(message.text)
             assert health == await morpho_health_at(chain, morpho, WETH, exposed, block)
@@ -185,7 +186,7 @@ class TestOwnEvents:
         await running.settled(await chain.actions.set_price("WETH", 1300))
         block = await morpho.actions.repay(exposed, WETH)
         await running.settled(block)
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+        assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
         assert "Health factor no debt" in bot_api.messages[1].text and f"Block {block}" in bot_api.messages[1].text
 
 class TestInterest:
@@ -246,7 +247,7 @@ class TestDiscovery:
         exposed, _ = await open_standard_positions(chain, morpho)
         running = await start_watcher(protocols=morpho.protocol(markets=()), watched=[exposed])
         await running.settled(await chain.actions.set_price("WETH", 1300))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]
+        assert kinds(bot_api) == ["CRITICAL"]
 
 
 class TestLiquidationAgreesWithMorpho:
@@ -264,7 +265,7 @@ class TestLiquidationAgreesWithMorpho:
         await running.settled(block)
         above = await read_weth_position(chain, morpho, borrower, block)
         assert above.health_factor >= 1.0 and level_of(above.health_factor, Thresholds()) != Level.LIQUIDATABLE
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]  # from the start, nothing since
+        assert kinds(bot_api) == ["CRITICAL"]  # from the start, nothing since
         with pytest.raises(TxFailed, match="position is healthy"):
             await morpho.actions.liquidate(liquidator, borrower, WETH)
 
@@ -272,7 +273,7 @@ class TestLiquidationAgreesWithMorpho:
         await running.settled(block)
         below = await read_weth_position(chain, morpho, borrower, block)
         assert level_of(below.health_factor, Thresholds()) == Level.LIQUIDATABLE
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "LIQUIDATABLE"]
+        assert kinds(bot_api) == ["CRITICAL", "LIQUIDATABLE"]
         assert health_and_block(bot_api.messages[1].text)[1] == block
         _, shares_before, _ = await morpho.actions.position(WETH, borrower)
         await morpho.actions.liquidate(liquidator, borrower, WETH)

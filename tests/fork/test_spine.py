@@ -16,6 +16,8 @@ from tests.fork.conftest import (
     StartWatcher,
     assert_quiet_blocks_cost_no_eth_call,
     health_and_block,
+    kinds,
+    positions_read_at,
 )
 from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy
@@ -54,8 +56,7 @@ class TestPriceMoves:
         assert "CRITICAL" in message.text and exposed in message.text and "user 0" in message.text
         assert unexposed not in message.text
         assert "Liquidation price WETH 1,176.47 USD" in message.text  # 1300 / 1.105: where health reaches 1.0
-        reads = [event for event in logs if event["event"] == "recompute.read" and event["block"] == block]
-        assert [event["positions"] for event in reads] == [1]
+        assert positions_read_at(logs, block) == [1]
 
     async def test_recovery_after_price_returns(
         self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
@@ -65,7 +66,7 @@ class TestPriceMoves:
         running = await start_watcher()
         await running.settled(await chain.actions.set_price("WETH", 1300))
         await running.settled(await chain.actions.set_price("WETH", 2000))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "RECOVERED"]
+        assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
 
     async def test_health_in_messages_equals_the_pool_at_that_block(
         self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
@@ -75,7 +76,7 @@ class TestPriceMoves:
         running = await start_watcher()
         for price in (1700, 1400, 1150, 2100):
             await running.settled(await chain.actions.set_price("WETH", price))
-        assert [m.text.split()[1] for m in bot_api.messages] == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
+        assert kinds(bot_api) == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
         for message in bot_api.messages:
             health, block = health_and_block(message.text)
             assert health == await health_at(chain, exposed, block)
@@ -152,7 +153,7 @@ class TestResilience:
             await running.settled(await chain.actions.set_price("WETH", 1400))
             await running.settled(await chain.actions.set_price("WETH", 1300))
         assert any(e["event"] == "listener.blooms_unreliable" for e in logs)
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]
+        assert kinds(bot_api) == ["CRITICAL"]
         assert exposed in bot_api.messages[0].text
 
     async def test_rate_limited_send_is_retried_once(
@@ -184,7 +185,7 @@ class TestResilience:
         await chain.actions.set_price("WETH", 1100)  # while nobody watches: 1100 * 0.85 / 1000 = 0.935
         third = await start_watcher()
         await third.settled(await chain.web3.eth.block_number)
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL", "LIQUIDATABLE"]
+        assert kinds(bot_api) == ["CRITICAL", "LIQUIDATABLE"]
         assert exposed in bot_api.messages[1].text
 
 
@@ -259,4 +260,4 @@ class TestReorg:
             await running.settled(block)
         detected = [e for e in logs if e["event"] == "listener.reorg_detected"]
         assert detected and detected[0]["block"] == processed and detected[0]["replay_from"] < processed
-        assert [m.text.split()[1] for m in bot_api.messages] == ["CRITICAL"]
+        assert kinds(bot_api) == ["CRITICAL"]
