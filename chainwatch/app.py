@@ -178,8 +178,11 @@ def _reader(config: Config, rpc: Rpc) -> Reader:
     )
 
 
-async def read_once(config: Config, address: str) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
-    """Reads one address on every configured protocol at the latest block (for `chainwatch check`)."""
+async def read_once(
+    config: Config, address: str, *, detailed: bool = False
+) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
+    """Reads one address on every configured protocol at the latest block (for `chainwatch check`; `detailed`:
+    with each reading's per-asset lines, for the bot's /position and /repay)."""
     rpc = Rpc(config.chain.rpc_http_urls)
     try:
         head = await rpc.head()
@@ -189,6 +192,6 @@ async def read_once(config: Config, address: str) -> list[tuple[Target, AccountR
             await protocol.resolve(reader, head.number)
             await protocol.discover(rpc, reader, [address], head.number)
         targets = [Target(protocol=name, account=address) for name in protocols]
-        return await read_targets(protocols, reader, targets, head.number)
+        return await read_targets(protocols, reader, targets, head.number, detailed=detailed)
     finally:
         await rpc.close()

@@ -227,29 +227,30 @@ class Engine:
 
 
 async def read_targets(
-    protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int
+    protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int, *,
+    detailed: bool = False,
 ) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
-    """Each target's reading at `block`, all targets' calls in one batched pass.
+    """Each target's reading at `block`, all targets' calls in one batched pass (`detailed`: with per-asset lines).
 
     Identical calls (a market's state, an oracle's prices) are made once per pass and shared by every account
     that asked for them. A target whose calls fell in a chunk that could not be read gets ReadFailed (the rest
     are still read); ReadFailed is raised only when nothing could be read.
     """
-    plans = [(target, protocols[target.protocol].read_calls(target.account)) for target in sorted(targets)]
+    plans = [(target, protocols[target.protocol].plan(target.account, detailed=detailed)) for target in sorted(targets)]
     unique: dict[tuple[str, bytes], Call] = {}
-    for _, calls in plans:
-        for call in calls:
+    for _, plan in plans:
+        for call in plan.calls:
             unique.setdefault(_call_key(call), call)
     slot = {key: index for index, key in enumerate(unique)}
     results = await reader.read_what_can_be_read(list(unique.values()), block)
     outcomes: list[tuple[Target, AccountReading | ReadError | ReadFailed]] = []
-    for target, calls in plans:
-        mine = [results[slot[_call_key(call)]] for call in calls]
+    for target, plan in plans:
+        mine = [results[slot[_call_key(call)]] for call in plan.calls]
         if any(result is None for result in mine):
-            outcomes.append((target, ReadFailed(block, len(calls), "its batch could not be read")))
+            outcomes.append((target, ReadFailed(block, len(plan.calls), "its batch could not be read")))
             continue
         try:
-            outcomes.append((target, protocols[target.protocol].decode_account(target.account, mine, block)))  # type: ignore[arg-type]
+            outcomes.append((target, plan.decode(mine, block)))  # type: ignore[arg-type]
         except ReadError as error:
             outcomes.append((target, error))
     return outcomes

@@ -21,6 +21,7 @@ from chainwatch.protocols.base import (
     AccountsTouched,
     MarketsTouched,
     ReadError,
+    ReadPlan,
     SourcesChanged,
     Touch,
 )
@@ -147,30 +148,34 @@ class AaveV3:
             return SourcesChanged()
         return None
 
-    def read_calls(self, account: str) -> Sequence[Call]:
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        reserves = dict(self.reserves)  # as planned: a resolve before decoding must not shift the results
         # The prices call is the same for every account: the reader makes it once per pass.
-        return (
+        calls = (
             # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
             Call(target=self.pool, data=calldata("getUserAccountData(address)", account),
-                 gas=40_000 + 25_000 * len(self.reserves)),
+                 gas=40_000 + 25_000 * len(reserves)),
             Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
-            Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(self.reserves)),
-                 gas=20_000 + 15_000 * len(self.reserves)),
+            Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(reserves)),
+                 gas=20_000 + 15_000 * len(reserves)),
         )  # fmt: skip
+        return ReadPlan(calls=calls, decode=lambda results, block: self._decode(account, reserves, results, block))
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+    def _decode(self, account: str, reserves: dict[str, int], results: Sequence[CallResult], block: int) -> AccountReading:
+        if len(results) != 3:
+            raise ReadError(f"expected 3 results for {account}, got {len(results)}")
         collateral, debt, _, _, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
         (bitmap,) = decoded(["uint256"], results[1], "Pool.getUserConfiguration")
         prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
-        borrowed = {asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid)) & 1}
-        collaterals = [asset for asset, rid in self.reserves.items() if (bitmap >> (2 * rid + 1)) & 1]
+        borrowed = {asset for asset, rid in reserves.items() if (bitmap >> (2 * rid)) & 1}
+        collaterals = [asset for asset, rid in reserves.items() if (bitmap >> (2 * rid + 1)) & 1]
         health_factor = math.inf if health == _NO_DEBT or debt == 0 else health / 1e18
         liquidation_price, liquidation_asset = None, ""
         if prices and len(collaterals) == 1 and collaterals[0] not in borrowed and health_factor not in (0, math.inf):
             # One collateral, priced against other assets: health scales with its price, so 1.0 is at price / HF.
             (asset,) = collaterals
-            price = dict(zip(self.reserves, prices)).get(asset, 0) / self.base_unit
+            price = dict(zip(reserves, prices)).get(asset, 0) / self.base_unit
             liquidation_price, liquidation_asset = price / health_factor, self.symbols.get(asset, asset)
         reading = Reading(
             key=PositionKey(protocol=self.name, account=account),

@@ -6,8 +6,8 @@ which calls read an account, and how results become `Reading`s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 from chainwatch.chain import Log, LogFilter
 from chainwatch.model import Reading, Record
@@ -25,7 +25,7 @@ class AccountsTouched(Record, frozen=True, kw_only=True, tag="accounts"):
 class MarketsTouched(Record, frozen=True, kw_only=True, tag="markets"):
     """A market-wide change (rates, indexes, parameters): every watched account exposed to these keys is re-read.
 
-    Keys are the protocol's own exposure keys, the same strings `decode_account` puts in `exposure`. `drift`
+    Keys are the protocol's own exposure keys, the same strings a plan's `decode` puts in `exposure`. `drift`
     marks the frequent, small kind (new rates or indexes on every action in a busy market): those re-reads are
     spaced out (`[refresh] market_event_min_blocks`); a parameter change (a liquidation threshold) is not.
     """
@@ -55,6 +55,17 @@ class AccountReading(Record, frozen=True, kw_only=True):
     read_again: bool = False
 
 
+class ReadPlan(NamedTuple):
+    """The calls that read one account, and how their results (in call order) and the block become a reading.
+
+    `decode` carries whatever the planning knew (which markets, which sub-accounts): nothing is kept in the
+    protocol between planning and decoding, so two plans for one account can never be confused.
+    """
+
+    calls: tuple[Call, ...]
+    decode: Callable[[Sequence[CallResult], int], AccountReading]
+
+
 class ReadError(Exception):
     """A protocol call for one account reverted or returned something undecodable."""
 
@@ -77,8 +88,9 @@ class LendingProtocol(Protocol):
     def touched_by(self, log: Log) -> Touch | None:
         """What a log from `log_filter()` means for watched positions; None when nothing."""
 
-    def read_calls(self, account: str) -> Sequence[Call]:
-        """The calls that read `account`'s positions; their results go to `decode_account`."""
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        """The calls that read `account`'s positions and their decoding; `decode` raises ReadError on bad results.
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
-        """Turns the results of `read_calls(account)` into readings; raises ReadError when they are bad."""
+        `detailed` adds what fills each reading's per-asset lines (`Reading.assets`); without it the calls are the
+        hot path's, as few as the health factors need.
+        """

@@ -27,6 +27,8 @@ from chainwatch.protocols.base import (
     AccountReading,
     AccountsTouched,
     MarketsTouched,
+    ReadError,
+    ReadPlan,
     SourcesChanged,
     Touch,
 )
@@ -197,20 +199,24 @@ class Curvance:
             return SourcesChanged()
         return None
 
-    def read_calls(self, account: str) -> Sequence[Call]:
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        markets = tuple(self.markets.values())
         calls = []
-        for market in self.markets.values():
+        for market in markets:
             calls.append(Call(target=market.manager, data=calldata("statusOf(address)", account),
                               gas=60_000 + 40_000 * len(market.tokens)))  # fmt: skip  (~115k measured for 3 tokens)
             for token in market.tokens:
                 calls.append(Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000))
                 calls.append(Call(target=market.oracle_manager, gas=80_000,
                                   data=calldata("getPrice(address,bool,bool)", token.asset, True, True)))  # fmt: skip
-        return calls
+        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, markets, results, block))
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+    def _decode(self, account: str, markets: tuple[CurvanceMarket, ...], results: Sequence[CallResult],
+                block: int) -> AccountReading:  # fmt: skip
+        if len(results) != sum(1 + 2 * len(market.tokens) for market in markets):
+            raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
         readings, exposure, offset = [], set(), 0
-        for market in self.markets.values():
+        for market in markets:
             size = 1 + 2 * len(market.tokens)
             reading, held = _market_reading(self.name, account, market, results[offset : offset + size], block)
             offset += size

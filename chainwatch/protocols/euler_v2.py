@@ -30,6 +30,7 @@ from chainwatch.protocols.base import (
     AccountsTouched,
     MarketsTouched,
     ReadError,
+    ReadPlan,
     SourcesChanged,
     Touch,
 )
@@ -89,7 +90,7 @@ class Vault(NamedTuple):
 
 
 class _Group(NamedTuple):
-    """One (sub-account, controller) pair of a read: getControllers, accountLiquidityFull, then one quote each."""
+    """One (sub-account, controller) pair of a plan: getControllers, accountLiquidityFull, then one quote each."""
 
     sub: str  # checksummed
     vault: str  # lower-case
@@ -107,7 +108,6 @@ class EulerV2:
         self._emitters: frozenset[str] = frozenset()  # the vaults and their collateral vaults (lower-case)
         self._watched: dict[str, set[str]] = {}  # 19-byte prefix -> watched addresses (checksummed)
         self._positions: dict[str, dict[str, set[str]]] = {}  # watched -> sub-account -> controller vaults
-        self._plans: dict[str, tuple[_Group, ...]] = {}  # watched -> groups of its last read_calls
 
     async def resolve(self, reader: Reader, block: int) -> None:
         basics = await reader.read([Call(target=vault, data=calldata(getter), gas=200_000)
@@ -215,8 +215,8 @@ class EulerV2:
             return SourcesChanged()
         return None
 
-    def read_calls(self, account: str) -> Sequence[Call]:
-        self._plans[account] = groups = tuple(
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        groups = tuple(
             _Group(sub=sub, vault=v, quoted=tuple(c for c in self.vaults[v].collaterals if c in self.vaults[v].priced))
             for sub, vaults in sorted(self._positions.get(account, {}).items()) for v in sorted(vaults))  # fmt: skip
         calls = []
@@ -229,10 +229,9 @@ class EulerV2:
             quotes = [(vault.priced[c].unit, vault.priced[c].asset, vault.unit_of_account) for c in group.quoted]
             calls += [Call(target=vault.oracle, data=calldata("getQuote(uint256,address,address)", *quote),
                            gas=300_000) for quote in quotes]  # fmt: skip
-        return calls
+        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, groups, results, block))
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
-        groups = self._plans.get(account, ())
+    def _decode(self, account: str, groups: tuple[_Group, ...], results: Sequence[CallResult], block: int) -> AccountReading:
         if len(results) != sum(2 + len(group.quoted) for group in groups):
             raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
         readings: list[Reading] = []

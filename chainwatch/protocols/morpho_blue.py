@@ -27,6 +27,7 @@ from chainwatch.protocols.base import (
     AccountsTouched,
     MarketsTouched,
     ReadError,
+    ReadPlan,
     SourcesChanged,
     Touch,
 )
@@ -58,7 +59,7 @@ _DETAILS = (
     "symbol()", "decimals()", "symbol()", "decimals()",
     "BASE_FEED_1()", "BASE_FEED_2()", "QUOTE_FEED_1()", "QUOTE_FEED_2()", "BASE_VAULT()", "QUOTE_VAULT()",
 )  # fmt: skip
-# Per market, in read_calls order: the accrual, kept in one eth_call with the totals it updates (keep_with_next),
+# Per market, in plan order: the accrual, kept in one eth_call with the totals it updates (keep_with_next),
 # then the totals again after a second accrual (the reader makes identical calls once per pass, so the copies
 # cost nothing; they guard against a reader that would not keep the pair together), position and price.
 _CALLS_PER_MARKET = 6
@@ -86,7 +87,6 @@ class MorphoBlue:
         self.markets: dict[str, Market] = {}
         self._watched: set[str] = set()
         self._used: dict[str, set[str]] = {}  # account -> market ids seen in its own events
-        self._plans: dict[str, tuple[str, ...]] = {}  # account -> markets of its last read_calls
 
     async def resolve(self, reader: Reader, block: int) -> None:
         await self._resolve_markets(reader, self._configured.union(*self._used.values()), block)
@@ -139,33 +139,31 @@ class MorphoBlue:
                 return SourcesChanged()
         return AccountsTouched(accounts=frozenset({account}))
 
-    def read_calls(self, account: str) -> Sequence[Call]:
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
         ids = tuple(sorted(m for m in self._configured.union(self._used.get(account, ())) if m in self.markets))
-        self._plans[account] = ids
+        markets = tuple(self.markets[m] for m in ids)
         calls: list[Call] = []
         # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
-        for market in (self.markets[m] for m in ids):
+        for market in markets:
             accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=60_000,
                           keep_with_next=True)  # fmt: skip
             totals = Call(target=self.morpho, data=calldata("market(bytes32)", _id_bytes(market.id)), gas=15_000)
             position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
             calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),
                       Call(target=market.params[2], data=calldata("price()"), gas=80_000)]  # fmt: skip
-        return calls
+        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, markets, results, block))
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
-        ids = self._plans.get(account, ())
-        expected = _CALLS_PER_MARKET * len(ids)
+    def _decode(self, account: str, markets: tuple[Market, ...], results: Sequence[CallResult], block: int) -> AccountReading:
+        expected = _CALLS_PER_MARKET * len(markets)
         if len(results) != expected:
-            raise ReadError(f"expected {expected} results for {len(ids)} markets, got {len(results)}")
+            raise ReadError(f"expected {expected} results for {len(markets)} markets, got {len(results)}")
         readings, exposure = [], set()
-        for market_id, group in zip(ids, _groups(results, _CALLS_PER_MARKET)):
-            market = self.markets[market_id]
+        for market, group in zip(markets, _groups(results, _CALLS_PER_MARKET)):
             accrue_1, totals_1, accrue_2, totals_2, position, price = group
-            totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market_id)
+            totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market.id)
             _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
             if borrow_shares or collateral:
-                exposure.add(market_id)
+                exposure.add(market.id)
             readings.append(_reading(self.name, account, market, block, totals, borrow_shares, collateral, price))
         return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
 

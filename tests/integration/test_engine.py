@@ -14,7 +14,7 @@ from chainwatch.chain import Head, Log, LogFilter
 from chainwatch.index import Target
 from chainwatch.model import Level, PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, SourcesChanged, Touch
+from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, ReadPlan, SourcesChanged, Touch
 from chainwatch.reader import Reader
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
@@ -52,10 +52,11 @@ class StandIn:
             return SourcesChanged()
         return AccountsTouched(accounts=frozenset({"0xA"}))
 
-    def read_calls(self, account: str) -> Sequence[Call]:
-        return (Call(target=EMITTER, data=self.name.encode()),)
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        return ReadPlan(calls=(Call(target=EMITTER, data=self.name.encode()),),
+                        decode=lambda results, block: self._decode(account, results, block))  # fmt: skip
 
-    def decode_account(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+    def _decode(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
         reading = Reading(key=PositionKey(protocol=self.name, account=account), block=block,
                           health_factor=self.health_at[block], collateral=1.0, debt=1.0)  # fmt: skip
         return AccountReading(readings=(reading,), exposure=frozenset())

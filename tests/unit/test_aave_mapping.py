@@ -119,7 +119,7 @@ class TestDecodeAccount:
         # WETH (id 0) as collateral -> bit 1; USDC (id 1) borrowed -> bit 2.
         bitmap = encode(["uint256"], [0b0110])
         prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
-        result = aave.decode_account(USER, ok(account_data, bitmap, prices), 7)
+        result = aave.plan(USER).decode(ok(account_data, bitmap, prices), 7)
         (reading,) = result.readings
         assert reading.health_factor == pytest.approx(1.1333333)
         assert (reading.collateral, reading.debt, reading.block) == (2000.0, 1500.0, 7)
@@ -133,14 +133,14 @@ class TestDecodeAccount:
         account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 1_133_333_333_333_333_333])
         bitmap = encode(["uint256"], [0b100110])  # WETH and WBTC (id 2) as collateral, USDC borrowed
         prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
-        (reading,) = aave.decode_account(USER, ok(account_data, bitmap, prices), 7).readings
+        (reading,) = aave.plan(USER).decode(ok(account_data, bitmap, prices), 7).readings
         assert reading.liquidation_price is None
 
     def test_broken_price_feed_costs_only_the_liquidation_price(self, aave: AaveV3) -> None:
         """If the oracle's batch price read reverts (one bad feed), health is still read and alerted."""
         account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 950_000_000_000_000_000])
         bitmap = encode(["uint256"], [0b0110])
-        result = aave.decode_account(USER, [*ok(account_data, bitmap), CallResult(success=False, data=b"")], 9)
+        result = aave.plan(USER).decode([*ok(account_data, bitmap), CallResult(success=False, data=b"")], 9)
         (reading,) = result.readings
         assert reading.health_factor == pytest.approx(0.95) and reading.liquidation_price is None
 
@@ -148,10 +148,10 @@ class TestDecodeAccount:
         """Aave's uint256 max health (no debt) reads as infinite, never as a number that could trip a line."""
         account_data = encode(["uint256"] * 6, [100, 0, 0, 0, 0, 2**256 - 1])
         prices = encode(["uint256[]"], [[1, 1, 1]])
-        result = aave.decode_account(USER, ok(account_data, encode(["uint256"], [0]), prices), 1)
+        result = aave.plan(USER).decode(ok(account_data, encode(["uint256"], [0]), prices), 1)
         assert math.isinf(result.readings[0].health_factor)
 
     def test_reverted_read_is_an_error_not_an_empty_position(self, aave: AaveV3) -> None:
         """A failed call raises ReadError instead of looking like an account with nothing at risk."""
         with pytest.raises(ReadError, match="getUserAccountData reverted"):
-            aave.decode_account(USER, [CallResult(success=False, data=b""), *ok(b"", b"")], 1)
+            aave.plan(USER).decode([CallResult(success=False, data=b""), *ok(b"", b"")], 1)

@@ -197,9 +197,9 @@ def price(usd: float, error_code: int = 0) -> CallResult:
 
 class TestDecodeAccount:
     async def test_calls_per_manager(self) -> None:
-        """One statusOf, then a snapshot and a price per cToken, in the order decode_account expects."""
+        """One statusOf, then a snapshot and a price per cToken, in the order its decode expects."""
         protocol = await resolved()
-        calls = protocol.read_calls(USER)
+        calls = protocol.plan(USER).calls
         assert [call.target.lower() for call in calls] == [MANAGER, C_WETH, ORACLE, C_USDC, ORACLE]
 
     async def test_health_is_max_debt_over_debt(self) -> None:
@@ -207,7 +207,7 @@ class TestDecodeAccount:
         protocol = await resolved()
         results = [status(2000, 1700, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
                    snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        outcome = protocol.decode_account(USER, results, 7)
+        outcome = protocol.plan(USER).decode(results, 7)
         (reading,) = outcome.readings
         assert reading.key.market == to_checksum_address(MANAGER) and reading.key.account == USER
         assert (reading.health_factor, reading.collateral, reading.debt, reading.block) == (1.7, 2000, 1000, 7)
@@ -218,7 +218,7 @@ class TestDecodeAccount:
         protocol = await resolved()
         results = [status(2000, 1700, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
                    snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        (reading,) = protocol.decode_account(USER, results, 7).readings
+        (reading,) = protocol.plan(USER).decode(results, 7).readings
         assert reading.liquidation_price == pytest.approx(2000 / 1.7)
         assert reading.liquidation_asset == "WETH"
 
@@ -234,7 +234,7 @@ class TestDecodeAccount:
         protocol = await resolved()
         results = [status(2001, 1700.85, 500), snapshot(C_WETH, WETH, weth_posted, 0), weth_price,
                    snapshot(C_USDC, USDC, usdc_posted, 0), price(1)]  # fmt: skip
-        (reading,) = protocol.decode_account(USER, results, 7).readings
+        (reading,) = protocol.plan(USER).decode(results, 7).readings
         assert reading.health_factor == pytest.approx(3.4017)
         assert reading.liquidation_price is None and reading.liquidation_asset == ""
 
@@ -243,7 +243,7 @@ class TestDecodeAccount:
         protocol = await resolved()
         results = [status(2000, 0, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
                    snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        (reading,) = protocol.decode_account(USER, results, 7).readings
+        (reading,) = protocol.plan(USER).decode(results, 7).readings
         assert reading.health_factor == 0 and reading.liquidation_price is None
 
     async def test_no_debt_is_infinite_health(self) -> None:
@@ -251,7 +251,7 @@ class TestDecodeAccount:
         protocol = await resolved()
         results = [status(2000, 1700, 0), snapshot(C_WETH, WETH, WAD, 0), price(2000),
                    snapshot(C_USDC, USDC, 0, 0), price(1)]  # fmt: skip
-        outcome = protocol.decode_account(USER, results, 7)
+        outcome = protocol.plan(USER).decode(results, 7)
         assert math.isinf(outcome.readings[0].health_factor) and outcome.readings[0].liquidation_price is None
         assert outcome.exposure == frozenset({KEY_WETH})
 
@@ -264,4 +264,4 @@ class TestDecodeAccount:
                    snapshot(C_USDC, USDC, 0, 10**9), price(1)]  # fmt: skip
         results[bad] = result
         with pytest.raises(ReadError):
-            protocol.decode_account(USER, results, 7)
+            protocol.plan(USER).decode(results, 7)

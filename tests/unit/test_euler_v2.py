@@ -149,7 +149,7 @@ class TestDiscover:
         })  # fmt: skip
         await euler.discover(None, reader, [OWNER], 1)  # type: ignore[arg-type]
         assert [len(batch) for batch in reader.batches] == [256]
-        calls = euler.read_calls(OWNER)
+        calls = euler.plan(OWNER).calls
         assert calls[1].data == calldata("accountLiquidityFull(address,bool)", sub(OWNER, 1), True)
         assert len(calls) == 2 + 2  # getControllers, accountLiquidityFull, a quote per priced collateral
 
@@ -210,14 +210,14 @@ class TestTouchedBy:
     async def test_controller_enabled_later_is_learned(self, euler: EulerV2) -> None:
         """ControllerStatus(enabled) for a new sub-account adds its reads to the owner's; a disable adds nothing."""
         await watching(euler)
-        assert euler.read_calls(OWNER) == []
+        assert euler.plan(OWNER).calls == ()
         status = "ControllerStatus(address,address,bool)"
         disabled = log(EVC, status, word(sub(OWNER, 9)), word(VAULT), data=encode(["bool"], [False]))
         assert euler.touched_by(disabled) == AccountsTouched(accounts=frozenset({OWNER}))
-        assert euler.read_calls(OWNER) == []
+        assert euler.plan(OWNER).calls == ()
         enabled = log(EVC, status, word(sub(OWNER, 9)), word(VAULT), data=encode(["bool"], [True]))
         assert euler.touched_by(enabled) == AccountsTouched(accounts=frozenset({OWNER}))
-        assert euler.read_calls(OWNER)[0].data == calldata("getControllers(address)", sub(OWNER, 9))
+        assert euler.plan(OWNER).calls[0].data == calldata("getControllers(address)", sub(OWNER, 9))
 
     async def test_market_wide_changes(self, euler: EulerV2) -> None:
         """New LTVs or router routes re-resolve; socialized debt of a collateral vault touches its holders."""
@@ -237,7 +237,7 @@ class TestTouchedBy:
 
 
 def results(controllers: list[str], liquidity: CallResult, weth_quote: int = 2000 * E18) -> list[CallResult]:
-    """What the chain answers to one group of read_calls: controllers, liquidity, WETH's and WBTC's quotes."""
+    """What the chain answers to one group of a plan: controllers, liquidity, WETH's and WBTC's quotes."""
     return [ok(["address[]"], [controllers]), liquidity, ok(["uint256"], [weth_quote]), ok(["uint256"], [60000 * E18])]
 
 
@@ -249,8 +249,7 @@ class TestDecode:
     async def test_single_collateral_sub_account(self, euler: EulerV2) -> None:
         """Health is collateral value over liability; the sub-account id marks the market; price / HF liquidates."""
         await watching(euler, (sub(OWNER, 1), VAULT))
-        euler.read_calls(OWNER)
-        reading = euler.decode_account(OWNER, results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 1000 * E18)), 9)
+        reading = euler.plan(OWNER).decode(results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 1000 * E18)), 9)
         (position,) = reading.readings
         assert position.key.account == OWNER and position.key.market == f"{to_checksum_address(VAULT)}#1"
         assert position.health_factor == pytest.approx(1.7) and position.block == 9
@@ -262,26 +261,23 @@ class TestDecode:
     async def test_no_liability_is_infinite_health(self, euler: EulerV2) -> None:
         """A controller with nothing owed yet reads as no debt, without a liquidation price."""
         await watching(euler, (OWNER, VAULT))
-        euler.read_calls(OWNER)
-        (position,) = euler.decode_account(OWNER, results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 0)), 9).readings
+        (position,) = euler.plan(OWNER).decode(results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 0)), 9).readings
         assert math.isinf(position.health_factor) and position.liquidation_price is None
         assert position.key.market == to_checksum_address(VAULT)
 
     async def test_two_collaterals_have_no_single_liquidation_price(self, euler: EulerV2) -> None:
         """With value in two collaterals no one price liquidates the position."""
         await watching(euler, (OWNER, VAULT))
-        euler.read_calls(OWNER)
         values = {WETH_VAULT: 850 * E18, WBTC_VAULT: 750 * E18}
-        (position,) = euler.decode_account(OWNER, results([VAULT], liquidity(values, 1000 * E18)), 9).readings
+        (position,) = euler.plan(OWNER).decode(results([VAULT], liquidity(values, 1000 * E18)), 9).readings
         assert position.health_factor == pytest.approx(1.6) and position.liquidation_price is None
 
     async def test_released_controller_reads_no_debt_once(self, euler: EulerV2) -> None:
         """After the vault releases the sub-account, one no-debt reading closes the market, then it is not read."""
         await watching(euler, (sub(OWNER, 1), VAULT))
-        euler.read_calls(OWNER)
-        (position,) = euler.decode_account(OWNER, results([], FAILED), 9).readings
+        (position,) = euler.plan(OWNER).decode(results([], FAILED), 9).readings
         assert math.isinf(position.health_factor) and position.key.market.endswith("#1")
-        assert euler.read_calls(OWNER) == []
+        assert euler.plan(OWNER).calls == ()
 
     @pytest.mark.parametrize(
         "answers",
@@ -295,6 +291,5 @@ class TestDecode:
     async def test_failed_reads_are_errors(self, euler: EulerV2, answers: list[CallResult]) -> None:
         """A revert or a transient state is a ReadError, never an empty position."""
         await watching(euler, (OWNER, VAULT))
-        euler.read_calls(OWNER)
         with pytest.raises(ReadError):
-            euler.decode_account(OWNER, answers, 9)
+            euler.plan(OWNER).decode(answers, 9)

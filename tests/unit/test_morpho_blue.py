@@ -64,7 +64,7 @@ def totals(total_borrow_assets: int, total_borrow_shares: int, last_update: int 
 
 
 def market_results(borrow_shares: int, collateral: int, price: CallResult, pair: CallResult) -> list[CallResult]:
-    """One market's six results in read_calls order: accrue, market, accrue, market, position, price."""
+    """One market's six results in plan order: accrue, market, accrue, market, position, price."""
     accrued = CallResult(success=True, data=b"")
     position = ok(["uint256", "uint128", "uint128"], 0, borrow_shares, collateral)
     return [accrued, pair, accrued, pair, position, price]
@@ -160,7 +160,7 @@ class TestTouchedBy:
         assert adapter.touched_by(watched) == SourcesChanged()
         assert adapter.touched_by(stranger) == AccountsTouched(accounts=frozenset({OTHER}))
         adapter.markets[MARKET_B] = market(MARKET_B)  # what the re-resolve brings
-        assert len(adapter.read_calls(USER)) == 6 and len(adapter.read_calls(OTHER)) == 0
+        assert len(adapter.plan(USER).calls) == 6 and len(adapter.plan(OTHER).calls) == 0
 
 
 class TestDiscovery:
@@ -178,7 +178,7 @@ class TestDiscovery:
         assert by_event[morpho_blue.BORROW] == [morpho_blue.BORROW, None, [word(USER)]]
         assert adapter.markets[MARKET_A].feeds == (FEED, QUOTE_FEED)  # the USDC proxy followed to its aggregator
         assert adapter.price_feeds() == {FEED: frozenset({MARKET_A}), QUOTE_FEED: frozenset({MARKET_A})}
-        assert len(adapter.read_calls(USER)) == 6
+        assert len(adapter.plan(USER).calls) == 6
 
     async def test_configured_market_that_does_not_exist_fails_resolve(self) -> None:
         """A configured id Morpho never created (all-zero params) stops start-up instead of watching nothing."""
@@ -253,11 +253,10 @@ class TestDecodeAccount:
             decoded(results)
 
     def test_result_count_must_match_the_calls(self) -> None:
-        """Results for another set of markets than read_calls planned are rejected."""
+        """Results for another set of markets than the plan made are rejected."""
         adapter = protocol(a=market())
-        adapter.read_calls(USER)
         with pytest.raises(ReadError, match="expected 6 results"):
-            adapter.decode_account(USER, [], 7)
+            adapter.plan(USER).decode([], 7)
 
 
 class TestOracles:
@@ -281,8 +280,8 @@ class TestOracles:
 def decoded(results: list[CallResult]) -> AccountReading:
     """`results` decoded for USER in MARKET_A, planned first as the engine does."""
     adapter = protocol(a=market())
-    assert len(adapter.read_calls(USER)) == len(results)
-    return adapter.decode_account(USER, results, 7)
+    assert len(adapter.plan(USER).calls) == len(results)
+    return adapter.plan(USER).decode(results, 7)
 
 
 class FakeRpc:
