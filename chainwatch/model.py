@@ -36,13 +36,38 @@ class PositionKey(Record, frozen=True, kw_only=True):
         return f"{self.protocol}:{self.account}" + (f":{self.market}" if self.market else "")
 
 
+class Side(enum.Enum):
+    COLLATERAL = "collateral"
+    DEBT = "debt"
+
+
+class AssetLine(Record, frozen=True, kw_only=True):
+    """One asset of a position as the protocol counts it: whole tokens, their value in the reading's `currency`.
+
+    `weight` is the share of a collateral's value that counts toward the liquidation line (Aave's liquidation
+    threshold, Morpho's LLTV, Euler's liquidation LTV, the ratio Curvance's health uses); 1.0 for a debt. So the
+    health a reading's lines imply is sum(collateral value x weight) / sum(debt value).
+    """
+
+    symbol: str
+    side: Side
+    amount: float
+    value: float
+    weight: float = 1.0
+
+    @property
+    def price(self) -> float:
+        """Value per whole token, as the protocol priced this line (0 for an empty line)."""
+        return self.value / self.amount if self.amount else 0.0
+
+
 class Reading(Record, frozen=True, kw_only=True):
     """A position's health as read on chain at one block.
 
     `health_factor` is `math.inf` when the account has no debt. Collateral and debt are in the protocol's
     base currency (USD for Aave's usual oracle), already scaled to whole units. `liquidation_price`, where the
     protocol can tell it, is the price of `liquidation_asset` (in `currency`) at which health reaches 1.0,
-    all else unchanged.
+    all else unchanged. `assets` (filled by detailed reads only) are the position's per-asset lines.
     """
 
     key: PositionKey
@@ -53,6 +78,7 @@ class Reading(Record, frozen=True, kw_only=True):
     currency: str = "USD"
     liquidation_price: float | None = None
     liquidation_asset: str = ""
+    assets: tuple[AssetLine, ...] = ()
 
     @property
     def has_debt(self) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import msgspec
 from eth_utils import to_checksum_address
 
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import aggregator_call, emitter_of
-from chainwatch.model import PositionKey, Reading
+from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -78,6 +79,7 @@ class AaveV3:
         self.base_unit = 10**8
         self.reserves: dict[str, int] = {}  # asset (lower-case) -> reserve id
         self.atokens: dict[str, str] = {}  # aToken (lower-case) -> asset
+        self.balance_tokens: dict[str, tuple[str, str, str]] = {}  # asset -> (aToken, stable debt, variable debt)
         self.sources: dict[str, str] = {}  # asset -> emitting feed (lower-case)
         self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
 
@@ -107,6 +109,7 @@ class AaveV3:
             reserve = decoded(_RESERVE_DATA, reserve_result, "Pool.getReserveData")
             self.reserves[asset] = reserve[7]
             self.atokens[reserve[8].lower()] = asset
+            self.balance_tokens[asset] = (reserve[8], reserve[9], reserve[10])
             sources.append(nonzero_address(source_result, "AaveOracle.getSourceOfAsset"))
         aggregators = await reader.read([aggregator_call(source) for source in sources], block)
         self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
@@ -159,7 +162,47 @@ class AaveV3:
             Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(reserves)),
                  gas=20_000 + 15_000 * len(reserves)),
         )  # fmt: skip
-        return ReadPlan(calls=calls, decode=lambda results, block: self._decode(account, reserves, results, block))
+        if not detailed:
+            return ReadPlan(calls=calls, decode=lambda results, block: self._decode(account, reserves, results, block))
+        # Per reserve what Aave's GenericLogic sums: its configuration (LT, decimals) and the account's balances.
+        tokens = {asset: self.balance_tokens[asset] for asset in reserves}
+        details = tuple(call for asset, (a_token, stable, variable) in tokens.items() for call in (
+            Call(target=self.pool, data=calldata("getConfiguration(address)", asset), gas=30_000),
+            *(Call(target=token, data=calldata("balanceOf(address)", account), gas=40_000)
+              for token in (a_token, stable, variable)),
+        ))  # fmt: skip
+
+        def decode(results: Sequence[CallResult], block: int) -> AccountReading:
+            outcome = self._decode(account, reserves, results[: len(calls)], block)
+            lines = self._lines(outcome, reserves, results[2], results[1], results[len(calls) :])
+            (reading,) = outcome.readings
+            return AccountReading(readings=(msgspec.structs.replace(reading, assets=lines),), exposure=outcome.exposure)
+
+        return ReadPlan(calls=calls + details, decode=decode)
+
+    def _lines(self, outcome: AccountReading, reserves: dict[str, int], prices_result: CallResult,
+               bitmap_result: CallResult, details: Sequence[CallResult]) -> tuple[AssetLine, ...]:  # fmt: skip
+        if len(details) != 4 * len(reserves):
+            raise ReadError(f"expected {4 * len(reserves)} reserve details, got {len(details)}")
+        (prices,) = decoded(["uint256[]"], prices_result, "AaveOracle.getAssetsPrices")
+        (bitmap,) = decoded(["uint256"], bitmap_result, "Pool.getUserConfiguration")
+        lines = []
+        for i, (asset, rid) in enumerate(reserves.items()):
+            configuration, supplied, stable, variable = (
+                decoded(["uint256"], result, what)[0]
+                for result, what in zip(details[4 * i : 4 * i + 4], ("getConfiguration", "aToken", "stable", "variable"))
+            )
+            # ReserveConfiguration: bits 16-31 liquidation threshold (bps), 48-55 decimals.
+            threshold, unit = (configuration >> 16) & 0xFFFF, 10 ** ((configuration >> 48) & 0xFF)
+            price, symbol = prices[i] / self.base_unit, self.symbols.get(asset, asset)
+            if (bitmap >> (2 * rid + 1)) & 1 and supplied:
+                amount = supplied / unit
+                lines.append(AssetLine(symbol=symbol, side=Side.COLLATERAL, amount=amount, value=amount * price,
+                                       weight=threshold / 10_000))  # fmt: skip
+            if (bitmap >> (2 * rid)) & 1 and stable + variable:
+                amount = (stable + variable) / unit
+                lines.append(AssetLine(symbol=symbol, side=Side.DEBT, amount=amount, value=amount * price))
+        return tuple(lines)
 
     def _decode(self, account: str, reserves: dict[str, int], results: Sequence[CallResult], block: int) -> AccountReading:
         if len(results) != 3:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import msgspec
 import structlog
 from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
@@ -21,7 +22,7 @@ from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter
 from chainwatch.config import CurvanceConfig
 from chainwatch.feeds import aggregator_call, emitter_of
-from chainwatch.model import PositionKey, Reading, Record
+from chainwatch.model import AssetLine, PositionKey, Reading, Record, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -209,17 +210,23 @@ class Curvance:
                 calls.append(Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000))
                 calls.append(Call(target=market.oracle_manager, gas=80_000,
                                   data=calldata("getPrice(address,bool,bool)", token.asset, True, True)))  # fmt: skip
-        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, markets, results, block))
+            if detailed:
+                calls += _detail_calls(market)
+        return ReadPlan(calls=tuple(calls),
+                        decode=lambda results, block: self._decode(account, markets, results, block, detailed))  # fmt: skip
 
     def _decode(self, account: str, markets: tuple[CurvanceMarket, ...], results: Sequence[CallResult],
-                block: int) -> AccountReading:  # fmt: skip
-        if len(results) != sum(1 + 2 * len(market.tokens) for market in markets):
+                block: int, detailed: bool) -> AccountReading:  # fmt: skip
+        sizes = [(1 + 2 * len(m.tokens), 2 * len(m.tokens) if detailed else 0) for m in markets]
+        if len(results) != sum(base + extra for base, extra in sizes):
             raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
         readings, exposure, offset = [], set(), 0
-        for market in markets:
-            size = 1 + 2 * len(market.tokens)
-            reading, held = _market_reading(self.name, account, market, results[offset : offset + size], block)
-            offset += size
+        for market, (size, extra) in zip(markets, sizes):
+            mine = results[offset : offset + size]
+            reading, held = _market_reading(self.name, account, market, mine, block)
+            if detailed:
+                reading = msgspec.structs.replace(reading, assets=_lines(market, mine, results[offset + size : offset + size + extra]))
+            offset += size + extra
             readings.append(reading)
             exposure |= held
         return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
@@ -257,6 +264,32 @@ def _market_reading(
         liquidation_asset=liquidation_asset,
     )
     return reading, held
+
+
+def _detail_calls(market: CurvanceMarket) -> list[Call]:
+    """Per token the ratio the manager weighs collateral by, and the higher price it values debt at."""
+    return [call for token in market.tokens for call in (
+        Call(target=market.manager, data=calldata("collateralizationRatio(address)", token.c_token), gas=30_000),
+        Call(target=market.oracle_manager, data=calldata("getPrice(address,bool,bool)", token.asset, True, False),
+             gas=80_000),
+    )]  # fmt: skip
+
+
+def _lines(market: CurvanceMarket, results: Sequence[CallResult], details: Sequence[CallResult]) -> tuple[AssetLine, ...]:
+    """Lines valued as `statusOf` values them: collateral at the lower price times its ratio, debt at the higher."""
+    lines = []
+    for i, token in enumerate(market.tokens):
+        _, _, decimals, _, posted, owed = decoded(_SNAPSHOT, results[1 + 2 * i], "cToken.getSnapshot")
+        unit = 10**decimals
+        if posted:
+            (lower, _) = decoded(["uint256", "uint256"], results[2 + 2 * i], "OracleManager.getPrice")
+            (ratio,) = decoded(["uint256"], details[2 * i], "MarketManager.collateralizationRatio")
+            lines.append(AssetLine(symbol=token.symbol, side=Side.COLLATERAL, amount=posted / unit,
+                                   value=posted * lower / unit / _WAD, weight=ratio / _WAD))  # fmt: skip
+        if owed:
+            (higher, _) = decoded(["uint256", "uint256"], details[2 * i + 1], "OracleManager.getPrice")
+            lines.append(AssetLine(symbol=token.symbol, side=Side.DEBT, amount=owed / unit, value=owed * higher / unit / _WAD))
+    return tuple(lines)
 
 
 def _usable_price(result: CallResult) -> int | None:

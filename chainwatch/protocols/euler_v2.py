@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
@@ -23,7 +24,7 @@ from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
 from chainwatch.feeds import aggregator_call, emitter_of
-from chainwatch.model import PositionKey, Reading
+from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -229,16 +230,20 @@ class EulerV2:
             quotes = [(vault.priced[c].unit, vault.priced[c].asset, vault.unit_of_account) for c in group.quoted]
             calls += [Call(target=vault.oracle, data=calldata("getQuote(uint256,address,address)", *quote),
                            gas=300_000) for quote in quotes]  # fmt: skip
-        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, groups, results, block))
+            if detailed:
+                calls += _detail_calls(vault, group)
+        return ReadPlan(calls=tuple(calls),
+                        decode=lambda results, block: self._decode(account, groups, results, block, detailed))  # fmt: skip
 
-    def _decode(self, account: str, groups: tuple[_Group, ...], results: Sequence[CallResult], block: int) -> AccountReading:
-        if len(results) != sum(2 + len(group.quoted) for group in groups):
+    def _decode(self, account: str, groups: tuple[_Group, ...], results: Sequence[CallResult], block: int,
+                detailed: bool) -> AccountReading:  # fmt: skip
+        if len(results) != sum(_size(group, detailed) for group in groups):
             raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
         readings: list[Reading] = []
         exposure: set[str] = set()
         closed, learned, offset = [], [], 0
         for group in groups:
-            mine, offset = results[offset : offset + 2 + len(group.quoted)], offset + 2 + len(group.quoted)
+            mine, offset = results[offset : offset + _size(group, detailed)], offset + _size(group, detailed)
             (controllers,) = decoded(["address[]"], mine[0], "EVC.getControllers")
             if len(controllers) > 1:
                 raise ReadError(f"sub-account {group.sub} has {len(controllers)} controllers")
@@ -247,6 +252,8 @@ class EulerV2:
             actual = controllers[0].lower() if controllers else None
             if actual == group.vault:
                 reading, collaterals = _reading(key, vault, group, mine, block)
+                if detailed:
+                    reading = msgspec.structs.replace(reading, assets=_lines(vault, group, mine))
                 readings.append(reading)
                 exposure |= {exposure_key(vault.address, k) for k in (group.vault, *collaterals)}
                 continue
@@ -304,6 +311,50 @@ def _reading(
                       debt=liability / vault.unit, currency=vault.currency, liquidation_price=price,
                       liquidation_asset=asset)  # fmt: skip
     return reading, collaterals
+
+
+def _size(group: _Group, detailed: bool) -> int:
+    """Results per group: getControllers, accountLiquidityFull, the quotes; detailed, debtOf and three per collateral."""
+    return 2 + len(group.quoted) + (1 + 3 * len(group.quoted) if detailed else 0)
+
+
+def _detail_calls(vault: Vault, group: _Group) -> list[Call]:
+    """What splits accountLiquidityFull's weighted values into amounts and weights, and names the debt."""
+    calls = [Call(target=vault.address, data=calldata("debtOf(address)", group.sub), gas=30_000)]
+    for c in group.quoted:
+        calls += [Call(target=vault.address, data=calldata("LTVLiquidation(address)", c), gas=30_000),
+                  Call(target=c, data=calldata("balanceOf(address)", group.sub), gas=30_000),
+                  # Shares per whole token: EVK vault shares have their asset's decimals.
+                  Call(target=c, data=calldata("convertToAssets(uint256)", vault.priced[c].unit), gas=60_000)]  # fmt: skip
+    return calls
+
+
+def _lines(vault: Vault, group: _Group, results: Sequence[CallResult]) -> tuple[AssetLine, ...]:
+    """Per collateral: value is the vault's own weighted value over its liquidation LTV; debt at the vault's liability."""
+    what = f"accountLiquidityFull of {group.sub} on {vault.address}"
+    collaterals, values, liability = decoded(["address[]", "uint256[]", "uint256"], results[1], what)
+    weighted = {c.lower(): value for c, value in zip(collaterals, values)}
+    quotes, details = results[2 : 2 + len(group.quoted)], results[2 + len(group.quoted) :]
+    lines = []
+    for k, c in enumerate(group.quoted):
+        ltv, shares, rate = (decoded(["uint256"], r, f"{name} of {c}")[0] for r, name in
+                             zip(details[1 + 3 * k : 4 + 3 * k], ("LTVLiquidation", "balanceOf", "convertToAssets")))  # fmt: skip
+        if c not in weighted or not shares:
+            continue
+        priced = vault.priced[c]
+        amount = shares * rate / priced.unit / priced.unit
+        if ltv:
+            value = weighted[c] * 10_000 / ltv / vault.unit
+        else:  # counts for nothing: valued at the router's quote only to show it
+            value = amount * decoded(["uint256"], quotes[k], "router getQuote")[0] / vault.unit
+        lines.append(AssetLine(symbol=priced.symbol, side=Side.COLLATERAL, amount=amount, value=value,
+                               weight=ltv / 10_000))  # fmt: skip
+    (debt,) = decoded(["uint256"], details[0], f"debtOf {group.sub}")
+    if debt:
+        own = vault.priced.get(vault.address.lower())
+        symbol, unit = (own.symbol, own.unit) if own else (vault.currency, vault.unit)
+        lines.append(AssetLine(symbol=symbol, side=Side.DEBT, amount=debt / unit, value=liability / vault.unit))
+    return tuple(lines)
 
 
 def exposure_key(controller: str, priced: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
+import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
@@ -20,7 +21,7 @@ from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
 from chainwatch.config import MorphoBlueConfig
 from chainwatch.feeds import aggregator_call, emitter_of
-from chainwatch.model import PositionKey, Reading
+from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -151,9 +152,12 @@ class MorphoBlue:
             position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
             calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),
                       Call(target=market.params[2], data=calldata("price()"), gas=80_000)]  # fmt: skip
-        return ReadPlan(calls=tuple(calls), decode=lambda results, block: self._decode(account, markets, results, block))
+        # Detailed or not, the same calls: the lines come from the position, price and LLTV health already needs.
+        return ReadPlan(calls=tuple(calls),
+                        decode=lambda results, block: self._decode(account, markets, results, block, detailed))  # fmt: skip
 
-    def _decode(self, account: str, markets: tuple[Market, ...], results: Sequence[CallResult], block: int) -> AccountReading:
+    def _decode(self, account: str, markets: tuple[Market, ...], results: Sequence[CallResult], block: int,
+                detailed: bool) -> AccountReading:  # fmt: skip
         expected = _CALLS_PER_MARKET * len(markets)
         if len(results) != expected:
             raise ReadError(f"expected {expected} results for {len(markets)} markets, got {len(results)}")
@@ -164,7 +168,10 @@ class MorphoBlue:
             _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
             if borrow_shares or collateral:
                 exposure.add(market.id)
-            readings.append(_reading(self.name, account, market, block, totals, borrow_shares, collateral, price))
+            reading = _reading(self.name, account, market, block, totals, borrow_shares, collateral, price)
+            if detailed:
+                reading = msgspec.structs.replace(reading, assets=_lines(market, totals, borrow_shares, collateral, price))
+            readings.append(reading)
         return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
 
     async def _resolve_markets(self, reader: Reader, ids: Iterable[str], block: int) -> None:
@@ -257,6 +264,22 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
         liquidation_price=liquidation_price,
         liquidation_asset=market.collateral_symbol,
     )
+
+
+def _lines(market: Market, totals: tuple[int, ...], borrow_shares: int, collateral: int,
+           price_result: CallResult) -> tuple[AssetLine, ...]:  # fmt: skip
+    """The collateral and the debt, valued in loan tokens at the oracle's price, as `_isHealthy` values them."""
+    lines = []
+    loan_unit = 10**market.loan_decimals
+    if collateral and price_result.success:
+        (price,) = decoded(["uint256"], price_result, "oracle price()")
+        lines.append(AssetLine(symbol=market.collateral_symbol, side=Side.COLLATERAL,
+                               amount=collateral / 10**market.collateral_decimals,
+                               value=collateral * price / ORACLE_PRICE_SCALE / loan_unit, weight=market.params[4] / WAD))  # fmt: skip
+    if borrow_shares:
+        borrowed = borrowed_assets(borrow_shares, totals[2], totals[3]) / loan_unit
+        lines.append(AssetLine(symbol=market.loan_symbol, side=Side.DEBT, amount=borrowed, value=borrowed))
+    return tuple(lines)
 
 
 def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
