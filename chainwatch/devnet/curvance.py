@@ -182,6 +182,14 @@ class CurvanceActions:
         self._plan_borrow(plan, account, symbol, amount)
         return await self._run(plan)
 
+    async def repay(self, account: str, symbol: str, amount: Amount) -> int:
+        """Mint `amount` of `symbol` to the account and repay that much of its debt (the cToken's `repay`)."""
+        plan, token, units = await self._plan(account), self._token(symbol), self._units(symbol, amount)
+        plan.call(account, token.asset, "ERC20", "mint(address,uint256)", account, units, action=f"mint {symbol} to repay")
+        plan.call(account, token.asset, "ERC20", "approve", token.c_token, units, action=f"approve c{symbol} to repay")
+        plan.call(account, token.c_token, "BorrowableCToken", "repay", units, action=f"repay {amount} {symbol} by {account}")
+        return await self._run(plan)
+
     async def liquidate(self, liquidator: str, account: str, *, debt: str, collateral: str) -> int:
         """`liquidator` repays all of `account`'s `debt` (minted to it first) and seizes `collateral` shares."""
         plan, token = await self._plan(liquidator), self._token(debt)

@@ -182,6 +182,20 @@ class EulerActions:
         self._plan_borrow(plan, art, owner, sub_id, amount)
         return await self._run(plan)
 
+    async def repay(self, owner: str, amount: Amount, *, sub_id: int = 0) -> int:
+        """The owner mints `amount` USDC and repays it on sub-account `sub_id`'s debt (the vault's own `repay`)."""
+        art = await compile_euler_contracts()
+        owner = Web3.to_checksum_address(owner)
+        vault, token = self.euler.borrow_vault, self.devnet.aave_v3.reserves[BORROW_SYMBOL].asset
+        units, erc20 = self._units(BORROW_SYMBOL, amount), aave_artifact(ERC20)
+        plan = await TxPlan.for_senders(self._rpc, [owner])
+        plan.call("mint USDC to repay", owner, token, erc20.calldata("mint(address,uint256)", owner, units), gas=_CALL_GAS)
+        plan.call("approve USDC to repay", owner, token, erc20.calldata("approve", vault, units), gas=_CALL_GAS)
+        # The payer is the owner's wallet; the debt repaid is the sub-account's (the `receiver` argument).
+        plan.call(f"repay {amount} USDC", owner, vault,
+                  art["EVault"].calldata("repay", units, sub_account(owner, sub_id)), gas=_ACTION_GAS)  # fmt: skip
+        return await self._run(plan)
+
     async def account_liquidity(self, account: str, block: int | str = "latest") -> tuple[int, int]:
         """The borrow vault's own `accountLiquidity(account, true)`: (collateral value, liability value), 1e18 USD."""
         art = await compile_euler_contracts()
