@@ -7,6 +7,7 @@ from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
 from chainwatch.chain import Log
+from chainwatch.model import Side
 from chainwatch.multicall import CallResult
 from chainwatch.protocols.aave_v3 import AaveV3
 from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
@@ -155,3 +156,34 @@ class TestDecodeAccount:
         """A failed call raises ReadError instead of looking like an account with nothing at risk."""
         with pytest.raises(ReadError, match="getUserAccountData reverted"):
             aave.plan(USER).decode([CallResult(success=False, data=b""), *ok(b"", b"")], 1)
+
+
+class TestDetailedPlan:
+    def test_hot_path_calls_unchanged_and_details_appended(self, aave: AaveV3) -> None:
+        """The plain plan is the three hot-path calls; the detailed one adds four per reserve after them."""
+        aave.balance_tokens = {asset: (f"0x{i}1" + "0" * 38, f"0x{i}2" + "0" * 38, f"0x{i}3" + "0" * 38)
+                               for i, asset in enumerate(aave.reserves)}  # fmt: skip
+        plain, detailed = aave.plan(USER).calls, aave.plan(USER, detailed=True).calls
+        assert len(plain) == 3 and detailed[:3] == plain and len(detailed) == 3 + 4 * len(aave.reserves)
+
+    def test_lines_from_balances_and_configuration_bits(self, aave: AaveV3) -> None:
+        """LT from bits 16-31 and decimals from bits 48-55 of each reserve's configuration value the balances."""
+        aave.balance_tokens = {asset: (f"0x{i}1" + "0" * 38, f"0x{i}2" + "0" * 38, f"0x{i}3" + "0" * 38)
+                               for i, asset in enumerate(aave.reserves)}  # fmt: skip
+        account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 1_133_333_333_333_333_333])
+        bitmap = encode(["uint256"], [0b0110])  # WETH collateral, USDC borrowed
+        prices = encode(["uint256[]"], [[2000 * 10**8, 1 * 10**8, 60_000 * 10**8]])
+
+        def configuration(lt_bps: int, decimals: int) -> bytes:
+            return encode(["uint256"], [(decimals << 48) | (lt_bps << 16) | 8000])
+
+        def amount(units: int) -> bytes:
+            return encode(["uint256"], [units])
+
+        details = [configuration(8500, 18), amount(10**18), amount(0), amount(0),
+                   configuration(8800, 6), amount(0), amount(0), amount(1500 * 10**6),
+                   configuration(7500, 8), amount(0), amount(0), amount(0)]  # fmt: skip
+        (reading,) = aave.plan(USER, detailed=True).decode(ok(account_data, bitmap, prices, *details), 7).readings
+        weth, usdc = reading.assets
+        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
+        assert (usdc.symbol, usdc.side, usdc.amount, usdc.value, usdc.weight) == ("USDC", Side.DEBT, 1500.0, 1500.0, 1.0)

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import CurvanceConfig, parse_address
+from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.protocols.curvance import Curvance
@@ -265,3 +266,24 @@ class TestDecodeAccount:
         results[bad] = result
         with pytest.raises(ReadError):
             protocol.plan(USER).decode(results, 7)
+
+
+class TestDetailedPlan:
+    async def test_hot_path_calls_unchanged_and_details_appended(self) -> None:
+        """The plain plan is unchanged; detailed appends each token's ratio and higher price after the market's calls."""
+        protocol = await resolved()
+        plain, detailed = protocol.plan(USER).calls, protocol.plan(USER, detailed=True).calls
+        assert detailed[: len(plain)] == plain
+        assert [call.target.lower() for call in detailed[len(plain) :]] == [MANAGER, ORACLE, MANAGER, ORACLE]
+
+    async def test_lines_weigh_collateral_by_its_ratio_and_value_debt_at_the_higher_price(self) -> None:
+        """1 WETH at a lower price of 2,000 with ratio 0.85; 1,000 USDC owed at a higher price of 1.01."""
+        protocol = await resolved()
+        results = [status(2000, 1700, 1010), snapshot(C_WETH, WETH, WAD, 0), price(2000),
+                   snapshot(C_USDC, USDC, 0, 1000 * WAD), price(1),
+                   ok(["uint256"], 85 * WAD // 100), price(2001), ok(["uint256"], 85 * WAD // 100), price(1.01)]  # fmt: skip
+        (reading,) = protocol.plan(USER, detailed=True).decode(results, 7).readings
+        weth, usdc = reading.assets
+        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
+        assert (usdc.symbol, usdc.side, usdc.amount, usdc.value) == ("USDC", Side.DEBT, 1000.0, pytest.approx(1010.0))
+        assert weth.value * weth.weight / usdc.value == pytest.approx(reading.health_factor)

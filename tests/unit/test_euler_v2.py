@@ -12,6 +12,7 @@ from eth_utils import keccak, to_checksum_address
 from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import EulerV2Config
+from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountsTouched,
@@ -293,3 +294,20 @@ class TestDecode:
         await watching(euler, (OWNER, VAULT))
         with pytest.raises(ReadError):
             euler.plan(OWNER).decode(answers, 9)
+
+
+class TestDetailedPlan:
+    async def test_lines_split_weighted_values_by_the_liquidation_ltv(self, euler: EulerV2) -> None:
+        """The plain calls come first; the lines carry amounts from balances and values from the vault's own."""
+        await watching(euler, (sub(OWNER, 1), VAULT))
+        plain, detailed = euler.plan(OWNER).calls, euler.plan(OWNER, detailed=True).calls
+        assert detailed[: len(plain)] == plain and len(detailed) == len(plain) + 1 + 3 * 2
+        word = ["uint256"]
+        details = [ok(word, [1000 * 10**6]),  # debtOf: 1,000 USDC
+                   ok(word, [8500]), ok(word, [E18 // 2]), ok(word, [2 * E18]),  # WETH: LTV, shares, assets per share
+                   ok(word, [7500]), ok(word, [0]), ok(word, [10**8])]  # fmt: skip  (WBTC: nothing held)
+        answers = results([VAULT], liquidity({WETH_VAULT: 1700 * E18}, 1000 * E18)) + details
+        (position,) = euler.plan(OWNER, detailed=True).decode(answers, 9).readings
+        weth, usdc = position.assets
+        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
+        assert (usdc.symbol, usdc.side, usdc.amount, usdc.value) == ("USDC", Side.DEBT, 1000.0, 1000.0)

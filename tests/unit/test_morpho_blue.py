@@ -16,6 +16,7 @@ from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import MorphoBlueConfig
 from chainwatch.devnet.solc import node_package
+from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols import morpho_blue
 from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged
@@ -330,3 +331,16 @@ def resolving_reader(oracle: dict[str, str] = CHAINLINK_ORACLE) -> FakeReader:
     }
     answers |= {(ORACLE, calldata(getter)): ok(["address"], address) for getter, address in oracle.items()}
     return FakeReader(answers)
+
+
+class TestDetailedPlan:
+    def test_same_calls_and_lines_from_the_position(self) -> None:
+        """Detailed adds no call; its lines are the collateral at the oracle price with LLTV, and the debt."""
+        adapter = protocol(a=market())
+        assert adapter.plan(USER, detailed=True).calls == adapter.plan(USER).calls
+        results = market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15))
+        (reading,) = adapter.plan(USER, detailed=True).decode(results, 7).readings
+        weth, usdc = reading.assets
+        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.86)
+        assert (usdc.symbol, usdc.side) == ("USDC", Side.DEBT) and usdc.amount == pytest.approx(1000.0, abs=1e-5)
+        assert weth.value * weth.weight / usdc.value == pytest.approx(reading.health_factor)
