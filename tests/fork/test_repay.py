@@ -192,3 +192,19 @@ async def test_collateral_at_its_liquidation_price_gives_health_one(chain: Chain
     # Every devnet protocol prices USDC at $1, so WETH's USD feed is its price in each reading's currency.
     await chain.actions.set_price("WETH", Decimal(str(round(weth.price, 8))))
     assert (await detailed_reading(chain, case, account)).health_factor == pytest.approx(1.0, rel=TOLERANCE)
+
+
+async def test_aave_two_collaterals_one_price_moves(chain: Chain) -> None:
+    """With WETH and WBTC posted, WETH at its computed price (WBTC unchanged) gives Aave's health 1.0; the lines
+    show both collaterals with their own thresholds."""
+    case, account = CASES["aave_v3"], chain.accounts[3]
+    await chain.actions.open_position(account, supply={"WETH": 1, "WBTC": Decimal("0.01")}, borrow={"USDC": 1800})
+    reading = await detailed_reading(chain, case, account)
+    assert sorted(line.symbol for line in reading.assets if line.side is Side.COLLATERAL) == ["WBTC", "WETH"]
+    assert lines_health(reading.assets) == pytest.approx(reading.health_factor, rel=TOLERANCE)
+    prices = {price.symbol: price for price in liquidation_prices(reading)}
+    weth = prices["WETH"]
+    # WBTC still carries part of the debt, so WETH must fall further than price / HF, the one-collateral line.
+    assert weth.price is not None and weth.price < weth.current_price / reading.health_factor
+    await chain.actions.set_price("WETH", Decimal(str(round(weth.price, 8))))
+    assert (await detailed_reading(chain, case, account)).health_factor == pytest.approx(1.0, rel=TOLERANCE)
