@@ -63,6 +63,7 @@ class SentMessage:
     date: int = 0
     history: tuple[str, ...] = ()
     edited_at: float | None = None
+    edit_date: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class Update:
 
     def as_json(self) -> dict[str, Any]:
         return {"update_id": self.update_id, self.kind: self.payload}
+
+    def describe(self) -> str:
+        said = self.payload.get("text") if self.kind == "message" else self.payload.get("data")
+        return f"{self.update_id} {self.kind} in chat {_chat_id_of(self.payload)}: {said!r}"
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,7 @@ class BotApiServer:
 
         A text starting with "/" carries a bot_command entity, as Telegram adds one (aiogram routes on it).
         """
-        chat = self._remember_chat(chat_id, chat_type, user_id)
-        user = self._remember_user(self._sender_of(chat, user_id), username, first_name)
+        chat, user = self._chat_and_user(chat_id, chat_type, user_id, username, first_name)
         message: dict[str, Any] = {
             "message_id": next(self._message_ids), "date": int(time.time()), "chat": chat, "from": user, "text": text,
         }
@@ -195,8 +199,7 @@ class BotApiServer:
         pressable = [d for row in sent.buttons for _, d in row if d is not None]
         if data not in pressable:
             raise ValueError(f"message {message_id} in chat {chat_id} has no button with data {data!r}: {sent.buttons}")
-        chat = self._remember_chat(chat_id, chat_type, user_id)
-        user = self._remember_user(self._sender_of(chat, user_id), None, None)
+        _, user = self._chat_and_user(chat_id, chat_type, user_id, None, None)
         query_id = str(next(self._query_ids))
         self._open_queries.add(query_id)
         query = {
@@ -211,27 +214,19 @@ class BotApiServer:
         self._changed()
         return update.update_id
 
-    def _remember_chat(self, chat_id: int, chat_type: ChatType | None, user_id: int | None) -> dict[str, Any]:
+    def _chat_and_user(
+        self, chat_id: int, chat_type: ChatType | None, user_id: int | None, username: str | None,
+        first_name: str | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The chat and sender objects of an injected update, remembered for later answers (getChat, replies)."""
         known = self._chats.get(chat_id)
         kind = chat_type or (known["type"] if known else _default_chat_type(chat_id))
         if kind == "private":
             if chat_id <= 0 or (user_id is not None and user_id != chat_id):
                 raise ValueError(f"a private chat's id is its user's id, positive: chat {chat_id}, user {user_id}")
-            chat = {"id": chat_id, "type": "private", "first_name": f"User {chat_id}", "username": f"user{chat_id}"}
-        else:
-            chat = {"id": chat_id, "type": kind, "title": f"Test {kind} {chat_id}"}
-        self._chats[chat_id] = chat
-        return chat
-
-    @staticmethod
-    def _sender_of(chat: dict[str, Any], user_id: int | None) -> int:
-        if user_id is not None:
-            return user_id
-        if chat["type"] != "private":
-            raise ValueError(f"say which user writes in {chat['type']} {chat['id']}: pass user_id")
-        return int(chat["id"])
-
-    def _remember_user(self, user_id: int, username: str | None, first_name: str | None) -> dict[str, Any]:
+            user_id = chat_id
+        elif user_id is None:
+            raise ValueError(f"say which user writes in {kind} {chat_id}: pass user_id")
         user = self._users.setdefault(
             user_id, {"id": user_id, "is_bot": False, "first_name": f"User {user_id}", "username": f"user{user_id}"}
         )
@@ -239,7 +234,13 @@ class BotApiServer:
             user["username"] = username
         if first_name is not None:
             user["first_name"] = first_name
-        return dict(user)
+        if kind == "private":  # a private chat is named as its user is
+            chat = {"id": chat_id, "type": kind, "first_name": user["first_name"], "username": user["username"]}
+        else:
+            chat = {"id": chat_id, "type": kind, "title": f"Test {kind} {chat_id}"}
+        self._chats[chat_id] = chat
+        # Copies: a later rename must not rewrite updates already queued.
+        return dict(chat), dict(user)
 
     # -- reading what happened ----------------------------------------------------------------------
     def messages_to(self, chat_id: int) -> list[SentMessage]:
@@ -334,7 +335,7 @@ class BotApiServer:
             f"messages accepted:\n{lines(self.messages)}\n"
             f"requests:\n{lines([f'{r.method} -> {r.status}' for r in self.requests])}\n"
             f"updates (confirmed below {self.confirmed_offset}):\n"
-            f"{lines([f'{u.update_id} {u.kind}' for u in self.updates])}\n"
+            f"{lines([u.describe() for u in self.updates])}\n"
             f"callback answers:\n{lines(self.callback_answers)}\n"
             f"server errors:\n{lines(self.server_errors)}"
         )
@@ -487,7 +488,8 @@ class BotApiServer:
         if new_text == old.text and markup == old.reply_markup:
             return _error(400, _NOT_MODIFIED)
         edited = replace(
-            old, text=new_text, buttons=buttons, reply_markup=markup, edited_at=time.monotonic(),
+            old, text=new_text, buttons=buttons, reply_markup=markup,
+            edited_at=time.monotonic(), edit_date=int(time.time()),
             history=old.history + ((old.text,) if new_text != old.text else ()),
             parse_mode=(params.get("parse_mode") or None) if text is not None else old.parse_mode,
         )
@@ -567,8 +569,8 @@ class BotApiServer:
             "message_id": message.message_id, "date": message.date, "chat": self._chat_json(message.chat_id),
             "from": BOT_USER, "text": message.text,
         }
-        if message.edited_at is not None:
-            body["edit_date"] = int(time.time())
+        if message.edit_date is not None:
+            body["edit_date"] = message.edit_date
         if message.reply_markup is not None and "inline_keyboard" in message.reply_markup:
             body["reply_markup"] = message.reply_markup  # only inline keyboards are part of a Message
         return body
@@ -663,6 +665,10 @@ def _commands_key(params: dict[str, Any]) -> tuple[str, str]:
         raise _BadRequest("Bad Request: can't parse BotCommandScope")
     parts = [scope["type"]] + [str(scope[k]) for k in ("chat_id", "user_id") if k in scope]
     return ":".join(parts), str(params.get("language_code") or "")
+
+
+def _chat_id_of(payload: dict[str, Any]) -> Any:
+    return (payload.get("chat") or payload.get("message", {}).get("chat") or {}).get("id")
 
 
 def _default_chat_type(chat_id: int) -> ChatType:

@@ -102,12 +102,13 @@ class TestCommands:
     async def test_injected_command_is_shaped_as_telegram_sends_it(self, bot: Bot, bot_api: BotApiServer) -> None:
         """A group /command carries a bot_command entity over the command and mention, and the sender and chat."""
         bot_api.send_text(GROUP, "/status@chainwatch_test_bot all", user_id=USER, username="alice")
-        bot_api.send_text(USER, "plain words")
+        bot_api.send_text(USER, "plain words", first_name="Alice")
         command, plain = (u.message for u in await bot.get_updates())
         assert command is not None and plain is not None
         assert [(e.type, e.offset, e.length) for e in command.entities or []] == [("bot_command", 0, 27)]
         assert (command.chat.type, command.from_user.id, command.from_user.username) == ("supergroup", USER, "alice")  # type: ignore[union-attr]
         assert plain.entities is None and (plain.chat.type, plain.from_user.id) == ("private", USER)  # type: ignore[union-attr]
+        assert (plain.chat.first_name, plain.chat.username) == ("Alice", "alice")  # the private chat is its user
         assert plain.message_id > command.message_id
 
     async def test_set_my_commands_is_recorded_per_scope(self, bot: Bot, bot_api: BotApiServer) -> None:
