@@ -165,7 +165,7 @@ class BotApiServer:
         self._blocked.add(chat_id)
 
     def set_admins(self, chat_id: int, user_ids: Sequence[int]) -> None:
-        """Makes getChatMember in `chat_id` answer "creator" for the first of `user_ids`, "administrator" for the rest."""
+        """getChatMember in `chat_id` answers "creator" for the first of `user_ids`, "administrator" for the rest."""
         self._admins[chat_id] = list(user_ids)
 
     # -- playing the user ---------------------------------------------------------------------------
@@ -304,7 +304,9 @@ class BotApiServer:
         """Waits until a getUpdates offset confirmed update `update_id` (the bot is done with it)."""
         await self.wait_until(lambda: self.is_confirmed(update_id), f"update {update_id} confirmed", timeout)
 
-    async def wait_for_callback_answer(self, callback_query_id: str | None = None, timeout: float = 5.0) -> CallbackAnswer:
+    async def wait_for_callback_answer(
+        self, callback_query_id: str | None = None, timeout: float = 5.0
+    ) -> CallbackAnswer:
         """The answer to `callback_query_id` (or the first answer at all), waiting for it."""
         def found() -> CallbackAnswer | None:
             return next((a for a in self.callback_answers
@@ -643,7 +645,8 @@ def _reply_markup(params: dict[str, Any]) -> tuple[dict[str, Any] | None, Button
     if rows is None:
         return markup, []  # a reply keyboard or its removal: nothing to press in a callback
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-        raise _BadRequest("Bad Request: field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array of Arrays")
+        raise _BadRequest("Bad Request: field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array "
+                          "of Arrays")
     buttons: Buttons = []
     for row in rows:
         parsed = []
