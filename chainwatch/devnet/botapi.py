@@ -32,7 +32,7 @@ __all__ = [
 BOT_USER = {"id": 0, "is_bot": True, "first_name": "chainwatch test", "username": "chainwatch_test_bot"}
 
 ChatType = Literal["private", "group", "supergroup"]
-Buttons = list[list[tuple[str, "str | None"]]]
+Buttons = list[list[tuple[str, str | None]]]
 
 # Telegram's own limits, so a bot that breaks them fails here as it would in production.
 _MAX_TEXT = 4096
@@ -301,7 +301,7 @@ class BotApiServer:
         return found()  # type: ignore[return-value]
 
     async def wait_for_update_confirmed(self, update_id: int, timeout: float = 5.0) -> None:
-        """Waits until a getUpdates offset confirmed update `update_id` (the bot is done with it)."""
+        """Waits until a getUpdates offset confirmed update `update_id`: the bot moved past it."""
         await self.wait_until(lambda: self.is_confirmed(update_id), f"update {update_id} confirmed", timeout)
 
     async def wait_for_callback_answer(
