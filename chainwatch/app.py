@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 from contextlib import AsyncExitStack
 
 import structlog
 
+from chainwatch.alerts.directory import NO_CHAT, Directory, build_directory
 from chainwatch.alerts.sender import RetryLater, Sender, TransportBroken
 from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
-from chainwatch.alerts.tracker import Tracker, WatchPolicy
-from chainwatch.chain import ChainEvent
+from chainwatch.alerts.tracker import Tracker
 from chainwatch.config import Config, Watch
 from chainwatch.index import Target
 from chainwatch.listeners.websocket import BadEndpoint, ChainListener
 from chainwatch.protocols.base import AccountReading, ReadError
 from chainwatch.protocols.registry import protocol_from_config
 from chainwatch.reader import ReadFailed, Reader
-from chainwatch.recompute import Engine, read_targets
+from chainwatch.recompute import Engine, Mail, WatchesChanged, read_targets
 from chainwatch.rpc import Rpc, RpcError
 from chainwatch.store import Store, open_store
+
+if TYPE_CHECKING:
+    from chainwatch.bot.service import BotService
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +47,12 @@ def watch_targets(config: Config) -> dict[Target, Watch]:
     }
 
 
-def policies(config: Config) -> Callable[[str], WatchPolicy]:
-    by_account = {}
+def operator_chats(config: Config) -> dict[str, list[int]]:
+    """Account -> the chat each operator watch of it alerts (NO_CHAT for the transport's default)."""
+    chats: dict[str, list[int]] = {}
     for watch in config.watch:
-        by_account[watch.address] = WatchPolicy(
-            thresholds=config.thresholds_for(watch), label=watch.label, chat_id=config.chat_id_for(watch)
-        )
-    return by_account.__getitem__
+        chats.setdefault(watch.address, []).append(config.chat_id_for(watch) or NO_CHAT)
+    return chats
 
 
 class Watcher:
@@ -63,9 +65,10 @@ class Watcher:
         self.listener: ChainListener | None = None
         self.store: Store | None = None
         self.sender: Sender | None = None
+        self.bot: BotService | None = None
 
     async def wait_settled(self, block: int) -> None:
-        """Returns once `block` is processed and every alert it caused has left the outbox (sent or given up)."""
+        """Returns once `block` is processed and every message it caused has left the outbox (sent or given up)."""
         assert self.engine is not None and self.store is not None and self.sender is not None
         await self.engine.wait_processed(block)
         while await self.store.pending_count():
@@ -82,18 +85,29 @@ class Watcher:
             await self._check_chain(rpc)
             transport = await stack.enter_async_context(self._transport())
             await _check_bot(transport)
-            sender = self.sender = Sender(store, transport, **self._rate_limits())
-            tracker = await Tracker.load(store, policies(config), sender.wake)
+            mailbox: asyncio.Queue[Mail] = asyncio.Queue()
+
+            async def load_directory() -> Directory:
+                return build_directory(config, await store.chats.setup())
+
+            async def chat_gone(chat_id: int) -> None:
+                # Blocked or removed from the chat: keep its watches, hold its alerts until it writes again.
+                if await store.chats.pause_chat(chat_id):
+                    log.warning("bot.chat_paused", chat_id=chat_id)
+                    mailbox.put_nowait(WatchesChanged(reply=asyncio.get_running_loop().create_future()))
+
+            sender = self.sender = Sender(store, transport, on_chat_gone=chat_gone, **self._rate_limits())
+            adopted = await store.adopt_legacy_levels(operator_chats(config))
+            if adopted:
+                log.info("store.levels_adopted", levels=adopted)
+            directory = await load_directory()
+            tracker = await Tracker.load(store, directory, sender.wake, buttons=config.bot_enabled)
             reader = _reader(config, rpc)
             protocols = {p.name: protocol_from_config(p) for p in config.protocols}
             engine = self.engine = Engine(
-                protocols,
-                watch_targets(config),
-                reader,
-                tracker,
-                store,
-                refresh=config.refresh,
-            )
+                protocols, directory.targets(), reader, tracker, store, refresh=config.refresh,
+                load_directory=load_directory,
+            )  # fmt: skip
             previous = await store.cursor()
             try:
                 head = await rpc.head()
@@ -101,12 +115,11 @@ class Watcher:
             except (RpcError, ReadFailed, ReadError) as error:
                 raise StartupError(f"cannot read the configured protocols on chain: {error}") from None
             log.info("watcher.started", block=head.number, resumed_after=None if previous is None else previous.number,
-                     positions=len(watch_targets(config)))  # fmt: skip
-            queue: asyncio.Queue[ChainEvent] = asyncio.Queue()
+                     positions=engine.watched_count())  # fmt: skip
             listener = self.listener = ChainListener(
                 config.chain.ws_urls,
                 rpc,
-                queue,
+                mailbox,  # type: ignore[arg-type]  # the listener only puts chain events in it
                 log_filter=engine.log_filter,
                 resume_from=engine.resume_from,
                 max_log_range=config.chain.max_log_range,
@@ -114,18 +127,41 @@ class Watcher:
                 on_subscribed=self.ready.set,
             )
             engine.on_sources_changed = listener.reconnect
-            await self._main_loop(stop, listener, engine, queue, sender)
+            bot = None
+            if config.bot_enabled and isinstance(transport, TelegramTransport):
+                from chainwatch.bot.context import BotContext
+                from chainwatch.bot.service import BotService
+
+                def status() -> dict[str, object]:
+                    return {
+                        "processed_block": None if engine.processed is None else engine.processed.number,
+                        "processed_at": engine.processed_at,
+                        "positions": tracker.positions_count(),
+                        "positions_of": tracker.positions_of,
+                    }
+
+                bot = self.bot = BotService(transport.bot, BotContext(config, store, mailbox, sender.wake, status))
+            await self._main_loop(stop, listener, engine, mailbox, sender, bot)
 
     async def _main_loop(
-        self, stop: asyncio.Event, listener: ChainListener, engine: Engine, queue: asyncio.Queue[ChainEvent],
-        sender: Sender,
+        self, stop: asyncio.Event, listener: ChainListener, engine: Engine, queue: asyncio.Queue[Mail],
+        sender: Sender, bot: BotService | None,
     ) -> None:  # fmt: skip
         try:
             async with asyncio.TaskGroup() as group:
                 chain_tasks = [group.create_task(listener.run()), group.create_task(engine.run(queue))]
                 sending = group.create_task(sender.run())
+                polling = group.create_task(bot.run()) if bot is not None else None
                 await stop.wait()
-                # Stop taking work first; then give queued alerts a bounded time to go out.
+                # Stop taking work first: the bot finishes the updates in hand and confirms them; then the chain
+                # stops; then queued alerts and replies get a bounded time to go out.
+                if bot is not None and polling is not None:
+                    bot.stop()
+                    try:
+                        async with asyncio.timeout(SHUTDOWN_DRAIN_SECONDS):
+                            await asyncio.shield(polling)
+                    except TimeoutError:
+                        polling.cancel()
                 for task in chain_tasks:
                     task.cancel()
                 sending.cancel()

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +17,6 @@ import structlog
 from eth_utils import is_address, to_checksum_address
 
 from chainwatch.alerts.state import Thresholds
-from chainwatch.alerts.tracker import WatchPolicy
 from chainwatch.config import Config, ConfigError, load_config
 from chainwatch.logs import configure_logging, register_secret
 
@@ -132,13 +131,12 @@ def _run_service(config: Config) -> int:
 async def _check(config: Config, address: str) -> int:
     from chainwatch.alerts.message import format_health
     from chainwatch.alerts.state import classify
-    from chainwatch.app import policies, read_once
+    from chainwatch.app import read_once
     from chainwatch.protocols.base import ReadError
     from chainwatch.reader import ReadFailed
     from chainwatch.rpc import RpcError
 
-    policy = policies(config)
-    thresholds = _thresholds_for(config, address, policy)
+    thresholds = _thresholds_for(config, address)
     try:
         outcomes = await read_once(config, address)
     except (RpcError, ReadFailed, ReadError) as error:
@@ -164,12 +162,12 @@ async def _check(config: Config, address: str) -> int:
     return 0
 
 
-def _thresholds_for(config: Config, address: str, policy: Callable[[str], WatchPolicy]) -> Thresholds:
+def _thresholds_for(config: Config, address: str) -> Thresholds:
     """The watch's thresholds for a watched address; `[alerts]` for any other address `check` is asked about."""
-    try:
-        return policy(address).thresholds
-    except KeyError:
-        return config.alerts
+    for watch in config.watch:
+        if watch.address == address:
+            return config.thresholds_for(watch)
+    return config.alerts
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from chainwatch.model import Record
 
 __all__ = [
     "AaveV3Config",
+    "BotConfig",
     "CurvanceConfig",
     "EulerV2Config",
     "MorphoBlueConfig",
@@ -170,6 +171,15 @@ class TelegramConfig(Record, frozen=True, kw_only=True):
             raise ValueError("set token or token_env")
 
 
+class BotConfig(Record, frozen=True, kw_only=True):
+    """`[bot]`: the Telegram commands (people adding their own addresses, checking, muting) and their limits."""
+
+    enabled: bool | None = None  # None: on whenever a bot token is set
+    max_addresses_per_chat: Annotated[int, Meta(ge=1, le=1000)] = 10
+    check_cooldown_seconds: Annotated[float, Meta(ge=0)] = 10.0
+    commands_per_minute: Annotated[int, Meta(ge=1)] = 20
+
+
 class StorageConfig(Record, frozen=True, kw_only=True):
     """`[storage]`: where the SQLite file lives (relative paths are relative to the config file)."""
 
@@ -234,6 +244,7 @@ class Config(Record, frozen=True, kw_only=True):
     chain: ChainConfig
     protocols: Annotated[tuple[ProtocolConfig, ...], Meta(min_length=1)]
     telegram: TelegramConfig | None = None
+    bot: BotConfig = BotConfig()
     storage: StorageConfig = StorageConfig()
     alerts: Thresholds = Thresholds()
     refresh: RefreshPolicy = RefreshPolicy()
@@ -264,6 +275,9 @@ class Config(Record, frozen=True, kw_only=True):
                 # Caught here, not at the first alert: an alert with nowhere to go is a silent loss.
                 raise ValueError(f"watch[{i}].chat_id: needed, since telegram.default_chat_id is not set")
 
+        if self.bot.enabled and self.telegram_token() is None:
+            raise ValueError("bot.enabled: the bot needs [telegram] with a token")
+
     def thresholds_for(self, watch: Watch) -> Thresholds:
         """The alert thresholds for `watch`: its own warn/critical where set, the `[alerts]` ones otherwise."""
         return Thresholds(
@@ -283,6 +297,12 @@ class Config(Record, frozen=True, kw_only=True):
         if watch.chat_id is not None:
             return watch.chat_id
         return self.telegram.default_chat_id if self.telegram is not None else None
+
+    @property
+    def bot_enabled(self) -> bool:
+        """Whether `chainwatch run` answers Telegram commands: `[bot] enabled`, by default whenever a token is set."""
+        has_token = self.telegram_token() is not None
+        return has_token and (self.bot.enabled is None or self.bot.enabled)
 
     def telegram_token(self) -> Secret | None:
         """The bot token, from `token` or the variable named by `token_env`; None when there is no [telegram]."""

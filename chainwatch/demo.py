@@ -1,9 +1,11 @@
 """`chainwatch demo`: the whole product on a throw-away local chain, in under a minute, with nothing to set up.
 
 Starts the pinned Anvil, deploys the devnet (real Aave v3 and Morpho Blue, Euler v2- and Curvance-shaped
-markets over the same tokens and feeds), opens positions of different risk on all four, runs the watcher
-exactly as `chainwatch run` does (alerts to standard output, no Telegram token), crashes the WETH price in
-steps and brings it back, then stops.
+markets over the same tokens and feeds), opens positions of different risk on all four, and runs the watcher
+exactly as `chainwatch run` does, talking to the built-in local Bot API server (the one the tests use) instead of
+Telegram. A user, Alice, chats with the bot (/add, /check, /position, /repay, a button under an alert, /mute)
+while the WETH price crashes in steps and comes back; the operator's chat receives the configured watches'
+alerts. Everything said is printed as a chat transcript.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from chainwatch.app import Watcher
 from chainwatch.config import load_config
 from chainwatch.devnet.actions import DevnetActions
 from chainwatch.devnet.anvil import running_anvil
+from chainwatch.devnet.botapi import BotApiServer, running_bot_api
 from chainwatch.devnet.curvance import CurvanceActions
 from chainwatch.devnet.deploy import Devnet, deploy_devnet
 from chainwatch.devnet.euler import EulerActions
@@ -28,6 +31,9 @@ from chainwatch.devnet.morpho import MorphoActions
 
 WETH_PATH = [1800, 1600, 1400, 1250, 2000]
 STEP_DEADLINE = 15.0
+DEMO_TOKEN = "123456:demo-token-of-the-local-bot-api"
+OPERATOR_CHAT, ALICE = 100, 7001
+CHAT_NAMES = {OPERATOR_CHAT: "operator", ALICE: "alice"}
 
 
 class DemoPosition:
@@ -69,7 +75,7 @@ async def _open_positions(http_url: str, devnet: Devnet, accounts: list[str], st
         say(f"opened {position.label} {position.account}: {position.summary}")
 
 
-def _config_text(node_ws: str, devnet: Devnet, db: Path) -> str:
+def _config_text(node_ws: str, devnet: Devnet, db: Path, bot_api: str | None = None) -> str:
     assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
     markets = ", ".join(f'"{market.id}"' for market in devnet.morpho_blue.markets.values())
     watches = "\n".join(
@@ -83,7 +89,7 @@ multicall3 = "{devnet.multicall3}"
 
 [storage]
 path = "{db}"
-
+{_telegram(bot_api)}
 [alerts]
 warn = 1.5
 critical = 1.2
@@ -114,6 +120,60 @@ market_managers = ["{devnet.curvance.market_manager}"]
 """
 
 
+def _telegram(bot_api: str | None) -> str:
+    if bot_api is None:
+        return ""
+    return f"""
+[telegram]
+token = "{DEMO_TOKEN}"
+api_base = "{bot_api}"
+default_chat_id = {OPERATOR_CHAT}
+per_chat_interval = 0.05
+
+[bot]
+check_cooldown_seconds = 0
+"""
+
+
+class Transcript:
+    """Prints the chat as it happens: what Alice sends, then each message the bot sends (and to whom)."""
+
+    def __init__(self, server: BotApiServer) -> None:
+        self._server = server
+        self._shown = 0
+
+    def user(self, chat: int, text: str) -> None:
+        print(f"\n[{CHAT_NAMES[chat]} -> bot] {text}", flush=True)
+
+    def show_new(self) -> None:
+        for message in self._server.messages[self._shown :]:
+            buttons = "  ".join(f"[{text}]" for row in message.buttons for text, _ in row)
+            body = message.text + (f"\n{buttons}" if buttons else "")
+            print(f"\n[bot -> {CHAT_NAMES.get(message.chat_id, message.chat_id)}]\n" + _indent(body), flush=True)
+        self._shown = len(self._server.messages)
+
+    async def ask(self, chat: int, text: str) -> None:
+        """Alice writes `text`; returns once the bot has answered it."""
+        self.user(chat, text)
+        self._server.send_text(chat, text)
+        await self._answered(chat)
+
+    async def press(self, chat: int, message_id: int, label: str) -> None:
+        message = self._server.message(chat, message_id)
+        data = next(d for row in message.buttons for text, d in row if text == label)
+        self.user(chat, f"(presses [{label}])")
+        self._server.press_button(chat, message_id, data)
+        await self._answered(chat)
+
+    async def _answered(self, chat: int) -> None:
+        await self._server.wait_for_message(chat, after=self._shown, timeout=STEP_DEADLINE)
+        self.show_new()
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
+
+
 def say(text: str) -> None:
     print(f"\n== demo: {text}", flush=True)
 
@@ -121,7 +181,7 @@ def say(text: str) -> None:
 async def run_demo() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chainwatch-demo-") as workdir:
-        async with running_anvil() as node, AsyncExitStack() as stack:
+        async with running_anvil() as node, running_bot_api(DEMO_TOKEN) as server, AsyncExitStack() as stack:
             say(f"Anvil is up on {node.http_url}; deploying Aave v3, Morpho Blue, Euler v2 and Curvance markets")
             devnet = await deploy_devnet(node.http_url)
             aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
@@ -130,20 +190,40 @@ async def run_demo() -> int:
                 position.account = account
             await _open_positions(node.http_url, devnet, accounts, stack)
             config_path = Path(workdir) / "demo.toml"
-            config_path.write_text(_config_text(node.ws_url, devnet, Path(workdir) / "demo.db"))
+            config_path.write_text(_config_text(node.ws_url, devnet, Path(workdir) / "demo.db", server.base_url))
             watcher = Watcher(load_config(config_path))
             stop = asyncio.Event()
+            chat = Transcript(server)
             async with asyncio.TaskGroup() as group:
                 serving = group.create_task(watcher.serve(stop))
                 await _wait(watcher.ready.wait(), serving)
-                say(f"watching {len(POSITIONS)} positions on 4 protocols; moving the WETH price (one feed for all)")
-                for price in WETH_PATH:
+                say(f"watching {len(POSITIONS)} positions on 4 protocols for the operator's chat; the bot answers a "
+                    "local Bot API server, so here is the chat as Telegram would carry it")  # fmt: skip
+                await _converse(chat, serving, POSITIONS[2].account)
+                say("moving the WETH price (one feed for all four protocols)")
+                for step, price in enumerate(WETH_PATH):
                     block = await aave.set_price("WETH", price)
                     say(f"WETH -> ${price:,} (block {block})")
                     await _wait(watcher.wait_settled(block), serving)
+                    chat.show_new()
+                    if step == 0:
+                        await _after_first_alert(chat, server, serving)
                 stop.set()
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+async def _converse(chat: Transcript, serving: asyncio.Task[None], account: str) -> None:
+    """Alice adds the leveraged borrower's address and asks what the bot knows about it."""
+    for text in (f"/add {account} leveraged", "/check", "/position leveraged", "/repay leveraged 1.8"):
+        await _wait(chat.ask(ALICE, text), serving)
+
+
+async def _after_first_alert(chat: Transcript, server: BotApiServer, serving: asyncio.Task[None]) -> None:
+    """Alice got a WARN: she opens the position from its button, then mutes warnings; LIQUIDATABLE still comes."""
+    alert = next(m for m in reversed(server.messages_to(ALICE)) if m.buttons and " WARN " in f" {m.text} ")
+    await _wait(chat.press(ALICE, alert.message_id, "Position"), serving)
+    await _wait(chat.ask(ALICE, "/mute leveraged 2h"), serving)
 
 
 async def _wait(condition: Awaitable[object], serving: asyncio.Task[None]) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
+import msgspec
 import structlog
 
+from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.chain import ChainEvent, Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, is_price_update
@@ -23,7 +26,7 @@ from chainwatch.multicall import Call
 from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
-from chainwatch.rpc import Rpc
+from chainwatch.rpc import Rpc, RpcError
 from chainwatch.store import BlockRef, Store
 
 log = structlog.get_logger(__name__)
@@ -31,8 +34,36 @@ log = structlog.get_logger(__name__)
 _RETRY_AFTER_FAILURE = 2.0
 _SEEN_LOGS_WINDOW = 1_000  # blocks of log identities kept to drop duplicates from backfill overlap
 
+Outcome = tuple[Target, "AccountReading | ReadError | ReadFailed"]
+
+
+class WatchesChanged(msgspec.Struct, frozen=True, kw_only=True, tag="watches"):
+    """The chats' watches, thresholds or mutes changed in the store: rebuild the directory, start (or stop)
+    reading what it adds (or drops), and answer `reply` with readings of `accounts` at the head."""
+
+    accounts: tuple[str, ...] = ()
+    reply: asyncio.Future[list[Outcome]]
+
+
+class CheckNow(msgspec.Struct, frozen=True, kw_only=True, tag="check"):
+    """Read `accounts` on every protocol at the head, ahead of any scheduled re-read, and answer `reply`.
+    `detailed` asks for per-asset lines (for /position and /repay)."""
+
+    accounts: tuple[str, ...]
+    detailed: bool = False
+    reply: asyncio.Future[list[Outcome]]
+
+
+EngineCommand = WatchesChanged | CheckNow
+Mail = ChainEvent | EngineCommand
+
 
 class Engine:
+    """Owns the watched set and the exposure index: only its own loop changes them, so nothing races a pass.
+
+    Its mailbox carries chain events from the listener and commands (WatchesChanged, CheckNow) from the bot.
+    """
+
     def __init__(
         self,
         protocols: Mapping[str, LendingProtocol],
@@ -42,9 +73,12 @@ class Engine:
         store: Store,
         *,
         refresh: RefreshPolicy,
+        load_directory: Callable[[], Awaitable[Directory]] | None = None,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
+        self._load_directory = load_directory
+        self._rpc: Rpc | None = None
         self._reader = reader
         self._tracker = tracker
         self._store = store
@@ -58,6 +92,7 @@ class Engine:
         self._head: Head | None = None
         self._sources_changed = False
         self.processed: BlockRef | None = None
+        self.processed_at: float | None = None  # wall clock, for /status
         self._progress = asyncio.Condition()
         # Set by the app: resubscribe with the new feeds (the listener backfills what it missed meanwhile).
         self.on_sources_changed: Callable[[], Awaitable[None]] | None = None
@@ -65,6 +100,7 @@ class Engine:
     # -- start-up -------------------------------------------------------------------------------------
     async def start(self, head: Head, rpc: Rpc) -> None:
         """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`."""
+        self._rpc = rpc
         self._tracker.forget_after(head.number)
         await self._resolve(head.number)
         for protocol in self._protocols.values():
@@ -99,17 +135,80 @@ class Engine:
         return self.processed
 
     # -- steady state ---------------------------------------------------------------------------------
-    async def run(self, queue: asyncio.Queue[ChainEvent]) -> None:
+    async def run(self, queue: asyncio.Queue[Mail]) -> None:
         while True:
             try:
                 async with asyncio.timeout(_RETRY_AFTER_FAILURE if self._pending or self._sources_changed else None):
                     first = await queue.get()
-                events = [first, *_drain(queue)]
+                mail = [first, *_drain(queue)]
             except TimeoutError:
-                events = []  # a failed read is retried even when the chain is quiet
-            for event in events:
-                self._take(event)
+                mail = []  # a failed read is retried even when the chain is quiet
+            commands: list[EngineCommand] = []
+            for item in mail:
+                if isinstance(item, (WatchesChanged, CheckNow)):
+                    commands.append(item)
+                else:
+                    self._take(item)
+            for command in commands:  # people asking go ahead of the scheduled re-reads
+                await self._answer(command)
             await self._process()
+
+    async def _answer(self, command: EngineCommand) -> None:
+        """Carries out a bot command; its failure goes back to the asker, never stops the engine."""
+        try:
+            match command:
+                case WatchesChanged(accounts=accounts):
+                    result = await self._change_watches(accounts)
+                case CheckNow(accounts=accounts, detailed=detailed):
+                    result = await self._check(accounts, detailed)
+        except (ReadFailed, ReadError, RpcError) as error:
+            if not command.reply.done():
+                command.reply.set_exception(error)
+            return
+        except Exception as error:  # a bug met by one command must not stop every alert
+            log.exception("recompute.command_failed", command=type(command).__name__)
+            if not command.reply.done():
+                command.reply.set_exception(error)
+            return
+        if not command.reply.done():
+            command.reply.set_result(result)
+
+    async def _change_watches(self, accounts: Sequence[str]) -> list[Outcome]:
+        assert self._load_directory is not None and self._head is not None
+        directory = await self._load_directory()
+        self._tracker.set_directory(directory)
+        wanted = directory.targets()
+        added, removed = wanted - self._targets, self._targets - wanted
+        for target in removed:
+            self.index.set_exposure(target, frozenset())
+            self._read_at.pop(target, None)
+            self._schedule.forget(target)
+        self._pending -= removed
+        self._targets = frozenset(wanted)
+        if added or removed:
+            log.info("recompute.watches_changed", added=len(added), removed=len(removed), watched=len(wanted))
+        # New targets are read now, so that their first alert does not wait for a price move.
+        await self._discover({t.account for t in added} | set(accounts))
+        asked = {Target(protocol=name, account=a) for a in accounts for name in self._protocols}
+        outcomes = await self._read_outcomes(added | asked, self._head.number)
+        return [(target, outcome) for target, outcome in outcomes if target in asked]
+
+    async def _check(self, accounts: Sequence[str], detailed: bool) -> list[Outcome]:
+        assert self._head is not None
+        await self._discover({a for a in accounts if not any(t.account == a for t in self._targets)})
+        targets = {Target(protocol=name, account=a) for a in accounts for name in self._protocols}
+        return await self._read_outcomes(targets, self._head.number, detailed=detailed)
+
+    async def _discover(self, accounts: set[str]) -> None:
+        """Finds where new accounts have positions; resubscribes when that brought new markets or feeds."""
+        if not accounts or self._head is None:
+            return
+        before = self.log_filter()
+        for protocol in self._protocols.values():
+            await protocol.discover(self._rpc, self._reader, sorted(accounts), self._head.number)  # type: ignore[arg-type]
+            self.index.set_feeds(protocol.name, protocol.price_feeds())
+        if self.log_filter() != before and self.on_sources_changed is not None:
+            await self.on_sources_changed()
 
     def _take(self, event: ChainEvent) -> None:
         if isinstance(event, Head):
@@ -187,6 +286,7 @@ class Engine:
             return
         self.processed = BlockRef(number=head.number, hash=head.hash)
         await self._store.save_cursor(self.processed)
+        self.processed_at = time.time()
         async with self._progress:
             self._progress.notify_all()
         horizon = head.number - _SEEN_LOGS_WINDOW
@@ -196,9 +296,21 @@ class Engine:
     # -- reading --------------------------------------------------------------------------------------
     async def read(self, targets: Iterable[Target], block: int) -> list[Reading]:
         """Reads `targets` at `block` in one batched pass; refreshes their exposure in the index."""
-        readings: list[Reading] = []
+        return _readings_of(await self._apply(await read_targets(self._protocols, self._reader, targets, block), block))
+
+    async def _read_outcomes(self, targets: Iterable[Target], block: int, *, detailed: bool = False) -> list[Outcome]:
+        """Reads `targets` (watched or not) at `block`; the watched ones are indexed and tracked as any read."""
+        outcomes = await read_targets(self._protocols, self._reader, targets, block, detailed=detailed)
+        watched = await self._apply([(t, o) for t, o in outcomes if t in self._targets], block)
+        readings = await self._with_asset_lines(_readings_of(watched), block)
+        await self._tracker.observe(readings)  # a fresh reading of a watched position is as good as any
+        log.info("recompute.read", block=block, positions=len(readings), asked=True)
+        return outcomes
+
+    async def _apply(self, outcomes: list[Outcome], block: int) -> list[Outcome]:
+        """Books a pass's outcomes (index, read marks, schedule); leaves failed ones marked for the next pass."""
         unread = set()
-        for target, outcome in await read_targets(self._protocols, self._reader, targets, block):
+        for target, outcome in outcomes:
             if isinstance(outcome, ReadFailed):
                 unread.add(target)
                 continue
@@ -211,19 +323,39 @@ class Engine:
             self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
             self._schedule.record(target, block, worst)
-            readings.extend(outcome.readings)
             if outcome.read_again:
                 self._pending.add(target)
         if unread:
             # Still marked: the run loop comes back for them within seconds, even on a quiet chain.
             self._pending |= unread
             log.error("recompute.read_partly_failed", block=block, unread=len(unread))
-        return readings
+        return outcomes
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
-        readings = await self.read(targets, block)
+        readings = await self._with_asset_lines(await self.read(targets, block), block)
         await self._tracker.observe(readings)
         log.info("recompute.read", block=block, positions=len(readings))
+
+    async def _with_asset_lines(self, readings: list[Reading], block: int) -> list[Reading]:
+        """Alerts of positions whose liquidation price the plain read cannot tell (several collaterals) carry one
+        per collateral asset: those few positions are read again in detail, at the same block, before alerting."""
+        wanted = {Target(protocol=r.key.protocol, account=r.key.account) for r in readings
+                  if r.has_debt and r.liquidation_price is None and not r.assets and self._tracker.would_alert(r)}  # fmt: skip
+        if not wanted:
+            return readings
+        try:
+            detailed = await read_targets(self._protocols, self._reader, wanted, block, detailed=True)
+        except ReadFailed:
+            return readings  # the alert matters more than its detail: send it without
+        better = {r.key: r for _, o in detailed if isinstance(o, AccountReading) for r in o.readings}
+        return [better.get(r.key, r) for r in readings]
+
+    def watched_count(self) -> int:
+        return len(self._targets)
+
+
+def _readings_of(outcomes: Iterable[Outcome]) -> list[Reading]:
+    return [r for _, outcome in outcomes if isinstance(outcome, AccountReading) for r in outcome.readings]
 
 
 async def read_targets(
@@ -260,7 +392,7 @@ def _call_key(call: Call) -> tuple[str, bytes]:
     return (call.target.lower(), call.data)
 
 
-def _drain(queue: asyncio.Queue[ChainEvent]) -> Sequence[ChainEvent]:
+def _drain(queue: asyncio.Queue[Mail]) -> Sequence[Mail]:
     items = []
     while not queue.empty():
         items.append(queue.get_nowait())

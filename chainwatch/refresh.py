@@ -78,6 +78,10 @@ class RefreshSchedule:
         """`target` could not be read at `block`: try again soon, as if it were at the riskiest band."""
         self._set(target, block + self._policy.tightest)
 
+    def forget(self, target: Hashable) -> None:
+        """`target` is no longer watched: it is never due again (its heap entries go stale)."""
+        self._due.pop(target, None)
+
     def _set(self, target: Hashable, due: int) -> None:
         if self._due.get(target) == due:
             return

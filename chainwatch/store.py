@@ -1,4 +1,5 @@
-"""chainwatch's durable state in one SQLite file: the block cursor, each position's alert level, the outbox.
+"""chainwatch's durable state in one SQLite file: the block cursor, each (chat, position)'s alert level, the
+outbox, and (in `chat_settings`) what each chat set up through the bot.
 
 A level change and the message it causes are written in one transaction, so a crash can neither lose an
 alert nor make the restarted watcher repeat one it already queued.
@@ -8,48 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
+import msgspec
 
 from chainwatch.model import Level, PositionKey, Record
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cursor (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    block_number INTEGER NOT NULL,
-    block_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS positions (
-    protocol TEXT NOT NULL,
-    account TEXT NOT NULL,
-    market TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    health_factor REAL NOT NULL,
-    block INTEGER NOT NULL,
-    PRIMARY KEY (protocol, account, market)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    priority INTEGER NOT NULL,
-    chat_id INTEGER,
-    text TEXT NOT NULL,
-    position TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    block INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    next_attempt_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    sent_at REAL,
-    failed_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (priority DESC, id) WHERE sent_at IS NULL AND failed_at IS NULL;
-"""
-
+from chainwatch.chat_settings import ChatSettings
+from chainwatch.schema import LEGACY_CHAT, migrate, transaction as _transaction
 
 class BlockRef(Record, frozen=True, kw_only=True):
     """A block by number and hash: the hash lets a restart notice that the chain moved under it."""
@@ -64,6 +34,23 @@ class StoredLevel(Record, frozen=True, kw_only=True):
     block: int
 
 
+class ChatPosition(Record, frozen=True, kw_only=True):
+    """Whose alert state: one chat's view of one position (many chats may watch the same position)."""
+
+    chat_id: int
+    key: PositionKey
+
+
+class Button(Record, frozen=True, kw_only=True):
+    """An inline button under a message; `data` is the callback data (64 bytes at most, self-contained)."""
+
+    text: str
+    data: str
+
+
+Keyboard = tuple[tuple[Button, ...], ...]
+
+
 class OutboxMessage(Record, frozen=True, kw_only=True):
     """One queued message, as the sender sees it."""
 
@@ -75,6 +62,7 @@ class OutboxMessage(Record, frozen=True, kw_only=True):
     kind: str
     block: int
     attempts: int
+    buttons: Keyboard = ()
 
 
 class PendingMessage(Record, frozen=True, kw_only=True):
@@ -84,14 +72,23 @@ class PendingMessage(Record, frozen=True, kw_only=True):
     chat_id: int | None
     text: str
     kind: str
+    buttons: Keyboard = ()
 
 
 class LevelChange(Record, frozen=True, kw_only=True):
-    """A position's new level, and the message it causes (if any), to be stored together."""
+    """A (chat, position)'s new level, and the message it causes (if any), to be stored together.
 
+    `chat_id` 0 is the operator's chat-less watch (alerts to the transport's default destination)."""
+
+    chat_id: int = 0
     key: PositionKey
     level: StoredLevel
     message: PendingMessage | None = None
+
+
+# Replies to commands go between the alerts that cannot wait and those that can: below CRITICAL, above WARN.
+REPLY_PRIORITY = 15
+_KEYBOARD = msgspec.json.Decoder(Keyboard)
 
 
 class Store:
@@ -104,6 +101,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self.chats = ChatSettings(db, self._lock)
 
     async def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         async with self._lock, self._db.execute(sql, parameters) as cursor:
@@ -126,14 +124,36 @@ class Store:
         )
 
     # -- positions ------------------------------------------------------------------------------------
-    async def levels(self) -> dict[PositionKey, StoredLevel]:
-        rows = await self._rows("SELECT protocol, account, market, level, health_factor, block FROM positions")
+    async def levels(self) -> dict[ChatPosition, StoredLevel]:
+        rows = await self._rows(
+            "SELECT chat_id, protocol, account, market, level, health_factor, block FROM levels WHERE chat_id != ?",
+            (LEGACY_CHAT,),
+        )
         return {
-            PositionKey(protocol=r[0], account=r[1], market=r[2]): StoredLevel(
-                level=Level(r[3]), health_factor=r[4], block=r[5]
+            ChatPosition(chat_id=r[0], key=PositionKey(protocol=r[1], account=r[2], market=r[3])): StoredLevel(
+                level=Level(r[4]), health_factor=r[5], block=r[6]
             )
             for r in rows
         }
+
+    async def adopt_legacy_levels(self, chats_of: Mapping[str, Sequence[int]]) -> int:
+        """Hands levels stored before levels were per chat to the chats of the operator watches on their account
+        (`chats_of`: account -> chat ids); levels of accounts no longer watched are dropped. Returns how many."""
+        async with self._lock, _transaction(self._db):
+            async with self._db.execute(
+                "SELECT protocol, account, market, level, health_factor, block FROM levels WHERE chat_id = ?",
+                (LEGACY_CHAT,),
+            ) as cursor:
+                legacy = list(await cursor.fetchall())
+            for protocol, account, market, level, health_factor, block in legacy:
+                for chat_id in chats_of.get(account, ()):
+                    await self._db.execute(
+                        "INSERT OR IGNORE INTO levels (chat_id, protocol, account, market, level, health_factor, block) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (chat_id, protocol, account, market, level, health_factor, block),
+                    )
+            await self._db.execute("DELETE FROM levels WHERE chat_id = ?", (LEGACY_CHAT,))
+        return len(legacy)
 
     async def record(self, changes: Sequence[LevelChange]) -> None:
         """Saves positions' new levels and, in the same transaction, the messages they cause.
@@ -148,23 +168,37 @@ class Store:
             for change in changes:
                 key, level, message = change.key, change.level, change.message
                 await self._db.execute(
-                    "INSERT INTO positions (protocol, account, market, level, health_factor, block) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (protocol, account, market) DO UPDATE SET "
+                    "INSERT INTO levels (chat_id, protocol, account, market, level, health_factor, block) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id, protocol, account, market) DO UPDATE SET "
                     "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
-                    (key.protocol, key.account, key.market, int(level.level), _finite(level.health_factor), level.block),
-                )
+                    (change.chat_id, key.protocol, key.account, key.market, int(level.level),
+                     _finite(level.health_factor), level.block),
+                )  # fmt: skip
                 if message is None:
                     continue
                 await self._db.execute(
                     "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
-                    "WHERE position = ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
-                    (now, key.as_text(), message.priority),
+                    "WHERE position = ? AND chat_id IS ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
+                    (now, key.as_text(), message.chat_id, message.priority),
                 )
-                await self._db.execute(
-                    "INSERT INTO outbox (priority, chat_id, text, position, kind, block, created_at, next_attempt_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (message.priority, message.chat_id, message.text, key.as_text(), message.kind, level.block, now, now),
-                )
+                await self._insert_message(message, key.as_text(), level.block, now)
+
+    async def queue_replies(self, chat_id: int, texts: Sequence[str], buttons: Keyboard = ()) -> None:
+        """Queues a reply to a command (in parts, in order; the buttons go under the last part)."""
+        now = time.time()
+        async with self._lock, _transaction(self._db):
+            for i, text in enumerate(texts):
+                message = PendingMessage(priority=REPLY_PRIORITY, chat_id=chat_id, text=text, kind="REPLY",
+                                         buttons=buttons if i == len(texts) - 1 else ())  # fmt: skip
+                await self._insert_message(message, "", 0, now)
+
+    async def _insert_message(self, message: PendingMessage, position: str, block: int, now: float) -> None:
+        buttons = msgspec.json.encode(message.buttons).decode() if message.buttons else None
+        await self._db.execute(
+            "INSERT INTO outbox (priority, chat_id, text, position, kind, block, created_at, next_attempt_at, buttons) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.priority, message.chat_id, message.text, position, message.kind, block, now, now, buttons),
+        )
 
     # -- outbox ---------------------------------------------------------------------------------------
     async def due_messages(self, now: float, limit: int = 100) -> list[OutboxMessage]:
@@ -174,7 +208,7 @@ class Store:
         never crowd the others out of the batch.
         """
         rows = await self._rows(
-            "SELECT id, priority, chat_id, text, position, kind, block, attempts FROM ("
+            "SELECT id, priority, chat_id, text, position, kind, block, attempts, buttons FROM ("
             "  SELECT *, ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY priority DESC, id) AS turn FROM outbox"
             "  WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?"
             ") WHERE turn = 1 ORDER BY priority DESC, id LIMIT ?",
@@ -182,7 +216,8 @@ class Store:
         )
         return [
             OutboxMessage(
-                id=r[0], priority=r[1], chat_id=r[2], text=r[3], position=r[4], kind=r[5], block=r[6], attempts=r[7]
+                id=r[0], priority=r[1], chat_id=r[2], text=r[3], position=r[4], kind=r[5], block=r[6], attempts=r[7],
+                buttons=_KEYBOARD.decode(r[8]) if r[8] else (),
             )
             for r in rows
         ]
@@ -196,8 +231,11 @@ class Store:
         )
         return rows[0][0] if rows else None
 
-    async def pending_count(self) -> int:
-        rows = await self._rows("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
+    async def pending_count(self, *, alerts_only: bool = False) -> int:
+        rows = await self._rows(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+            + (" AND kind != 'REPLY'" if alerts_only else "")
+        )
         return int(rows[0][0]) if rows else 0
 
     async def mark_sent(self, message_id: int, now: float) -> None:
@@ -225,22 +263,9 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
     async with aiosqlite.connect(path, isolation_level=None) as db:
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
-        await db.executescript(_SCHEMA)
+        await db.execute("PRAGMA foreign_keys = ON")
+        await migrate(db)
         yield Store(db)
-
-
-@asynccontextmanager
-async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
-    try:
-        # Inside the try: a cancellation while BEGIN is in flight must still roll back, or the connection is
-        # left in a transaction that swallows every later write.
-        await db.execute("BEGIN IMMEDIATE")
-        yield
-    except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
 
 
 def _finite(value: float) -> float:

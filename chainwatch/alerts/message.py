@@ -6,8 +6,10 @@ Plain text (no parse mode), so an untrusted label can never break the message or
 from __future__ import annotations
 
 import math
+from decimal import ROUND_FLOOR, Decimal
 
 from chainwatch.model import Alert, AlertKind, Reading
+from chainwatch.positions import LiquidationPrice, liquidation_prices
 
 _ICON = {
     AlertKind.LIQUIDATABLE: "\U0001f6a8",  # rotating light
@@ -44,10 +46,21 @@ def alert_text(alert: Alert) -> str:
 
 def _liquidation_line(reading: Reading) -> list[str]:
     if reading.liquidation_price is None:
-        return []
+        return [_per_asset(price, reading.currency) for price in liquidation_prices(reading)]
     price = reading.liquidation_price
     shown = f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
     return [f"Liquidation price {reading.liquidation_asset} {shown} {reading.currency}"]
+
+
+def _per_asset(price: LiquidationPrice, currency: str) -> str:
+    if price.price is None:
+        return f"Liquidation price {price.symbol} none: the other collateral alone covers the debt"
+    drop = f" ({price.drop:.1%} below now)" if price.drop is not None and price.drop > 0 else ""
+    return f"Liquidation price {price.symbol} {_price(price.price)} {currency}{drop}, others unchanged"
+
+
+def _price(price: float) -> str:
+    return f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
 
 
 def short_market(market: str) -> str:
@@ -59,4 +72,11 @@ def short_market(market: str) -> str:
 
 
 def format_health(health_factor: float) -> str:
-    return "no debt" if math.isinf(health_factor) else f"{health_factor:.3f}"
+    """Three decimals, rounded down: a position at 0.9996 is liquidatable and must never read 1.000."""
+    if math.isinf(health_factor):
+        return "no debt"
+    if math.isnan(health_factor):
+        return "unknown"
+    # Decimal of the float's exact value: 1.1 * 1000 in binary floats is 1100.0000000000002 or 1099.999..., and a
+    # plain floor of that could cut a whole thousandth.
+    return f"{Decimal(repr(health_factor)).quantize(Decimal('0.001'), rounding=ROUND_FLOOR)}"

@@ -10,13 +10,13 @@ import asyncio
 import enum
 import math
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import NoReturn, Protocol
 
 import structlog
 
 from chainwatch.alerts.ratelimit import RateLimiter
-from chainwatch.store import OutboxMessage, Store
+from chainwatch.store import Keyboard, OutboxMessage, Store
 
 log = structlog.get_logger(__name__)
 
@@ -40,11 +40,14 @@ class RetryLater(Exception):
 
 
 class Undeliverable(Exception):
-    """This message can never be delivered as it is (bot blocked, chat gone, request rejected)."""
+    """This message can never be delivered as it is (bot blocked, chat gone, request rejected).
 
-    def __init__(self, reason: str) -> None:
+    `chat_gone`: no message to this chat can be delivered until it writes to the bot again."""
+
+    def __init__(self, reason: str, *, chat_gone: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.chat_gone = chat_gone
 
 
 class TransportBroken(Exception):
@@ -56,7 +59,7 @@ class TransportBroken(Exception):
 
 
 class Transport(Protocol):
-    async def send(self, chat_id: int | None, text: str) -> None:
+    async def send(self, chat_id: int | None, text: str, buttons: Keyboard = ()) -> None:
         """Delivers `text` (to the default chat when `chat_id` is None) or raises one of the errors above."""
         ...
 
@@ -83,8 +86,10 @@ class Sender:
         batch: int = 500,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        on_chat_gone: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._on_chat_gone = on_chat_gone
         self._transport = transport
         self._limiter = RateLimiter(per_second=messages_per_second, per_chat_interval=per_chat_interval)
         self._backoff_base = backoff_base
@@ -168,7 +173,7 @@ class Sender:
             attempts=message.attempts + 1,
         )
         try:
-            await self._transport.send(message.chat_id, message.text)
+            await self._transport.send(message.chat_id, message.text, message.buttons)
         except RetryLater as e:
             wait = self._hold_back(chat, e)
             until = self._clock() + wait
@@ -179,6 +184,8 @@ class Sender:
             await self._store.mark_failed(message.id, self._clock(), e.reason)
             self.settled.set()
             log.error("alert.failed", reason=e.reason, **facts)
+            if e.chat_gone and message.chat_id is not None and self._on_chat_gone is not None:
+                await self._on_chat_gone(message.chat_id)
         else:
             self._link_failures = 0
             await self._store.mark_sent(message.id, self._clock())

@@ -26,9 +26,10 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import LinkPreviewOptions
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 
 from chainwatch.alerts.sender import RetryLater, Scope, TransportBroken, Undeliverable
+from chainwatch.store import Keyboard
 
 log = structlog.get_logger(__name__)
 
@@ -59,18 +60,28 @@ class TelegramTransport:
     ) -> None:
         await self._bot.session.close()
 
-    async def send(self, chat_id: int | None, text: str) -> None:
+    @property
+    def bot(self) -> Bot:
+        """The aiogram Bot, shared with the command poller: one HTTP session, one token."""
+        return self._bot
+
+    async def send(self, chat_id: int | None, text: str, buttons: Keyboard = ()) -> None:
         chat = self._default_chat_id if chat_id is None else chat_id
         if chat is None:
             raise Undeliverable("no chat_id on the message and no default chat configured")
         chat = self._migrated.get(chat, chat)
+        markup = inline_keyboard(buttons)
         try:
             try:
-                await self._bot.send_message(chat, _fit(text), link_preview_options=_NO_PREVIEW)
+                await self._bot.send_message(chat, _fit(text), link_preview_options=_NO_PREVIEW, reply_markup=markup)
             except TelegramMigrateToChat as e:
                 self._migrated[chat] = e.migrate_to_chat_id
                 log.warning("telegram.chat_migrated", chat_id=chat, new_chat_id=e.migrate_to_chat_id)
-                await self._bot.send_message(e.migrate_to_chat_id, _fit(text), link_preview_options=_NO_PREVIEW)
+                await self._bot.send_message(e.migrate_to_chat_id, _fit(text), link_preview_options=_NO_PREVIEW,
+                                             reply_markup=markup)  # fmt: skip
+        except TelegramForbiddenError as e:
+            # Blocked by the user, kicked from the group: nothing reaches this chat until it writes again.
+            raise Undeliverable(self._scrub(f"{type(e).__name__}: {e.message}"), chat_gone=True) from None
         except TelegramAPIError as e:
             raise self._translated(e, chat_scoped=True) from None
         except ClientDecodeError as e:  # a proxy's HTML error page, a truncated body
@@ -126,7 +137,9 @@ class StdoutTransport:
     ) -> None:
         self._stream.flush()
 
-    async def send(self, chat_id: int | None, text: str) -> None:
+    async def send(self, chat_id: int | None, text: str, buttons: Keyboard = ()) -> None:
+        if buttons:
+            text = text + "\n" + "  ".join(f"[{b.text}]" for row in buttons for b in row)
         if self._count:
             self._stream.write(self.SEPARATOR + "\n")
         self._stream.write(text if text.endswith("\n") else text + "\n")
@@ -140,6 +153,13 @@ def _secrets_of(token: str) -> list[str]:
     secret = token.partition(":")[2]
     forms = {token, token.replace(":", "%3A"), token.replace(":", "%3a")} | ({secret} if len(secret) >= 8 else set())
     return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def inline_keyboard(buttons: Keyboard) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    rows = [[InlineKeyboardButton(text=b.text, callback_data=b.data) for b in row] for row in buttons]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def _fit(text: str) -> str:

@@ -1,46 +1,67 @@
-"""Applies readings to each position's alert state, durably: the level and its message commit together."""
+"""Applies readings to each (chat, position)'s alert state, durably: the level and its message commit together.
+
+One reading of a position fans out to every chat that watches it; each chat has its own thresholds, level,
+mutes and messages.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
+from chainwatch.alerts.buttons import alert_buttons
+from chainwatch.alerts.directory import NO_CHAT, Directory, Subscription
 from chainwatch.alerts.message import alert_text
-from chainwatch.alerts.state import Thresholds, next_state
-from chainwatch.model import Alert, Level, PositionKey, Reading, Record
-from chainwatch.store import LevelChange, PendingMessage, Store, StoredLevel
+from chainwatch.alerts.state import next_state
+from chainwatch.model import Alert, Level, Reading
+from chainwatch.store import ChatPosition, LevelChange, PendingMessage, Store, StoredLevel
 
 log = structlog.get_logger(__name__)
-
-
-class WatchPolicy(Record, frozen=True, kw_only=True):
-    """How one watched account is alerted: where, under which name, at which thresholds."""
-
-    thresholds: Thresholds
-    label: str | None = None
-    chat_id: int | None = None
 
 
 class Tracker:
     def __init__(
         self,
         store: Store,
-        policy_of: Callable[[str], WatchPolicy],
-        levels: Mapping[PositionKey, StoredLevel],
+        directory: Directory,
+        levels: Mapping[ChatPosition, StoredLevel],
         on_queued: Callable[[], None],
+        *,
+        buttons: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._policy_of = policy_of
+        self._directory = directory
         self._levels = dict(levels)
         self._on_queued = on_queued
+        self._buttons = buttons  # only when the bot answers them
+        self._clock = clock
 
     @classmethod
-    async def load(cls, store: Store, policy_of: Callable[[str], WatchPolicy], on_queued: Callable[[], None]) -> Tracker:
+    async def load(
+        cls, store: Store, directory: Directory, on_queued: Callable[[], None], *, buttons: bool = False
+    ) -> Tracker:
         """A tracker that remembers every level stored before a restart, so nothing is alerted twice."""
-        return cls(store, policy_of, await store.levels(), on_queued)
+        return cls(store, directory, await store.levels(), on_queued, buttons=buttons)
 
-    def level_of(self, key: PositionKey) -> Level | None:
+    def set_directory(self, directory: Directory) -> None:
+        """Takes a new directory; levels of (chat, address) pairs it no longer has are forgotten."""
+        self._directory = directory
+        gone = [key for key in self._levels if not directory.watched_by(key.chat_id, key.key.account)]
+        for key in gone:
+            del self._levels[key]
+
+    def positions_of(self, chat_id: int) -> int:
+        """How many positions this chat's alert state covers."""
+        return sum(1 for key in self._levels if key.chat_id == chat_id)
+
+    def positions_count(self) -> int:
+        """How many distinct positions any chat's alert state covers."""
+        return len({key.key for key in self._levels})
+
+    def level_of(self, key: ChatPosition) -> Level | None:
         stored = self._levels.get(key)
         return None if stored is None else stored.level
 
@@ -53,21 +74,36 @@ class Tracker:
         if stale:
             log.warning("tracker.levels_from_the_future", positions=len(stale), head=block)
 
+    def would_alert(self, reading: Reading) -> bool:
+        """Whether observing `reading` would alert some chat (nothing is changed by asking)."""
+        now = self._clock()
+        for subscription in self._directory.subscribers(reading.key):
+            stored = self._levels.get(ChatPosition(chat_id=subscription.chat_id, key=reading.key))
+            if stored is not None and reading.block < stored.block:
+                continue
+            thresholds = self._directory.thresholds(subscription, reading.key)
+            transition = next_state(None if stored is None else stored.level, reading, thresholds)
+            if transition.alert is not None and not self._directory.silences(subscription, transition.alert, now):
+                return True
+        return False
+
     async def observe(self, readings: Iterable[Reading]) -> list[Alert]:
         """Applies a pass of readings; every change of level and its message commit in one transaction."""
         changes: list[LevelChange] = []
         alerts: list[Alert] = []
+        now = self._clock()
         # Riskiest first: among alerts of equal urgency the outbox sends the older, so this is who hears first.
         for reading in sorted(readings, key=lambda r: r.health_factor):
-            change, alert = self._judge(reading)
-            if change is not None:
-                changes.append(change)
-            if alert is not None:
-                alerts.append(alert)
+            for subscription in self._directory.subscribers(reading.key):
+                change, alert = self._judge(reading, subscription, now)
+                if change is not None:
+                    changes.append(change)
+                if alert is not None:
+                    alerts.append(alert)
         if changes:
             await self._store.record(changes)
         for change in changes:
-            self._levels[change.key] = change.level
+            self._levels[ChatPosition(chat_id=change.chat_id, key=change.key)] = change.level
         for alert in alerts:
             log.info(
                 "alert.queued",
@@ -80,26 +116,32 @@ class Tracker:
             self._on_queued()
         return alerts
 
-    def _judge(self, reading: Reading) -> tuple[LevelChange | None, Alert | None]:
+    def _judge(self, reading: Reading, subscription: Subscription, now: float) -> tuple[LevelChange | None, Alert | None]:
         """The level change to store (None when the level is unchanged) and the alert it causes."""
         key = reading.key
-        stored = self._levels.get(key)
+        chat = subscription.chat_id
+        slot = ChatPosition(chat_id=chat, key=key)
+        stored = self._levels.get(slot)
         if stored is not None and reading.block < stored.block:
             return None, None  # an older view than one already acted on (e.g. a late batch) must not undo it
-        policy = self._policy_of(key.account)
-        transition = next_state(None if stored is None else stored.level, reading, policy.thresholds)
+        thresholds = self._directory.thresholds(subscription, key)
+        transition = next_state(None if stored is None else stored.level, reading, thresholds)
         new = StoredLevel(level=transition.level, health_factor=reading.health_factor, block=reading.block)
         if stored is not None and stored.level == new.level and transition.alert is None:
-            self._levels[key] = new  # unchanged level: keep the figure in memory, spare the disk a write
+            self._levels[slot] = new  # unchanged level: keep the figure in memory, spare the disk a write
             return None, None
-        if transition.alert is None:
-            return LevelChange(key=key, level=new), None
+        if transition.alert is None or self._directory.silences(subscription, transition.alert, now):
+            # Muted: the level is still tracked (so nothing is replayed on unmute), only the message is held back.
+            return LevelChange(chat_id=chat, key=key, level=new), None
         alert = Alert(
             kind=transition.alert,
             reading=reading,
             threshold=transition.threshold,
-            label=policy.label,
-            chat_id=policy.chat_id,
+            label=subscription.label,
+            chat_id=None if chat == NO_CHAT else chat,
         )
-        message = PendingMessage(priority=alert.priority, chat_id=alert.chat_id, text=alert_text(alert), kind=alert.kind.value)
-        return LevelChange(key=key, level=new, message=message), alert
+        message = PendingMessage(
+            priority=alert.priority, chat_id=alert.chat_id, text=alert_text(alert), kind=alert.kind.value,
+            buttons=alert_buttons(key) if self._buttons and chat != NO_CHAT else (),
+        )  # fmt: skip
+        return LevelChange(chat_id=chat, key=key, level=new, message=message), alert

@@ -111,13 +111,15 @@ pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
 def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
-    refresh_bands: str = "[]",
+    refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0,
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
-    `watched` the accounts to watch (default: all test accounts), each labelled "user <index>". Re-reads on a
-    schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`, TOML, none by default)."""
+    `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
+    "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
+    TOML, none by default). `bot` is the body of the [bot] table."""
     watches = "\n".join(
-        f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n' for i, account in enumerate(watched or chain.accounts)
+        f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
+        for i, account in enumerate(chain.accounts if watched is None else watched)
     )
     path.write_text(f"""
 [chain]
@@ -136,9 +138,13 @@ token = "{TOKEN}"
 api_base = "{bot_api.base_url}"
 default_chat_id = {CHAT}
 per_chat_interval = 0.05
+messages_per_second = {messages_per_second}
 
 [storage]
 path = "{path.parent / 'chainwatch.db'}"
+
+[bot]
+{bot}
 
 [alerts]
 warn = {warn}

@@ -207,6 +207,23 @@ class TestDemo:
         assert "LIQUIDATABLE on" in text
         assert "steady" not in text.split("moving the WETH price")[1]  # the WBTC-only position never alerts
 
+    async def test_demo_plays_a_conversation_with_the_bot(self) -> None:
+        """The demo's transcript: Alice adds, checks, reads her position and what to repay, opens an alert's
+        Position button and mutes; after the mute she hears LIQUIDATABLE and nothing milder."""
+        async with chainwatch_process("demo") as process:
+            async with asyncio.timeout(60):
+                out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()[-2000:]
+        text = out.decode()
+        for said in ("/add ", "/check", "/position leveraged", "/repay leveraged 1.8", "(presses [Position])",
+                     "/mute leveraged 2h"):  # fmt: skip
+            assert f"[alice -> bot] {said}" in text, said
+        assert "Watching from the next block:" in text and "repay " in text and "liquidation if WETH falls to" in text
+        assert "[Position]  [Mute 1h]  [Check now]" in text
+        to_alice = [part.split("\n", 1)[0].strip() for part in text.split("[bot -> alice]\n")[1:]]
+        after_mute = to_alice[to_alice.index(next(t for t in to_alice if t.startswith("Muted"))) + 1 :]
+        assert [t.split()[1] for t in after_mute] == ["LIQUIDATABLE"]
+
     async def test_prints_positions_on_all_four_protocols(self, chain: Chain, tmp_path: Path) -> None:
         """With all four protocols configured, `check` prints the address's health on each, with its market."""
         from chainwatch.demo import _config_text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from eth_abi import decode
 from structlog.testing import capture_logs
@@ -24,13 +24,13 @@ from tests.support.rpcproxy import RpcProxy
 
 
 async def health_at(chain: Chain, account: str, block: int) -> Decimal:
-    """The Pool's own health factor for `account` at `block`, to 3 decimals as messages show it."""
+    """The Pool's own health factor for `account` at `block`, to 3 decimals as messages show it (rounded down)."""
     raw = await chain.web3.eth.call(
         {"to": chain.devnet.aave_v3.pool, "data": calldata("getUserAccountData(address)", account)},
         block_identifier=block,
     )
     health = decode(["uint256"] * 6, raw)[5]
-    return (Decimal(health) / Decimal(10**18)).quantize(Decimal("0.001"))
+    return (Decimal(health) / Decimal(10**18)).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
 
 
 async def open_standard_positions(chain: Chain) -> tuple[str, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from chainwatch.alerts.state import Thresholds
-from chainwatch.alerts.tracker import Tracker, WatchPolicy
+from chainwatch.alerts.directory import Directory, Subscription
+from chainwatch.alerts.tracker import Tracker
 from chainwatch.chain import Head, Log, LogFilter
 from chainwatch.index import Target
 from chainwatch.model import Level, PositionKey, Reading
@@ -18,7 +19,7 @@ from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError
 from chainwatch.reader import Reader
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
-from chainwatch.store import Store, open_store
+from chainwatch.store import ChatPosition, Store, open_store
 from tests.unit.test_reader import EchoNode
 
 EMITTER = "0x" + "ee" * 20
@@ -81,8 +82,9 @@ class TestResolveFailures:
     async def test_one_protocol_refusing_to_resolve_stops_nobody(self, store: Store) -> None:
         """A lasting resolve error on one protocol (after a source change) leaves the other read and alerted."""
         good, bad = StandIn("good", {1: 2.0, 2: 1.1}), StandIn("bad", {1: 2.0, 2: 2.0})
-        policy = WatchPolicy(thresholds=Thresholds(warn=1.5, critical=1.2))
-        tracker = await Tracker.load(store, lambda account: policy, lambda: None)
+        directory = Directory([Subscription(chat_id=0, address="0xA", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["good", "bad"])  # fmt: skip
+        tracker = await Tracker.load(store, directory, lambda: None)
         engine = Engine(
             {"good": good, "bad": bad},  # type: ignore[dict-item]
             {Target(protocol="good", account="0xA"), Target(protocol="bad", account="0xA")},
@@ -103,5 +105,6 @@ class TestResolveFailures:
         finally:
             running.cancel()
         levels = await store.levels()
-        assert levels[PositionKey(protocol="good", account="0xA")].level == Level.CRITICAL
-        assert levels[PositionKey(protocol="good", account="0xA")].block == 2
+        good = ChatPosition(chat_id=0, key=PositionKey(protocol="good", account="0xA"))
+        assert levels[good].level == Level.CRITICAL
+        assert levels[good].block == 2

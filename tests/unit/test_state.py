@@ -102,8 +102,22 @@ class TestMessage:
         assert text.splitlines() == [
             "\U0001f6a8 LIQUIDATABLE on morpho market 0xabababab…abab",
             "Account 0xA (<b>me</b>)",
-            "Health factor 0.977 (below liquidation line 1.000)",
+            "Health factor 0.976 (below liquidation line 1.000)",  # rounded down, never up
             "Collateral 1,250.00 USDC | Debt 1,100.00 USDC",
             "Liquidation price WETH 1,279.07 USDC",
             "Block 42",
         ]
+
+
+class TestHealthShown:
+    @pytest.mark.parametrize(
+        ("health", "shown"),
+        [(0.9996, "0.999"), (0.99999999, "0.999"), (1.1, "1.100"), (1.1339, "1.133"), (2.0, "2.000"),
+         (float("inf"), "no debt"), (1e-9, "0.000")],
+    )  # fmt: skip
+    def test_rounded_down(self, health: float, shown: str) -> None:
+        """Health factors are cut to three decimals, never rounded up: a liquidatable 0.9996 never reads 1.000."""
+        from chainwatch.alerts.message import format_health
+
+        assert format_health(health) == shown
+
