@@ -484,3 +484,30 @@ class TestService:
         bot_api.press_button(ALICE, confirm.message_id, yes)
         assert "forgotten" in (await bot_api.wait_for_message(ALICE, after=after, timeout=DEADLINE)).text
         assert "no address yet" in (await say(bot_api, ALICE, "/list")).text
+
+
+class TestIsolation:
+    async def test_a_chat_cannot_see_or_change_another_chats_watches(
+        self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
+    ) -> None:
+        """Alice's label means nothing in Bob's chat: he cannot remove, mute or set thresholds on it, nor list it."""
+        account = chain.accounts[0]
+        await start_bot()
+        await say(bot_api, ALICE, f"/add {account} vault")
+        for attempt in ("/remove vault", "/mute vault", "/threshold vault 1.8 1.5", f"/remove {account}"):
+            reply = (await say(bot_api, BOB, attempt)).text
+            assert "no address labelled" in reply or "is not watched in this chat" in reply, (attempt, reply)
+        assert "no address yet" in (await say(bot_api, BOB, "/list")).text
+        listed = (await say(bot_api, ALICE, "/list")).text
+        assert f"{account} (vault)" in listed and "none of your own" in listed and "Muted" not in listed
+
+    async def test_check_is_rate_limited_per_chat_and_says_when_to_try_again(
+        self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
+    ) -> None:
+        """Within check_cooldown_seconds a second /check is refused with the wait; another chat is not held back."""
+        account = chain.accounts[0]
+        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        await start_bot(bot="check_cooldown_seconds = 600")
+        assert "health 1.700" in (await say(bot_api, ALICE, f"/check {account}")).text
+        assert re.search(r"try again in \d+ s", (await say(bot_api, ALICE, f"/check {account}")).text)
+        assert "health 1.700" in (await say(bot_api, BOB, f"/check {account}")).text
