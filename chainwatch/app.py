@@ -106,7 +106,7 @@ class Watcher:
             protocols = {p.name: protocol_from_config(p) for p in config.protocols}
             engine = self.engine = Engine(
                 protocols, directory.targets(), reader, tracker, store, refresh=config.refresh,
-                load_directory=load_directory,
+                load_directory=load_directory, max_reorg_depth=config.chain.max_reorg_depth,
             )  # fmt: skip
             previous = await store.cursor()
             try:

@@ -144,6 +144,8 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     read_concurrency: Positive = 4
     # A WebSocket that sends nothing (not even a head) for this long is treated as dead and reopened.
     stall_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    # Replaced blocks up to this deep are undone precisely (what they touched is read again); deeper, everything is.
+    max_reorg_depth: Annotated[int, Meta(ge=1, le=10_000)] = 64
 
     @property
     def rpc_http_urls(self) -> tuple[str, ...]:

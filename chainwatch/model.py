@@ -92,11 +92,13 @@ class AlertKind(enum.Enum):
     CRITICAL = "CRITICAL"
     LIQUIDATABLE = "LIQUIDATABLE"
     RECOVERED = "RECOVERED"
+    # The block behind an earlier alert was replaced (a reorg, an abandoned proposal) and its level does not hold.
+    REPLACED = "REPLACED"
 
     @property
     def priority(self) -> int:
-        # Sent most urgent first; a recovery is good news and can wait behind any warning.
-        return {"LIQUIDATABLE": 30, "CRITICAL": 20, "WARN": 10, "RECOVERED": 0}[self.value]
+        # Sent most urgent first; a recovery (or a retraction) is good news and can wait behind any warning.
+        return {"LIQUIDATABLE": 30, "CRITICAL": 20, "WARN": 10, "RECOVERED": 0, "REPLACED": 0}[self.value]
 
     @classmethod
     def entering(cls, level: Level) -> AlertKind:
@@ -116,6 +118,7 @@ class Alert(Record, frozen=True, kw_only=True):
     threshold: float
     label: str | None = None
     chat_id: int | None = None
+    replaced_block: int | None = None  # for REPLACED: the block behind the alert that no longer holds
 
     @property
     def priority(self) -> int:

@@ -18,6 +18,7 @@ import structlog
 
 from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
+from chainwatch.canonical import Replaced, SeenChain
 from chainwatch.chain import ChainEvent, Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, is_price_update
 from chainwatch.index import ExposureIndex, Target
@@ -74,6 +75,7 @@ class Engine:
         *,
         refresh: RefreshPolicy,
         load_directory: Callable[[], Awaitable[Directory]] | None = None,
+        max_reorg_depth: int = 64,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
@@ -89,6 +91,8 @@ class Engine:
         self._read_at: dict[Target, int] = {}
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
+        self._chain = SeenChain(max_reorg_depth)
+        self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
         self._head: Head | None = None
         self._sources_changed = False
         self.processed: BlockRef | None = None
@@ -109,6 +113,7 @@ class Engine:
             # Discovery may add markets, and with them feeds: publish those before anything listens.
             self.index.set_feeds(protocol.name, protocol.price_feeds())
         self._head = head
+        self._chain.record(head)
         await self._read_and_track(self._targets, head.number)
         await self._finish(head)
 
@@ -147,6 +152,8 @@ class Engine:
             for item in mail:
                 if isinstance(item, (WatchesChanged, CheckNow)):
                     commands.append(item)
+                elif isinstance(item, Head):
+                    await self._take_head(item)
                 else:
                     self._take(item)
             for command in commands:  # people asking go ahead of the scheduled re-reads
@@ -210,17 +217,76 @@ class Engine:
         if self.log_filter() != before and self.on_sources_changed is not None:
             await self.on_sources_changed()
 
-    def _take(self, event: ChainEvent) -> None:
-        if isinstance(event, Head):
-            if self._head is None or event.number > self._head.number:
-                self._head = event
+    async def _take_head(self, head: Head) -> None:
+        replaced = self._chain.check(head)
+        if replaced is not None:
+            await self._rewind(replaced)
+            self._head = head  # the new branch's head, even when it is lower than the replaced tip
+        elif self._head is None or head.number > self._head.number:
+            self._head = head
+        self._chain.record(head)
+
+    def _take(self, event: Log) -> None:
+        if event.removed:
+            # The node says this log's block left the chain: whatever it touched is read again at the head.
+            self._pending |= self._targets_touched_by(event)
             return
-        if event.removed or event.identity in self._seen_logs:
+        if event.identity in self._seen_logs:
             return
         self._seen_logs[event.identity] = event.block_number
         self._newest_log_block = max(self._newest_log_block, event.block_number)
+        touched = self._targets_touched_by(event)
+        if touched:
+            self._touched_at.setdefault(event.block_number, set()).update(touched)
         # A log is news only for targets last read before its block (backfill overlaps what was read).
-        self._pending |= {t for t in self._targets_touched_by(event) if self._read_at.get(t, -1) < event.block_number}
+        self._pending |= {t for t in touched if self._read_at.get(t, -1) < event.block_number}
+
+    async def _rewind(self, replaced: Replaced) -> None:
+        """Blocks from `replaced.height` up are gone: forget what they told us and read again, at the new head,
+        every position they touched, were read at, or had their alert level set by."""
+        ancestor = await self._common_ancestor(replaced)
+        deep = ancestor is None
+        if ancestor is None:
+            ancestor = max(0, replaced.height - 1 - self._chain.max_depth)
+        orphaned = self._chain.forget_above(ancestor)
+        self._seen_logs = {k: b for k, b in self._seen_logs.items() if k[0] not in orphaned}
+        self._newest_log_block = max(self._seen_logs.values(), default=0)
+        affected: set[Target] = set()
+        for block in [b for b in self._touched_at if b > ancestor]:
+            affected |= self._touched_at.pop(block)
+        for target, block in self._read_at.items():
+            if block > ancestor:
+                affected.add(target)
+                self._read_at[target] = ancestor  # a log of the new branch above it is news again
+        affected |= {Target(protocol=k.protocol, account=k.account) for k in self._tracker.orphan_levels_after(ancestor)}
+        if deep:
+            affected |= self._targets
+            log.warning("recompute.reorg_deeper_than_window", from_block=replaced.height,
+                        max_reorg_depth=self._chain.max_depth)  # fmt: skip
+        self._pending |= affected & self._targets
+        if self.processed is not None and self.processed.number > ancestor:
+            self.processed = BlockRef(number=ancestor, hash=self._chain.hash_at(ancestor) or "")
+            await self._store.save_cursor(self.processed)
+        log.warning("recompute.blocks_replaced", from_block=replaced.height, ancestor=ancestor,
+                    new_head=replaced.head.number, positions=len(affected & self._targets))  # fmt: skip
+
+    async def _common_ancestor(self, replaced: Replaced) -> int | None:
+        """The highest block both branches share, asking the node for its canonical hashes; None past the window."""
+        lowest = self._chain.lowest()
+        for number in range(replaced.height - 1, replaced.height - 2 - self._chain.max_depth, -1):
+            if number < 0 or lowest is None or number < lowest:
+                return max(number, 0)  # nothing was derived from below what we have seen
+            ours = self._chain.hash_at(number)
+            if ours is None:
+                continue
+            if number == replaced.head.number - 1:
+                canonical = replaced.head.parent_hash
+            else:
+                assert self._rpc is not None
+                canonical = (await self._rpc.head(number)).hash
+            if canonical == ours:
+                return number
+        return None
 
     def _targets_touched_by(self, event: Log) -> set[Target]:
         if is_price_update(event):
@@ -292,6 +358,9 @@ class Engine:
         horizon = head.number - _SEEN_LOGS_WINDOW
         if len(self._seen_logs) > 10_000:
             self._seen_logs = {k: b for k, b in self._seen_logs.items() if b >= horizon}
+        if len(self._touched_at) > 2 * self._chain.max_depth:
+            kept = head.number - self._chain.max_depth
+            self._touched_at = {b: ts for b, ts in self._touched_at.items() if b > kept}
 
     # -- reading --------------------------------------------------------------------------------------
     async def read(self, targets: Iterable[Target], block: int) -> list[Reading]:

@@ -73,6 +73,9 @@ class PendingMessage(Record, frozen=True, kw_only=True):
     text: str
     kind: str
     buttons: Keyboard = ()
+    # A retraction: sent only if this chat was sent an alert of the position from a block after this one (the
+    # replaced blocks); it cancels that position's unsent messages of any urgency, which told the replaced story.
+    retracts_after: int | None = None
 
 
 class LevelChange(Record, frozen=True, kw_only=True):
@@ -176,12 +179,29 @@ class Store:
                 )  # fmt: skip
                 if message is None:
                     continue
+                if message.retracts_after is not None:
+                    if await self._retract(key.as_text(), message.chat_id, message.retracts_after, now):
+                        await self._insert_message(message, key.as_text(), level.block, now)
+                    continue
                 await self._db.execute(
                     "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
                     "WHERE position = ? AND chat_id IS ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
                     (now, key.as_text(), message.chat_id, message.priority),
                 )
                 await self._insert_message(message, key.as_text(), level.block, now)
+
+    async def _retract(self, position: str, chat_id: int | None, after_block: int, now: float) -> bool:
+        """Cancels the position's unsent alerts from replaced blocks; True when one of them had been sent."""
+        await self._db.execute(
+            "UPDATE outbox SET failed_at = ?, last_error = 'its block was replaced' WHERE position = ? AND chat_id IS ? "
+            "AND sent_at IS NULL AND failed_at IS NULL AND block > ?",
+            (now, position, chat_id, after_block),
+        )
+        async with self._db.execute(
+            "SELECT 1 FROM outbox WHERE position = ? AND chat_id IS ? AND sent_at IS NOT NULL AND block > ? LIMIT 1",
+            (position, chat_id, after_block),
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def queue_replies(self, chat_id: int, texts: Sequence[str], buttons: Keyboard = ()) -> None:
         """Queues a reply to a command (in parts, in order; the buttons go under the last part)."""

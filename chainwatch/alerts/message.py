@@ -16,6 +16,7 @@ _ICON = {
     AlertKind.CRITICAL: "\U0001f534",  # red circle
     AlertKind.WARN: "\U0001f7e0",  # orange circle
     AlertKind.RECOVERED: "\U0001f7e2",  # green circle
+    AlertKind.REPLACED: "\u21a9\ufe0f",  # leftwards arrow with hook
 }
 
 _CROSSED = {
@@ -23,6 +24,7 @@ _CROSSED = {
     AlertKind.CRITICAL: "below critical threshold",
     AlertKind.WARN: "below warn threshold",
     AlertKind.RECOVERED: "back above warn threshold",
+    AlertKind.REPLACED: "on the canonical chain",
 }
 
 
@@ -32,10 +34,18 @@ def alert_text(alert: Alert) -> str:
     who = key.account + (f" ({alert.label})" if alert.label else "")
     market = f" market {short_market(key.market)}" if key.market else ""
     crossing = f"{_CROSSED[alert.kind]} {alert.threshold:.3f}"
+    replaced = (
+        [f"The block behind the previous alert ({alert.replaced_block}) was replaced; it no longer holds."]
+        if alert.kind is AlertKind.REPLACED
+        else []
+    )
+    if alert.kind is AlertKind.REPLACED:
+        crossing = _CROSSED[alert.kind]
     return "\n".join(
         [
             f"{_ICON[alert.kind]} {alert.kind.value} on {key.protocol}{market}",
             f"Account {who}",
+            *replaced,
             f"Health factor {format_health(reading.health_factor)} ({crossing})",
             f"Collateral {reading.collateral:,.2f} {reading.currency} | Debt {reading.debt:,.2f} {reading.currency}",
             *_liquidation_line(reading),

@@ -14,8 +14,8 @@ import structlog
 from chainwatch.alerts.buttons import alert_buttons
 from chainwatch.alerts.directory import NO_CHAT, Directory, Subscription
 from chainwatch.alerts.message import alert_text
-from chainwatch.alerts.state import next_state
-from chainwatch.model import Alert, Level, Reading
+from chainwatch.alerts.state import level_of, next_state
+from chainwatch.model import Alert, AlertKind, Level, PositionKey, Reading
 from chainwatch.store import ChatPosition, LevelChange, PendingMessage, Store, StoredLevel
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,8 @@ class Tracker:
         self._on_queued = on_queued
         self._buttons = buttons  # only when the bot answers them
         self._clock = clock
+        # Levels last set by blocks since replaced: (chat, position) -> the common ancestor of the two branches.
+        self._orphaned: dict[ChatPosition, int] = {}
 
     @classmethod
     async def load(
@@ -52,6 +54,16 @@ class Tracker:
         gone = [key for key in self._levels if not directory.watched_by(key.chat_id, key.key.account)]
         for key in gone:
             del self._levels[key]
+
+    def orphan_levels_after(self, ancestor: int) -> set[PositionKey]:
+        """Blocks above `ancestor` were replaced: levels they set are judged again on the canonical chain (their
+        next reading is taken whatever its block, and a level that no longer holds is retracted)."""
+        positions = set()
+        for slot, stored in self._levels.items():
+            if stored.block > ancestor:
+                self._orphaned[slot] = min(ancestor, self._orphaned.get(slot, ancestor))
+                positions.add(slot.key)
+        return positions
 
     def positions_of(self, chat_id: int) -> int:
         """How many positions this chat's alert state covers."""
@@ -122,9 +134,12 @@ class Tracker:
         chat = subscription.chat_id
         slot = ChatPosition(chat_id=chat, key=key)
         stored = self._levels.get(slot)
-        if stored is not None and reading.block < stored.block:
+        ancestor = self._orphaned.pop(slot, None)
+        if stored is not None and ancestor is None and reading.block < stored.block:
             return None, None  # an older view than one already acted on (e.g. a late batch) must not undo it
         thresholds = self._directory.thresholds(subscription, key)
+        if stored is not None and ancestor is not None:
+            return self._judge_replaced(reading, subscription, stored, ancestor, now)
         transition = next_state(None if stored is None else stored.level, reading, thresholds)
         new = StoredLevel(level=transition.level, health_factor=reading.health_factor, block=reading.block)
         if stored is not None and stored.level == new.level and transition.alert is None:
@@ -143,5 +158,29 @@ class Tracker:
         message = PendingMessage(
             priority=alert.priority, chat_id=alert.chat_id, text=alert_text(alert), kind=alert.kind.value,
             buttons=alert_buttons(key) if self._buttons and chat != NO_CHAT else (),
+        )  # fmt: skip
+        return LevelChange(chat_id=chat, key=key, level=new, message=message), alert
+
+    def _judge_replaced(
+        self, reading: Reading, subscription: Subscription, orphaned: StoredLevel, ancestor: int, now: float
+    ) -> tuple[LevelChange | None, Alert | None]:
+        """The first canonical reading of a level set by a replaced block: worse alerts as usual; better is told
+        as a retraction (once, and only to a chat that heard the replaced alert); the same level stays quiet."""
+        key, chat = reading.key, subscription.chat_id
+        thresholds = self._directory.thresholds(subscription, key)
+        level = level_of(reading.health_factor, thresholds)  # no hysteresis: the earlier level never was
+        new = StoredLevel(level=level, health_factor=reading.health_factor, block=reading.block)
+        if level == orphaned.level:
+            return LevelChange(chat_id=chat, key=key, level=new), None
+        kind = AlertKind.entering(level) if level > orphaned.level else AlertKind.REPLACED
+        if self._directory.silences(subscription, kind, now):
+            return LevelChange(chat_id=chat, key=key, level=new), None
+        alert = Alert(kind=kind, reading=reading, threshold=thresholds.line_of(level), label=subscription.label,
+                      chat_id=None if chat == NO_CHAT else chat,
+                      replaced_block=orphaned.block if kind is AlertKind.REPLACED else None)  # fmt: skip
+        message = PendingMessage(
+            priority=alert.priority, chat_id=alert.chat_id, text=alert_text(alert), kind=alert.kind.value,
+            buttons=alert_buttons(key) if self._buttons and chat != NO_CHAT else (),
+            retracts_after=ancestor if kind is AlertKind.REPLACED else None,
         )  # fmt: skip
         return LevelChange(chat_id=chat, key=key, level=new, message=message), alert

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from chainwatch.alerts.state import Thresholds
@@ -108,3 +109,32 @@ class TestResolveFailures:
         good = ChatPosition(chat_id=0, key=PositionKey(protocol="good", account="0xA"))
         assert levels[good].level == Level.CRITICAL
         assert levels[good].block == 2
+
+
+class TestReplacedBlocks:
+    async def engine(self, store: Store, health_at: dict[int, float]) -> tuple[Engine, StandIn]:
+        protocol = StandIn("p", health_at)
+        directory = Directory([Subscription(chat_id=0, address="0xA", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"p": protocol}, {Target(protocol="p", account="0xA")},  # type: ignore[dict-item]
+                        Reader(EchoNode(set()), EMITTER), tracker, store,  # type: ignore[arg-type]
+                        refresh=RefreshPolicy(every_blocks=10**6, bands=()))  # fmt: skip
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        return engine, protocol
+
+    async def test_a_removed_log_marks_its_positions_for_a_reread_at_the_head(self, store: Store) -> None:
+        """A log delivered with removed: true (its block left the chain) re-reads what it touched at the next head."""
+        engine, _ = await self.engine(store, {1: 2.0, 2: 2.0, 3: 1.1})
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        removed = msgspec.structs.replace(log_at(2, ACCOUNT_TOPIC), removed=True)
+        for event in (head(2), removed, head(3)):
+            queue.put_nowait(event)
+        running = asyncio.create_task(engine.run(queue))
+        try:
+            async with asyncio.timeout(5):
+                await engine.wait_processed(3)
+        finally:
+            running.cancel()
+        (stored,) = (await store.levels()).values()
+        assert stored.block == 3 and stored.level == Level.CRITICAL
