@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from chainwatch import metrics
 from chainwatch.alerts.directory import NO_CHAT, Directory, build_directory
 from chainwatch.alerts.sender import RetryLater, Sender, TransportBroken
 from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
@@ -66,6 +67,7 @@ class Watcher:
         self.store: Store | None = None
         self.sender: Sender | None = None
         self.bot: BotService | None = None
+        self.metrics_address: str | None = None  # HOST:PORT actually bound, when [metrics] is set
 
     async def wait_settled(self, block: int) -> None:
         """Returns once `block` is processed and every message it caused has left the outbox (sent or given up)."""
@@ -77,12 +79,21 @@ class Watcher:
                 await self.sender.settled.wait()
 
     async def serve(self, stop: asyncio.Event) -> None:
+        metrics.CHAIN.reset()  # one watcher per process in production; tests run many, one after another
         async with AsyncExitStack() as stack:
             config = self.config
             store = self.store = await stack.enter_async_context(open_store(config.storage.path))
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)
+            if config.metrics is not None:
+                from chainwatch.health import OutboxStats, serving
+
+                async def outbox() -> dict[str, OutboxStats]:
+                    stats = await store.outbox_stats(time.time())
+                    return {kind: OutboxStats(count=n, oldest_age_seconds=age) for kind, (n, age) in stats.items()}
+
+                self.metrics_address = await stack.enter_async_context(serving(config.metrics, outbox))
             transport = await stack.enter_async_context(self._transport())
             await _check_bot(transport)
             mailbox: asyncio.Queue[Mail] = asyncio.Queue()

@@ -26,6 +26,7 @@ from chainwatch.model import Record
 __all__ = [
     "AaveV3Config",
     "BotConfig",
+    "MetricsConfig",
     "CurvanceConfig",
     "EulerV2Config",
     "MorphoBlueConfig",
@@ -182,6 +183,18 @@ class BotConfig(Record, frozen=True, kw_only=True):
     commands_per_minute: Annotated[int, Meta(ge=1)] = 20
 
 
+Listen = Annotated[str, Meta(pattern=r"^[^\s:]+:\d{1,5}$", description="HOST:PORT, e.g. 127.0.0.1:9464")]
+
+
+class MetricsConfig(Record, frozen=True, kw_only=True):
+    """`[metrics]`: where to serve /metrics and /health, and what /health calls unhealthy."""
+
+    listen: Listen
+    stall_seconds: Annotated[float, Meta(gt=0)] = 60.0  # no new head for this long
+    max_lag_blocks: Annotated[int, Meta(ge=1)] = 10  # processing this many blocks behind the head seen
+    max_outbox_age_seconds: Annotated[float, Meta(gt=0)] = 120.0  # a message waiting this long
+
+
 class StorageConfig(Record, frozen=True, kw_only=True):
     """`[storage]`: where the SQLite file lives (relative paths are relative to the config file)."""
 
@@ -247,6 +260,7 @@ class Config(Record, frozen=True, kw_only=True):
     protocols: Annotated[tuple[ProtocolConfig, ...], Meta(min_length=1)]
     telegram: TelegramConfig | None = None
     bot: BotConfig = BotConfig()
+    metrics: MetricsConfig | None = None
     storage: StorageConfig = StorageConfig()
     alerts: Thresholds = Thresholds()
     refresh: RefreshPolicy = RefreshPolicy()

@@ -12,10 +12,12 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 import structlog
 
+from chainwatch import metrics
 from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
@@ -24,6 +26,7 @@ from chainwatch.feeds import PRICE_EVENTS, is_price_update
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.multicall import Call
+from chainwatch.progress import Progress
 from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
@@ -34,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 _RETRY_AFTER_FAILURE = 2.0
 _SEEN_LOGS_WINDOW = 1_000  # blocks of log identities kept to drop duplicates from backfill overlap
+_START_BATCH = 2_000  # accounts per discovery call and targets per read at start: progress shows between them
 
 Outcome = tuple[Target, "AccountReading | ReadError | ReadFailed"]
 
@@ -105,16 +109,27 @@ class Engine:
     async def start(self, head: Head, rpc: Rpc) -> None:
         """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`."""
         self._rpc = rpc
+        self._count_watched()
         self._tracker.forget_after(head.number)
         await self._resolve(head.number)
         for protocol in self._protocols.values():
             accounts = sorted({t.account for t in self._targets if t.protocol == protocol.name})
-            await protocol.discover(rpc, self._reader, accounts, head.number)
+            progress = Progress(f"discovery:{protocol.name}", len(accounts))
+            for batch in _slices(accounts, _START_BATCH):
+                await protocol.discover(rpc, self._reader, batch, head.number)
+                progress.advance(len(batch))
+            progress.finish()
             # Discovery may add markets, and with them feeds: publish those before anything listens.
             self.index.set_feeds(protocol.name, protocol.price_feeds())
         self._head = head
         self._chain.record(head)
-        await self._read_and_track(self._targets, head.number)
+        # Riskiest (by the health stored before a restart) first: a position that crossed while chainwatch was
+        # down is alerted before the rest are read.
+        progress = Progress("first_read", len(self._targets))
+        for batch in _slices(self._tracker.riskiest_first(self._targets), _START_BATCH):
+            await self._read_and_track(batch, head.number)
+            progress.advance(len(batch))
+        progress.finish()
         await self._finish(head)
 
     async def _resolve(self, block: int) -> None:
@@ -192,6 +207,7 @@ class Engine:
             self._schedule.forget(target)
         self._pending -= removed
         self._targets = frozenset(wanted)
+        self._count_watched()
         if added or removed:
             log.info("recompute.watches_changed", added=len(added), removed=len(removed), watched=len(wanted))
         # New targets are read now, so that their first alert does not wait for a price move.
@@ -218,10 +234,12 @@ class Engine:
             await self.on_sources_changed()
 
     async def _take_head(self, head: Head) -> None:
+        metrics.CHAIN.block_seen(head.number)
         replaced = self._chain.check(head)
         if replaced is not None:
             await self._rewind(replaced)
             self._head = head  # the new branch's head, even when it is lower than the replaced tip
+            metrics.CHAIN.rewound(head.number)
         elif self._head is None or head.number > self._head.number:
             self._head = head
         self._chain.record(head)
@@ -267,6 +285,8 @@ class Engine:
         if self.processed is not None and self.processed.number > ancestor:
             self.processed = BlockRef(number=ancestor, hash=self._chain.hash_at(ancestor) or "")
             await self._store.save_cursor(self.processed)
+        metrics.REORGS.inc()
+        metrics.REORG_DEPTH.observe(max(1, replaced.head.number - ancestor))
         log.warning("recompute.blocks_replaced", from_block=replaced.height, ancestor=ancestor,
                     new_head=replaced.head.number, positions=len(affected & self._targets))  # fmt: skip
 
@@ -353,6 +373,7 @@ class Engine:
         self.processed = BlockRef(number=head.number, hash=head.hash)
         await self._store.save_cursor(self.processed)
         self.processed_at = time.time()
+        metrics.CHAIN.block_processed(head.number)
         async with self._progress:
             self._progress.notify_all()
         horizon = head.number - _SEEN_LOGS_WINDOW
@@ -402,6 +423,7 @@ class Engine:
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         readings = await self._with_asset_lines(await self.read(targets, block), block)
+        metrics.PASS_POSITIONS.observe(len(readings))
         await self._tracker.observe(readings)
         log.info("recompute.read", block=block, positions=len(readings))
 
@@ -419,8 +441,16 @@ class Engine:
         better = {r.key: r for _, o in detailed if isinstance(o, AccountReading) for r in o.readings}
         return [better.get(r.key, r) for r in readings]
 
+    def _count_watched(self) -> None:
+        for name in self._protocols:
+            metrics.POSITIONS_WATCHED.labels(name).set(sum(1 for t in self._targets if t.protocol == name))
+
     def watched_count(self) -> int:
         return len(self._targets)
+
+
+def _slices(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 def _readings_of(outcomes: Iterable[Outcome]) -> list[Reading]:

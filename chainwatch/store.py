@@ -258,6 +258,13 @@ class Store:
         )
         return int(rows[0][0]) if rows else 0
 
+    async def outbox_stats(self, now: float) -> dict[str, tuple[int, float]]:
+        """Unsent messages by kind: (how many, age in seconds of the oldest)."""
+        rows = await self._rows(
+            "SELECT kind, COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL GROUP BY kind"
+        )
+        return {r[0]: (int(r[1]), max(0.0, now - r[2])) for r in rows}
+
     async def mark_sent(self, message_id: int, now: float) -> None:
         await self._write("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, message_id))
 

@@ -15,6 +15,7 @@ from typing import NoReturn, Protocol
 
 import structlog
 
+from chainwatch import metrics
 from chainwatch.alerts.ratelimit import RateLimiter
 from chainwatch.store import Keyboard, OutboxMessage, Store
 
@@ -178,10 +179,12 @@ class Sender:
             wait = self._hold_back(chat, e)
             until = self._clock() + wait
             await self._store.defer(message.id, until, e.reason)
+            metrics.TELEGRAM_SENDS.labels("retry_later").inc()
             log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason, **facts)
         except Undeliverable as e:
             self._link_failures = 0
             await self._store.mark_failed(message.id, self._clock(), e.reason)
+            metrics.TELEGRAM_SENDS.labels("undeliverable").inc()
             self.settled.set()
             log.error("alert.failed", reason=e.reason, **facts)
             if e.chat_gone and message.chat_id is not None and self._on_chat_gone is not None:
@@ -189,6 +192,9 @@ class Sender:
         else:
             self._link_failures = 0
             await self._store.mark_sent(message.id, self._clock())
+            metrics.TELEGRAM_SENDS.labels("sent").inc()
+            if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
+                metrics.BLOCK_TO_SENT.observe(latency)
             self.settled.set()
             log.info("alert.sent", **facts)
 

@@ -6,15 +6,18 @@ mutes and messages.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
+from chainwatch import metrics
 from chainwatch.alerts.buttons import alert_buttons
 from chainwatch.alerts.directory import NO_CHAT, Directory, Subscription
 from chainwatch.alerts.message import alert_text
 from chainwatch.alerts.state import level_of, next_state
+from chainwatch.index import Target
 from chainwatch.model import Alert, AlertKind, Level, PositionKey, Reading
 from chainwatch.store import ChatPosition, LevelChange, PendingMessage, Store, StoredLevel
 
@@ -64,6 +67,14 @@ class Tracker:
                 self._orphaned[slot] = min(ancestor, self._orphaned.get(slot, ancestor))
                 positions.add(slot.key)
         return positions
+
+    def riskiest_first(self, targets: Iterable[Target]) -> list[Target]:
+        """`targets` by the lowest health stored for any of their positions; never-read ones last."""
+        lowest: dict[tuple[str, str], float] = {}
+        for slot, stored in self._levels.items():
+            pair = (slot.key.protocol, slot.key.account)
+            lowest[pair] = min(stored.health_factor, lowest.get(pair, math.inf))
+        return sorted(targets, key=lambda t: (lowest.get((t.protocol, t.account), math.inf), t))
 
     def positions_of(self, chat_id: int) -> int:
         """How many positions this chat's alert state covers."""
@@ -117,6 +128,8 @@ class Tracker:
         for change in changes:
             self._levels[ChatPosition(chat_id=change.chat_id, key=change.key)] = change.level
         for alert in alerts:
+            if (latency := metrics.CHAIN.since(alert.reading.block)) is not None:
+                metrics.BLOCK_TO_QUEUED.observe(latency)
             log.info(
                 "alert.queued",
                 kind=alert.kind.value,

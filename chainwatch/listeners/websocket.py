@@ -22,6 +22,8 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
+from chainwatch import metrics
+from chainwatch.progress import Progress
 from chainwatch.chain import ChainEvent, Head, LogFilter, head_from_json, log_from_json
 from chainwatch.rpc import Rpc, RpcError
 from chainwatch.store import BlockRef
@@ -139,6 +141,8 @@ class ChainListener:
         log_filter = self._log_filter()
         subscriptions, early_heads = await self._subscribe(socket, log_filter)
         self.connections += 1
+        if self.connections > 1:
+            metrics.RECONNECTS.inc()
         log.info("listener.subscribed", endpoint=f"ws_urls[{index}]", emitters=len(log_filter.addresses))
         await self._backfill(log_filter, finished)
         for head in early_heads:
@@ -187,11 +191,14 @@ class ChainListener:
             start = max(0, finished.number - REORG_REPLAY_BLOCKS)
             log.warning("listener.reorg_detected", block=finished.number, replay_from=start)
         head = await self._rpc.head()
+        progress = Progress("backfill", head.number + 1 - start)
         for first in range(start, head.number + 1, self._max_log_range):
             last = min(first + self._max_log_range - 1, head.number)
             for item in await self._rpc.logs(log_filter, first, last):
                 self._queue.put_nowait(item)
             self._queue.put_nowait(head if last == head.number else await self._rpc.head(last))
+            progress.advance(last + 1 - first)
+        metrics.BACKFILLED_BLOCKS.inc(max(0, head.number - start + 1))
         log.info("listener.backfilled", from_block=start, to_block=head.number)
 
     def _route(self, message: _Message, subscriptions: dict[str, str]) -> Head | None:

@@ -111,12 +111,12 @@ pool_addresses_provider = "{chain.devnet.aave_v3.pool_addresses_provider}"
 def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
-    refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0,
+    refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
-    TOML, none by default). `bot` is the body of the [bot] table."""
+    TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -149,6 +149,8 @@ path = "{path.parent / 'chainwatch.db'}"
 [alerts]
 warn = {warn}
 critical = {critical}
+
+{extra}
 
 {protocols if protocols is not None else aave_protocol(chain)}
 

@@ -28,6 +28,8 @@ class RpcProxy:
         self.refuse_block_hash_logs = False
         # While set, newHeads notifications carry an all-zero logsBloom, as from a node that does not fill it.
         self.empty_blooms = False
+        # HTTP requests of these methods are answered with a JSON-RPC error, as by a provider in trouble.
+        self.fail_methods: set[str] = set()
         self._sockets: set[web.WebSocketResponse] = set()
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
@@ -66,6 +68,9 @@ class RpcProxy:
             return await self._pump(request)
         body = await request.read()
         self._count_body(body)
+        if self.fail_methods and any(f'"{method}"'.encode() in body for method in self.fail_methods):
+            failure = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32000, "message": "injected failure"}}
+            return web.json_response(failure)
         if self.refuse_block_hash_logs and b'"blockHash"' in body and b"eth_getLogs" in body:
             refusal = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32602, "message": "blockHash not supported"}}
             return web.json_response(refusal)
