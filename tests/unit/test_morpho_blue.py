@@ -182,6 +182,13 @@ class TestDiscovery:
         assert adapter.price_feeds() == {FEED: frozenset({MARKET_A}), QUOTE_FEED: frozenset({MARKET_A})}
         assert len(adapter.plan(USER).calls) == 6
 
+    async def test_default_log_range_fits_monads_public_endpoints(self) -> None:
+        """Left at its default, discovery asks eth_getLogs for at most 100 blocks at a time (Monad's public cap)."""
+        rpc = FakeRpc([])
+        await MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO)).discover(rpc, resolving_reader(), [USER], 250)
+        spans = {int(q["toBlock"], 16) - int(q["fromBlock"], 16) + 1 for q in rpc.queries}
+        assert max(spans) == 100 and len(rpc.queries) == 2 * 3
+
     async def test_market_whose_token_decimals_revert_is_quarantined(self) -> None:
         """A market handed to the account whose collateral's decimals() reverts is quarantined and logged: the
         account's good market is resolved and read, the bad one reported unreadable, and its events ask no
