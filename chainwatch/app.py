@@ -221,6 +221,7 @@ def _reader(config: Config, rpc: Rpc) -> Reader:
         rpc,
         config.chain.multicall3,
         max_calls=config.chain.calls_per_batch,
+        max_gas=config.chain.gas_per_call,
         concurrency=config.chain.read_concurrency,
     )
 

@@ -143,6 +143,9 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     max_log_range: Positive = 100
     calls_per_batch: Positive = 200
     read_concurrency: Positive = 4
+    # Estimated gas per aggregate3 eth_call: chunks are cut to fit. Monad's public endpoints cap an eth_call at
+    # 200M and run it first in a pool of at most ~8.1M, so 20M leaves a wide margin for estimates that run low.
+    gas_per_call: Positive = 20_000_000
     # A WebSocket that sends nothing (not even a head) for this long is treated as dead and reopened.
     stall_seconds: Annotated[float, Meta(gt=0)] = 60.0
     # Replaced blocks up to this deep are undone precisely (what they touched is read again); deeper, everything is.

@@ -27,7 +27,15 @@ from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.multicall import Call
 from chainwatch.progress import Progress
-from chainwatch.protocols.base import AccountReading, AccountsTouched, LendingProtocol, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    LendingProtocol,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+    Unreadable,
+)
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
@@ -93,6 +101,8 @@ class Engine:
         self.index = ExposureIndex()
         self._pending: set[Target] = set()
         self._read_at: dict[Target, int] = {}
+        # What could not be read at the last read of each target (a whole target: market ""), for /check and logs.
+        self.unreadable: dict[Target, tuple[Unreadable, ...]] = {}
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
         self._chain = SeenChain(max_reorg_depth)
@@ -205,6 +215,7 @@ class Engine:
             self.index.set_exposure(target, frozenset())
             self._read_at.pop(target, None)
             self._schedule.forget(target)
+            self.unreadable.pop(target, None)
         self._pending -= removed
         self._targets = frozenset(wanted)
         self._count_watched()
@@ -405,14 +416,14 @@ class Engine:
                 unread.add(target)
                 continue
             if isinstance(outcome, ReadError):
-                log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
-                          block=block, error=str(outcome))  # fmt: skip
+                self._note_unreadable(target, (Unreadable(market="", reason=str(outcome)),), block)
                 self._schedule.record_failure(target, block)
                 continue
+            self._note_unreadable(target, outcome.unreadable, block)
             self.index.set_exposure(target, outcome.exposure)
             self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
-            self._schedule.record(target, block, worst)
+            self._schedule.record(target, block, worst, partly_unread=bool(outcome.unreadable))
             if outcome.read_again:
                 self._pending.add(target)
         if unread:
@@ -420,6 +431,23 @@ class Engine:
             self._pending |= unread
             log.error("recompute.read_partly_failed", block=block, unread=len(unread))
         return outcomes
+
+    def _note_unreadable(self, target: Target, unreadable: tuple[Unreadable, ...], block: int) -> None:
+        """Keeps what could not be read visible; logs each part when it first fails (or fails otherwise) and
+        when it reads again, not at every retry."""
+        before = {u.market: u.reason for u in self.unreadable.get(target, ())}
+        for part in unreadable:
+            if before.get(part.market) != part.reason:
+                log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
+                          market=part.market, block=block, reason=part.reason)  # fmt: skip
+        for market in before.keys() - {u.market for u in unreadable}:
+            log.info("recompute.position_readable", protocol=target.protocol, account=target.account, market=market,
+                     block=block)  # fmt: skip
+        if unreadable:
+            self.unreadable[target] = unreadable
+        else:
+            self.unreadable.pop(target, None)
+        metrics.UNREADABLE_POSITIONS.set(len(self.unreadable))
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         readings = await self._with_asset_lines(await self.read(targets, block), block)

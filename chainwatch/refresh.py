@@ -67,20 +67,34 @@ class RefreshSchedule:
     def __init__(self, policy: RefreshPolicy) -> None:
         self._policy = policy
         self._due: dict[Hashable, int] = {}
+        self._failures: dict[Hashable, int] = {}  # consecutive reads that left (part of) the target unread
         self._heap: list[tuple[int, int, Hashable]] = []
         self._tiebreak = 0
 
-    def record(self, target: Hashable, block: int, health_factor: float) -> None:
-        """`target` was read at `block` with (worst) `health_factor`."""
-        self._set(target, block + self._policy.interval_for(health_factor))
+    def record(self, target: Hashable, block: int, health_factor: float, *, partly_unread: bool = False) -> None:
+        """`target` was read at `block` with (worst) `health_factor`; `partly_unread`: some of it could not be read,
+        so it is due again at the sooner of its band's interval and its failure backoff."""
+        due = block + self._policy.interval_for(health_factor)
+        if partly_unread:
+            due = min(due, block + self._backoff(target))
+        else:
+            self._failures.pop(target, None)
+        self._set(target, due)
 
     def record_failure(self, target: Hashable, block: int) -> None:
-        """`target` could not be read at `block`: try again soon, as if it were at the riskiest band."""
-        self._set(target, block + self._policy.tightest)
+        """`target` could not be read at `block`: try again after a backoff that doubles with each consecutive
+        failure, from the riskiest band's interval up to `every_blocks`, so a read that fails every time (a
+        reverting oracle) costs a few calls an hour rather than one every pass."""
+        self._set(target, block + self._backoff(target))
+
+    def _backoff(self, target: Hashable) -> int:
+        failures = self._failures[target] = self._failures.get(target, 0) + 1
+        return min(self._policy.tightest << min(failures - 1, 32), self._policy.every_blocks)
 
     def forget(self, target: Hashable) -> None:
         """`target` is no longer watched: it is never due again (its heap entries go stale)."""
         self._due.pop(target, None)
+        self._failures.pop(target, None)
 
     def _set(self, target: Hashable, due: int) -> None:
         if self._due.get(target) == due:

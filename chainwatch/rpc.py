@@ -21,10 +21,12 @@ log = structlog.get_logger(__name__)
 class RpcError(Exception):
     """A JSON-RPC request failed on every endpoint; the text carries no URL."""
 
-    def __init__(self, method: str, reason: str) -> None:
+    def __init__(self, method: str, reason: str, *, answered: bool = False) -> None:
         super().__init__(f"{method} failed: {reason}")
         self.method = method
         self.reason = reason
+        # The node itself answered with a JSON-RPC error (a revert, out of gas): asking again gets the same.
+        self.answered = answered
 
 
 class Rpc:
@@ -61,7 +63,7 @@ class Rpc:
                 error = response["error"]
                 message = error.get("message", error) if isinstance(error, dict) else error
                 # A JSON-RPC error is the node's answer (a revert, a bad block): another endpoint won't differ.
-                raise RpcError(method, f"http_urls[{index}]: {message}")
+                raise RpcError(method, f"http_urls[{index}]: {message}", answered=True)
             self._preferred = index
             return response["result"]
         raise RpcError(method, "; ".join(reasons))

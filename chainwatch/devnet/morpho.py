@@ -205,6 +205,17 @@ class MorphoActions:
                   await self._call("liquidate", m.params, borrower, 0, repaid, b""), gas=_GAS)  # fmt: skip
         return await self._run(plan)
 
+    async def hand_market(self, sender: str, on_behalf: str, params: tuple[str, str, str, str, int], units: int) -> int:
+        """What anyone may do to anyone: create a market with `params` (an enabled IRM and LLTV) and supply `units`
+        of its collateral token (minted by `sender`, which must allow it) on behalf of `on_behalf`."""
+        plan = await TxPlan.for_senders(self._rpc, [sender])
+        plan.call(f"create a market for {on_behalf}", sender, self.devnet.morpho, await self._call("createMarket", params))
+        _erc20(plan, "mint collateral", sender, params[1], "mint(address,uint256)", sender, units)
+        _erc20(plan, "approve collateral", sender, params[1], "approve(address,uint256)", self.devnet.morpho, units)
+        plan.call(f"supply collateral on behalf of {on_behalf}", sender, self.devnet.morpho,
+                  await self._call("supplyCollateral", params, units, on_behalf, b""), gas=_GAS)  # fmt: skip
+        return await self._run(plan)
+
     async def position(self, market: str, account: str, block: int | str = "latest") -> tuple[int, int, int]:
         """Morpho's `position(id, account)`: (supplyShares, borrowShares, collateral)."""
         m = self.devnet.markets[market]

@@ -105,12 +105,18 @@ class AaveV3:
         )  # fmt: skip
         (self.base_unit,) = decoded(["uint256"], per_asset[-1], "AaveOracle.BASE_CURRENCY_UNIT")
         sources = []
+        # Rebuilt from scratch at every resolve: a dropped reserve's id is reused by the next one initialised, and
+        # a bit of the user configuration must never still name the asset that held it before.
+        reserves: dict[str, int] = {}
+        atokens: dict[str, str] = {}
+        balance_tokens: dict[str, tuple[str, str, str]] = {}
         for asset, reserve_result, source_result in zip(assets, per_asset[0:-1:2], per_asset[1:-1:2]):
             reserve = decoded(_RESERVE_DATA, reserve_result, "Pool.getReserveData")
-            self.reserves[asset] = reserve[7]
-            self.atokens[reserve[8].lower()] = asset
-            self.balance_tokens[asset] = (reserve[8], reserve[9], reserve[10])
+            reserves[asset] = reserve[7]
+            atokens[reserve[8].lower()] = asset
+            balance_tokens[asset] = (reserve[8], reserve[9], reserve[10])
             sources.append(nonzero_address(source_result, "AaveOracle.getSourceOfAsset"))
+        self.reserves, self.atokens, self.balance_tokens = reserves, atokens, balance_tokens
         aggregators = await reader.read([aggregator_call(source) for source in sources], block)
         self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)

@@ -41,6 +41,17 @@ class SourcesChanged(Record, frozen=True, kw_only=True, tag="sources"):
 Touch = AccountsTouched | MarketsTouched | SourcesChanged
 
 
+class Unreadable(Record, frozen=True, kw_only=True):
+    """One market (reserve, vault) of an account that could not be read, and why: shown as such, never dropped.
+
+    Anyone can open a Morpho market and supply collateral on behalf of any address, so a watched account may be
+    handed a market whose token or oracle reverts: that market is quarantined, the account's others still read.
+    """
+
+    market: str
+    reason: str
+
+
 class AccountReading(Record, frozen=True, kw_only=True):
     """What one read of an account yields: its positions' health, and what it is exposed to.
 
@@ -53,6 +64,8 @@ class AccountReading(Record, frozen=True, kw_only=True):
     # The read found more to read (a sub-account that moved to a controller it was not asked about): the readings
     # are right as far as they go, and the account is read again at once.
     read_again: bool = False
+    # Markets of the account that could not be resolved or read this time (the readings cover the others).
+    unreadable: tuple[Unreadable, ...] = ()
 
 
 class ReadPlan(NamedTuple):

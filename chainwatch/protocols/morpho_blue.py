@@ -31,6 +31,7 @@ from chainwatch.protocols.base import (
     ReadPlan,
     SourcesChanged,
     Touch,
+    Unreadable,
 )
 from chainwatch.protocols.results import decoded, token_symbol
 from chainwatch.reader import Reader
@@ -79,13 +80,16 @@ class Market(NamedTuple):
 class MorphoBlue:
     """A Morpho Blue singleton and the markets of the watched accounts on it."""
 
-    def __init__(self, config: MorphoBlueConfig, *, log_range: int = 1_000) -> None:
+    def __init__(self, config: MorphoBlueConfig, *, log_range: int = 100) -> None:
         self.name = config.name
         self.morpho = to_checksum_address(config.morpho)
         self._configured = frozenset(market.lower() for market in config.markets)
         self._from_block = config.discovery_from_block
-        self._log_range = log_range  # eth_getLogs range per request; Monad's public RPCs allow about 1,000
+        self._log_range = log_range  # eth_getLogs range per request; Monad's public endpoints allow 100
         self.markets: dict[str, Market] = {}
+        # Markets that could not be resolved (a token whose decimals() reverts): id -> why. Creating a market and
+        # supplying collateral on behalf of anyone are permissionless, so one bad market must cost only itself.
+        self.quarantined: dict[str, str] = {}
         self._watched: set[str] = set()
         self._used: dict[str, set[str]] = {}  # account -> market ids seen in its own events
 
@@ -135,14 +139,15 @@ class MorphoBlue:
         account, market = _account(log.topics[index]), log.topics[1]
         if account in self._watched:
             self._used.setdefault(account, set()).add(market)
-            if market not in self.markets:
+            if market not in self.markets and market not in self.quarantined:
                 # A market never resolved: its params and feeds must be read, and its feeds subscribed to.
                 return SourcesChanged()
         return AccountsTouched(accounts=frozenset({account}))
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
-        ids = tuple(sorted(m for m in self._configured.union(self._used.get(account, ())) if m in self.markets))
-        markets = tuple(self.markets[m] for m in ids)
+        held = self._configured.union(self._used.get(account, ()))
+        markets = tuple(self.markets[m] for m in sorted(held) if m in self.markets)
+        quarantined = tuple(Unreadable(market=m, reason=self.quarantined[m]) for m in sorted(held) if m in self.quarantined)
         calls: list[Call] = []
         # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
         for market in markets:
@@ -154,28 +159,36 @@ class MorphoBlue:
                       Call(target=market.params[2], data=calldata("price()"), gas=80_000)]  # fmt: skip
         # Detailed or not, the same calls: the lines come from the position, price and LLTV health already needs.
         return ReadPlan(calls=tuple(calls),
-                        decode=lambda results, block: self._decode(account, markets, results, block, detailed))  # fmt: skip
+                        decode=lambda results, block: self._decode(account, markets, quarantined, results, block,
+                                                                   detailed))  # fmt: skip
 
-    def _decode(self, account: str, markets: tuple[Market, ...], results: Sequence[CallResult], block: int,
-                detailed: bool) -> AccountReading:  # fmt: skip
+    def _decode(self, account: str, markets: tuple[Market, ...], quarantined: tuple[Unreadable, ...],
+                results: Sequence[CallResult], block: int, detailed: bool) -> AccountReading:  # fmt: skip
         expected = _CALLS_PER_MARKET * len(markets)
         if len(results) != expected:
             raise ReadError(f"expected {expected} results for {len(markets)} markets, got {len(results)}")
-        readings, exposure = [], set()
+        readings, exposure, unreadable = [], set(), list(quarantined)
         for market, group in zip(markets, _groups(results, _CALLS_PER_MARKET)):
             accrue_1, totals_1, accrue_2, totals_2, position, price = group
-            totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market.id)
-            _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+            try:
+                totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market.id)
+                _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+                reading = _reading(self.name, account, market, block, totals, borrow_shares, collateral, price)
+            except ReadError as error:
+                # One market's reverting oracle must not hide the account's other markets; its feeds stay heard.
+                unreadable.append(Unreadable(market=market.id, reason=str(error)))
+                exposure.add(market.id)
+                continue
             if borrow_shares or collateral:
                 exposure.add(market.id)
-            reading = _reading(self.name, account, market, block, totals, borrow_shares, collateral, price)
             if detailed:
                 reading = msgspec.structs.replace(reading, assets=_lines(market, totals, borrow_shares, collateral, price))
             readings.append(reading)
-        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
+        return AccountReading(readings=tuple(readings), exposure=frozenset(exposure), unreadable=tuple(unreadable))
 
     async def _resolve_markets(self, reader: Reader, ids: Iterable[str], block: int) -> None:
-        """Reads each market's params, its tokens' symbols and decimals, and the feeds behind its oracle."""
+        """Reads each market's params, its tokens' symbols and decimals, and the feeds behind its oracle. A market
+        that cannot be resolved is quarantined (logged, kept out of reads, reported unreadable): the others go on."""
         params = await self._market_params(reader, sorted(ids), block)
         details = await reader.read([call for p in params.values() for call in _detail_calls(p)], block)
         sources: dict[str, tuple[str, ...]] = {}
@@ -184,12 +197,24 @@ class MorphoBlue:
         flat = [source for feeds in sources.values() for source in feeds]
         aggregators = dict(zip(flat, await reader.read([aggregator_call(source) for source in flat], block)))
         for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
+            try:
+                loan_decimals, collateral_decimals = _decimals(detail[1], p[0]), _decimals(detail[3], p[1])
+            except ReadError as error:
+                self._quarantine(market_id, str(error), block)
+                continue
+            self.quarantined.pop(market_id, None)
             self.markets[market_id] = Market(
                 id=market_id, params=p,
-                loan_symbol=token_symbol(detail[0], p[0]), loan_decimals=_decimals(detail[1], p[0]),
-                collateral_symbol=token_symbol(detail[2], p[1]), collateral_decimals=_decimals(detail[3], p[1]),
+                loan_symbol=token_symbol(detail[0], p[0]), loan_decimals=loan_decimals,
+                collateral_symbol=token_symbol(detail[2], p[1]), collateral_decimals=collateral_decimals,
                 feeds=tuple(sorted({emitter_of(source, aggregators[source]) for source in sources[market_id]})),
             )  # fmt: skip
+
+    def _quarantine(self, market_id: str, reason: str, block: int) -> None:
+        if self.quarantined.get(market_id) != reason:
+            log.error("morpho.market_quarantined", protocol=self.name, market=market_id, block=block, reason=reason)
+        self.quarantined[market_id] = reason
+        self.markets.pop(market_id, None)
 
     async def _market_params(self, reader: Reader, ids: list[str], block: int) -> dict[str, tuple]:
         calls = [Call(target=self.morpho, data=calldata("idToMarketParams(bytes32)", _id_bytes(m)), gas=30_000)
@@ -198,7 +223,11 @@ class MorphoBlue:
         for market_id, result in zip(ids, await reader.read(calls, block)):
             loan, collateral, oracle, irm, lltv = decoded(["address"] * 4 + ["uint256"], result, "idToMarketParams")
             if int(loan, 16) == 0:
-                raise ReadError(f"market {market_id} does not exist on Morpho {self.morpho} at block {block}")
+                missing = f"market {market_id} does not exist on Morpho {self.morpho} at block {block}"
+                if market_id in self._configured:
+                    raise ReadError(missing)  # the operator's own typo: say so at start rather than watch nothing
+                self._quarantine(market_id, missing, block)
+                continue
             addresses = (to_checksum_address(a) for a in (loan, collateral, oracle, irm))
             params[market_id] = (*addresses, lltv)
         return params

@@ -300,3 +300,63 @@ async def read_weth_position(chain: Chain, morpho: Morpho, account: str, block: 
 
 def _usd(price: float) -> Decimal:
     return Decimal(str(round(price, 8)))
+
+
+async def hand_griefing_market(chain: Chain, morpho: Morpho, victim: str) -> str:
+    """An attacker deploys a token whose decimals() reverts, creates a market with it as collateral and supplies
+    some on behalf of `victim`; returns the market id."""
+    from chainwatch.devnet.morpho import market_id
+    from chainwatch.devnet.solc import compile_own_contracts
+    from chainwatch.devnet.transactions import TxPlan, execute
+    from chainwatch.devnet.transactions import Rpc as DevnetRpc
+
+    attacker, weth = chain.accounts[6], morpho.devnet.markets[WETH]
+    rpc = DevnetRpc(chain.node.http_url)
+    try:
+        plan = await TxPlan.for_senders(rpc, [attacker])
+        token = plan.deploy("deploy the griefing token", attacker,
+                            (await compile_own_contracts())["RevertingDecimalsToken"].creation_code())  # fmt: skip
+        await execute(rpc, plan.txs)
+    finally:
+        await rpc.aclose()
+    params = (weth.loan_token, token, weth.oracle, weth.irm, weth.lltv)
+    await morpho.actions.hand_market(attacker, victim, params, 10**18)
+    return market_id(params)
+
+
+class TestGriefing:
+    async def test_market_with_reverting_decimals_at_start_is_quarantined(
+        self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """A market whose collateral's decimals() reverts, handed to a watched account before start: chainwatch
+        still starts, logs the market quarantined and the position unreadable, and alerts the account's own
+        market and the other account on the next crash."""
+        exposed, unexposed = await open_standard_positions(chain, morpho)
+        grief = await hand_griefing_market(chain, morpho, exposed)
+        with capture_logs() as logs:
+            running = await start_watcher(protocols=morpho.protocol(markets=()), watched=[exposed, unexposed])
+            await running.settled(await chain.actions.set_price("WETH", 1300))
+            await running.settled(await chain.actions.set_price("WBTC", 30000))
+        assert sorted(kinds(bot_api)) == ["CRITICAL", "CRITICAL"]
+        assert {exposed, unexposed} == {a for a in (exposed, unexposed) for m in bot_api.messages if a in m.text}
+        unreadable = [e for e in logs if e["event"] == "recompute.position_unreadable"]
+        assert [(e["account"], e["market"]) for e in unreadable] == [(exposed, grief)]
+        assert any(e["event"] == "morpho.market_quarantined" and e["market"] == grief for e in logs)
+        engine = running.watcher.engine
+        assert engine is not None
+        assert [u.market for u in engine.unreadable[Target(protocol="morpho", account=exposed)]] == [grief]
+
+    async def test_griefing_market_arriving_at_run_time_is_quarantined(
+        self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer
+    ) -> None:
+        """The same market handed after start: the resolve it causes quarantines it, and a later crash still
+        alerts the account's own market."""
+        exposed, _ = await open_standard_positions(chain, morpho)
+        running = await start_watcher(protocols=morpho.protocol(markets=()), watched=[exposed])
+        with capture_logs() as logs:
+            grief = await hand_griefing_market(chain, morpho, exposed)
+            await running.settled(await chain.web3.eth.block_number)
+            await running.settled(await chain.actions.set_price("WETH", 1300))
+        assert kinds(bot_api) == ["CRITICAL"]
+        assert not [e for e in logs if e["event"] == "recompute.resolve_refused"]
+        assert [e["market"] for e in logs if e["event"] == "recompute.position_unreadable"] == [grief]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from chainwatch.alerts.state import Thresholds
 from chainwatch.alerts.directory import Directory, Subscription
@@ -21,7 +22,7 @@ from chainwatch.reader import Reader
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
 from chainwatch.store import ChatPosition, Store, open_store
-from tests.unit.test_reader import EchoNode
+from tests.unit.test_reader import EchoNode, RefusingNode
 
 EMITTER = "0x" + "ee" * 20
 SOURCES_TOPIC = "0x" + "5c" * 32
@@ -138,3 +139,48 @@ class TestReplacedBlocks:
             running.cancel()
         (stored,) = (await store.levels()).values()
         assert stored.block == 3 and stored.level == Level.CRITICAL
+
+
+class PerAccount(StandIn):
+    """A stand-in whose one call per account carries the account's name, so the node can refuse one account."""
+
+    def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
+        def decode(results: Sequence[CallResult], block: int) -> AccountReading:
+            if not results[0].success:
+                raise ReadError(f"{account}: oracle price() reverted")
+            return self._decode(account, results, block)
+
+        return ReadPlan(calls=(Call(target=EMITTER, data=account.encode()),), decode=decode)
+
+
+class TestAPoisonedRead:
+    async def test_call_failing_every_time_costs_only_its_position(self, store: Store) -> None:
+        """The node refuses every eth_call holding B's call: A is still read and alerted in the same pass, B is
+        reported unreadable (logged, kept in `unreadable`) and is not retried on the next quiet block."""
+        stand_in = PerAccount("p", {1: 1.1, 2: 1.1})
+        directory = Directory([Subscription(chat_id=0, address="0xA", operator=True),
+                               Subscription(chat_id=0, address="0xB", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        node = RefusingNode(poisoned={b"0xB"})
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"p": stand_in}, {Target(protocol="p", account="0xA"), Target(protocol="p", account="0xB")},  # type: ignore[dict-item]
+                        Reader(node, EMITTER), tracker, store,  # type: ignore[arg-type]
+                        refresh=RefreshPolicy(every_blocks=10**6, bands=()))  # fmt: skip
+        with capture_logs() as logs:
+            await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        levels = await store.levels()
+        assert levels[ChatPosition(chat_id=0, key=PositionKey(protocol="p", account="0xA"))].level == Level.CRITICAL
+        assert ChatPosition(chat_id=0, key=PositionKey(protocol="p", account="0xB")) not in levels
+        (event,) = [e for e in logs if e["event"] == "recompute.position_unreadable"]
+        assert (event["account"], event["market"]) == ("0xB", "") and "reverted" in event["reason"]
+        assert [u.reason for u in engine.unreadable[Target(protocol="p", account="0xB")]] == ["0xB: oracle price() reverted"]
+        requests = len(node.sizes)
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        queue.put_nowait(head(2))
+        running = asyncio.create_task(engine.run(queue))
+        try:
+            async with asyncio.timeout(5):
+                await engine.wait_processed(2)
+        finally:
+            running.cancel()
+        assert len(node.sizes) == requests  # B waits out its backoff instead of being read on every pass

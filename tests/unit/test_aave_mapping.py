@@ -187,3 +187,54 @@ class TestDetailedPlan:
         weth, usdc = reading.assets
         assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
         assert (usdc.symbol, usdc.side, usdc.amount, usdc.value, usdc.weight) == ("USDC", Side.DEBT, 1500.0, 1500.0, 1.0)
+
+
+class ChainState:
+    """Answers the resolve's reads from a list of reserves (asset, id, aToken): what getReservesList and
+    getReserveData return at one block; any other call reverts."""
+
+    def __init__(self, reserves: list[tuple[str, int, str]]) -> None:
+        self.reserves = reserves
+
+    async def read(self, calls: list, block: int) -> list[CallResult]:  # type: ignore[type-arg]
+        from chainwatch.abi import calldata
+
+        answers = {
+            (PROVIDER, calldata("getPool()")): encode(["address"], [POOL]),
+            (PROVIDER, calldata("getPriceOracle()")): encode(["address"], [ORACLE]),
+            (PROVIDER, calldata("getPoolConfigurator()")): encode(["address"], [CONFIGURATOR]),
+            (POOL, calldata("getReservesList()")): encode(["address[]"], [[a for a, _, _ in self.reserves]]),
+            (ORACLE, calldata("BASE_CURRENCY_UNIT()")): encode(["uint256"], [10**8]),
+        }
+        zero = "0x" + "00" * 20
+        for asset, reserve_id, a_token in self.reserves:
+            data = encode(["(uint256)", *["uint128"] * 5, "uint40", "uint16", *["address"] * 4, *["uint128"] * 3],
+                          [(0,), 0, 0, 0, 0, 0, 0, reserve_id, a_token, zero, zero, zero, 0, 0, 0])  # fmt: skip
+            answers[(POOL, calldata("getReserveData(address)", asset))] = data
+            answers[(ORACLE, calldata("getSourceOfAsset(address)", asset))] = encode(["address"], ["0x" + "5f" * 20])
+        found = (answers.get((call.target.lower(), call.data)) for call in calls)
+        return [CallResult(success=data is not None, data=data or b"") for data in found]
+
+
+class TestReserveMapRebuilt:
+    async def test_dropped_reserve_whose_id_is_reused_leaves_no_stale_bit(self) -> None:
+        """WETH (id 0) dropped and NEW initialised into id 0: after the resolve, bit 1 means NEW, WETH and its
+        aToken are forgotten, so an account's exposure names only what it holds."""
+        new, new_atoken = "0x" + "04" * 20, "0x" + "c4" * 20
+        protocol = AaveV3("neverland", to_checksum_address(PROVIDER))
+        state = ChainState([(WETH, 0, ATOKEN), (USDC, 1, "0x" + "c2" * 20)])
+        await protocol.resolve(state, 1)  # type: ignore[arg-type]
+        assert protocol.reserves == {WETH: 0, USDC: 1}
+        state.reserves = [(new, 0, new_atoken), (USDC, 1, "0x" + "c2" * 20)]  # after ReserveDropped + ReserveInitialized
+        await protocol.resolve(state, 2)  # type: ignore[arg-type]
+        assert protocol.reserves == {new: 0, USDC: 1}
+        assert ATOKEN not in protocol.atokens and protocol.atokens[new_atoken] == new
+        account_data = encode(["uint256"] * 6, [200_000_000_000, 150_000_000_000, 0, 8500, 8000, 2 * 10**18])
+        bitmap = encode(["uint256"], [0b0110])  # id 0 as collateral, id 1 borrowed
+        result = protocol.plan(USER).decode(ok(account_data, bitmap, encode(["uint256[]"], [[1, 1]])), 2)
+        assert result.exposure == {new, USDC}
+
+    def test_reserve_changes_ask_for_a_resolve(self, aave: AaveV3) -> None:
+        """ReserveDropped from the configurator is what triggers the rebuild."""
+        log = pool_log("ReserveDropped(address)", word(WETH), address=CONFIGURATOR)
+        assert aave.touched_by(log) == SourcesChanged()

@@ -66,6 +66,7 @@ class TestLoadConfig:
         chain = config.chain
         assert (chain.multicall3, chain.max_log_range, config.refresh.every_blocks) == (MULTICALL3, 100, 1500)
         assert (chain.calls_per_batch, chain.read_concurrency, chain.http_urls) == (200, 4, None)
+        assert chain.gas_per_call == 20_000_000
         assert config.alerts == Thresholds(warn=1.5, critical=1.2, hysteresis=0.02)
         assert config.telegram is None and config.telegram_token() is None
         assert config.watch == ()
@@ -407,3 +408,36 @@ class TestSecrets:
             load_config(write(MINIMAL + f"[telegram]\n{telegram}\n"), environ={"BOT_TOKEN": TOKEN})
         assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)
         assert "telegram" in str(caught.value)
+
+
+class TestMonadLimits:
+    def test_defaults_fit_monads_public_endpoints(self, write) -> None:
+        """eth_getLogs ranges of at most 100 blocks and aggregate3 chunks far under the 200M eth_call gas cap."""
+        chain = load_config(write(MINIMAL), environ={}).chain
+        assert chain.max_log_range <= 100 and chain.gas_per_call <= 200_000_000 // 4
+
+    def test_reader_chunks_by_the_configured_gas(self, write) -> None:
+        """`gas_per_call` reaches the reader: calls of 6M gas go three to an eth_call under 20M."""
+        from chainwatch.app import _reader
+        from chainwatch.multicall import Call, chunked
+
+        config = load_config(write(MINIMAL), environ={})
+        reader = _reader(config, rpc=None)  # type: ignore[arg-type]
+        calls = [Call(target=MULTICALL3, data=b"", gas=6_000_000)] * 7
+        sizes = [len(c) for c in chunked(calls, max_calls=reader._max_calls, max_gas=reader._max_gas)]
+        assert sizes == [3, 3, 1]
+
+    def test_commented_monad_example_loads(self, tmp_path) -> None:
+        """The Monad mainnet example, uncommented in place of the devnet tables, is a valid config for chain 143."""
+        text = (REPO_ROOT / "config.example.toml").read_text()
+        monad = text.split("# Monad mainnet (chain 143)", 1)[1]
+        monad = monad[monad.index("# [chain]"):]  # past the prose that introduces it
+        lines = [line[2:] if line.startswith("# ") else "" for line in monad.splitlines()]
+        body = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+        body = body.replace('"<your account>"', '"0x70997970C51812dc3A010C7d01b50e0d17dc79C8"')
+        path = tmp_path / "monad.toml"
+        path.write_text(body)
+        config = load_config(path, environ={})
+        assert config.chain.chain_id == 143 and config.chain.max_log_range <= 100
+        assert [type(p).__name__ for p in config.protocols] == ["AaveV3Config", "MorphoBlueConfig", "EulerV2Config",
+                                                              "CurvanceConfig"]

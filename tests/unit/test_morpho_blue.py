@@ -27,7 +27,8 @@ USER, OTHER = to_checksum_address("0x" + "d1" * 20), to_checksum_address("0x" + 
 LOAN, COLLATERAL = to_checksum_address("0x" + "01" * 20), to_checksum_address("0x" + "02" * 20)
 ORACLE, IRM = to_checksum_address("0x" + "03" * 20), to_checksum_address("0x" + "04" * 20)
 PROXY, FEED, QUOTE_FEED = "0x" + "05" * 20, "0x" + "06" * 20, "0x" + "07" * 20
-MARKET_A, MARKET_B = "0x" + "a1" * 32, "0x" + "b2" * 32
+MARKET_A, MARKET_B, MARKET_C = "0x" + "a1" * 32, "0x" + "b2" * 32, "0x" + "c3" * 32
+BAD_TOKEN = to_checksum_address("0x" + "0b" * 20)  # its decimals() reverts
 LLTV = 86 * 10**16
 PARAMS = (LOAN, COLLATERAL, ORACLE, IRM, LLTV)
 
@@ -181,6 +182,33 @@ class TestDiscovery:
         assert adapter.price_feeds() == {FEED: frozenset({MARKET_A}), QUOTE_FEED: frozenset({MARKET_A})}
         assert len(adapter.plan(USER).calls) == 6
 
+    async def test_default_log_range_fits_monads_public_endpoints(self) -> None:
+        """Left at its default, discovery asks eth_getLogs for at most 100 blocks at a time (Monad's public cap)."""
+        rpc = FakeRpc([])
+        await MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO)).discover(rpc, resolving_reader(), [USER], 250)
+        spans = {int(q["toBlock"], 16) - int(q["fromBlock"], 16) + 1 for q in rpc.queries}
+        assert max(spans) == 100 and len(rpc.queries) == 2 * 3
+
+    async def test_market_whose_token_decimals_revert_is_quarantined(self) -> None:
+        """A market handed to the account whose collateral's decimals() reverts is quarantined and logged: the
+        account's good market is resolved and read, the bad one reported unreadable, and its events ask no
+        resolve again."""
+        past = [{"address": MORPHO.lower(), "topics": [morpho_blue.SUPPLY_COLLATERAL, market_id, word(OTHER), word(USER)],
+                 "data": "0x", "blockNumber": "0x6", "blockHash": "0x01", "logIndex": hex(i), "transactionHash": "0x02"}
+                for i, market_id in enumerate((MARKET_A, MARKET_C))]  # fmt: skip
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO))
+        with capture_logs() as logs:
+            await adapter.discover(FakeRpc(past), resolving_reader(), [USER], 12)
+        assert set(adapter.markets) == {MARKET_A} and set(adapter.quarantined) == {MARKET_C}
+        (event,) = [e for e in logs if e["event"] == "morpho.market_quarantined"]
+        assert event["market"] == MARKET_C and f"decimals() of {BAD_TOKEN}" in event["reason"]
+        plan = adapter.plan(USER)
+        account = plan.decode(market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15)), 12)
+        assert [r.key.market for r in account.readings] == [MARKET_A]
+        assert [u.market for u in account.unreadable] == [MARKET_C]
+        again = morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_C, word(OTHER), word(USER))
+        assert adapter.touched_by(again) == AccountsTouched(accounts=frozenset({USER}))
+
     async def test_configured_market_that_does_not_exist_fails_resolve(self) -> None:
         """A configured id Morpho never created (all-zero params) stops start-up instead of watching nothing."""
         adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=(MARKET_B,)))
@@ -245,13 +273,19 @@ class TestDecodeAccount:
         assert math.isinf(reading.health_factor) and math.isnan(reading.collateral)
 
     @pytest.mark.parametrize("broken", ["accruals", "position", "price"])
-    def test_failed_reads_raise(self, broken: str) -> None:
-        """A reverted accrual pair, position or (with debt) price is a ReadError, never a missing position."""
-        results = market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15))
+    def test_failed_market_is_unreadable_and_the_others_still_read(self, broken: str) -> None:
+        """A reverted accrual pair, position or (with debt) price makes that market unreadable, named with the
+        reason, never a missing position; the account's other market is still read."""
+        adapter = protocol(a=market(MARKET_A), b=market(MARKET_B))
+        bad = market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15))
         for index in {"accruals": (0, 2), "position": (4,), "price": (5,)}[broken]:
-            results[index] = FAILED
-        with pytest.raises(ReadError):
-            decoded(results)
+            bad[index] = FAILED
+        good = market_results(10**15, 10**18, WETH_2000, totals(10**9, 10**15))
+        account = adapter.plan(USER).decode(bad + good, 7)
+        ((unreadable,), (reading,)) = account.unreadable, account.readings
+        assert unreadable.market == MARKET_A and "reverted" in unreadable.reason
+        assert reading.key.market == MARKET_B and reading.health_factor < math.inf
+        assert MARKET_A in account.exposure  # its feeds still mark the account, so it is tried again on a move
 
     def test_result_count_must_match_the_calls(self) -> None:
         """Results for another set of markets than the plan made are rejected."""
@@ -328,6 +362,10 @@ def resolving_reader(oracle: dict[str, str] = CHAINLINK_ORACLE) -> FakeReader:
         (COLLATERAL, calldata("symbol()")): ok(["string"], "WETH"),
         (COLLATERAL, calldata("decimals()")): ok(["uint8"], 18),
         (PROXY, calldata("aggregator()")): ok(["address"], QUOTE_FEED),
+        # MARKET_C: the same but for a collateral token with a symbol and no working decimals().
+        (MORPHO, calldata("idToMarketParams(bytes32)", bytes.fromhex(MARKET_C[2:]))): ok(
+            params, LOAN, BAD_TOKEN, ORACLE, IRM, LLTV),
+        (BAD_TOKEN, calldata("symbol()")): ok(["string"], "GRIEF"),
     }
     answers |= {(ORACLE, calldata(getter)): ok(["address"], address) for getter, address in oracle.items()}
     return FakeReader(answers)

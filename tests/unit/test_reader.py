@@ -20,7 +20,7 @@ class EchoNode:
     async def call(self, to: str, data: bytes, block: int) -> bytes:
         self.requests += 1
         (calls,) = decode(["(address,bool,bytes)[]"], data[4:])
-        if calls[0][2][0] in self.failing:
+        if calls and calls[0][2][0] in self.failing:
             raise RpcError("eth_call", "http_urls[0]: 429 Too Many Requests")
         return encode(["(bool,bytes)[]"], [[(True, payload) for _, _, payload in calls]])
 
@@ -49,3 +49,58 @@ class TestPartialFailure:
         node = EchoNode(failing_first_bytes={3})
         with pytest.raises(ReadFailed):
             await Reader(node, TARGET, max_calls=3).read(calls(6), 100)  # type: ignore[arg-type]
+
+
+class RefusingNode(EchoNode):
+    """Refuses, as the node's own JSON-RPC error, every aggregate3 that holds a call with a poisoned payload (a view
+    that burns all gas takes the whole eth_call down with it); optionally refuses even an empty one."""
+
+    def __init__(self, poisoned: set[bytes], *, refuse_everything: bool = False) -> None:
+        super().__init__(set())
+        self.poisoned = poisoned
+        self.refuse_everything = refuse_everything
+        self.sizes: list[int] = []
+
+    async def call(self, to: str, data: bytes, block: int) -> bytes:
+        (batch,) = decode(["(address,bool,bytes)[]"], data[4:])
+        self.sizes.append(len(batch))
+        if self.refuse_everything or any(payload in self.poisoned for _, _, payload in batch):
+            raise RpcError("eth_call", "http_urls[0]: out of gas", answered=True)
+        return await super().call(to, data, block)
+
+
+class TestIsolatingAFailingCall:
+    async def test_refused_chunk_is_split_until_the_poisoned_call_is_alone(self) -> None:
+        """One chunk of 8 refused because of call 5: call 5 reads as failed, the 7 others are read, in a few
+        halvings rather than 8 single calls."""
+        node = RefusingNode(poisoned={bytes([5])})
+        results = await Reader(node, TARGET, max_calls=8).read_what_can_be_read(calls(8), 100)  # type: ignore[arg-type]
+        assert results[5] == CallResult(success=False, data=b"")
+        assert [r for i, r in enumerate(results) if i != 5] == [CallResult(success=True, data=bytes([i]))
+                                                                for i in range(8) if i != 5]  # fmt: skip
+        assert node.sizes == [8, 0, 4, 4, 2, 2, 1, 1]  # the whole chunk, the empty probe, then halves to call 5
+
+    async def test_all_or_nothing_read_sees_the_isolated_call_as_reverted(self) -> None:
+        """`read` (resolving protocols) answers too: the poisoned call as a failed result, as a revert would be."""
+        results = await Reader(RefusingNode(poisoned={bytes([0])}), TARGET).read(calls(3), 100)  # type: ignore[arg-type]
+        assert [r.success for r in results] == [False, True, True]
+
+    async def test_calls_kept_together_are_never_split_apart(self) -> None:
+        """A pair tied with keep_with_next fails as a pair: an accrual is never read without the totals it updates."""
+        tied = [Call(target=TARGET, data=bytes([i]), keep_with_next=i in (0, 2)) for i in range(4)]
+        results = await Reader(RefusingNode(poisoned={bytes([3])}), TARGET).read_what_can_be_read(tied, 100)  # type: ignore[arg-type]
+        assert [r is not None and r.success for r in results] == [True, True, False, False]
+
+    async def test_a_block_the_node_cannot_execute_at_is_not_split(self) -> None:
+        """When even an empty aggregate3 is refused (the block, not a call, is the trouble), nothing is split: the
+        pass fails as a whole, to be tried again, after one probe."""
+        node = RefusingNode(poisoned=set(), refuse_everything=True)
+        with pytest.raises(ReadFailed, match="out of gas"):
+            await Reader(node, TARGET, max_calls=4).read_what_can_be_read(calls(8), 100)  # type: ignore[arg-type]
+        assert sorted(node.sizes) == [0, 4, 4]
+
+    async def test_transport_failure_is_not_split(self) -> None:
+        """A rate-limited request (not the node's answer) is not split: more requests would only make it worse."""
+        node = EchoNode(failing_first_bytes={0})
+        results = await Reader(node, TARGET, max_calls=4).read_what_can_be_read(calls(8), 100)  # type: ignore[arg-type]
+        assert node.requests == 2 and results[:4] == [None] * 4

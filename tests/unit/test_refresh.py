@@ -51,3 +51,38 @@ class TestSchedule:
         schedule.record("a", 15, 1.2)  # re-read by an event: due at 25
         assert schedule.due_at(20) == set()
         assert schedule.due_at(25) == {"a"}
+
+
+class TestFailureBackoff:
+    @staticmethod
+    def next_due(schedule: RefreshSchedule, start: int) -> int:
+        return next(block for block in range(start, start + 1000) if schedule.due_at(block))
+
+    def test_consecutive_failures_back_off_exponentially_up_to_every_blocks(self) -> None:
+        """Each failure in a row doubles the wait from the tightest band (2, 4, 8, ...), never beyond 100."""
+        schedule, block, waits = RefreshSchedule(POLICY), 0, []
+        for _ in range(8):
+            schedule.record_failure("t", block)
+            due = self.next_due(schedule, block + 1)
+            waits.append(due - block)
+            block = due
+        assert waits == [2, 4, 8, 16, 32, 64, 100, 100]
+
+    def test_a_full_read_resets_the_backoff(self) -> None:
+        """After a good read, the next failure waits the shortest time again."""
+        schedule = RefreshSchedule(POLICY)
+        for block in (0, 2, 6):
+            schedule.record_failure("t", block)
+        schedule.record("t", 20, math.inf)
+        schedule.record_failure("t", 30)
+        assert self.next_due(schedule, 31) == 32
+
+    def test_partly_unread_is_due_at_the_sooner_of_band_and_backoff(self) -> None:
+        """A healthy target with one unreadable market is tried again by its backoff; a risky one by its band."""
+        schedule = RefreshSchedule(POLICY)
+        for block in (0, 2, 6):
+            schedule.record("healthy", block, math.inf, partly_unread=True)
+            assert self.next_due(schedule, block + 1) == block + 2 ** (1 + [0, 2, 6].index(block))
+        schedule.record("risky", 0, 1.0, partly_unread=True)
+        schedule.record("risky", 2, 1.0, partly_unread=True)
+        assert self.next_due(schedule, 3) == 4  # band 2 is sooner than its backoff of 4
