@@ -8,7 +8,9 @@ accounts that hold the asset.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
+from chainwatch.feeds import PriceSource, as_price_source
 from chainwatch.model import Record
 
 
@@ -23,7 +25,7 @@ class ExposureIndex:
     def __init__(self) -> None:
         self._assets_of: dict[Target, frozenset[str]] = {}
         self._holders: defaultdict[tuple[str, str], set[Target]] = defaultdict(set)
-        self._priced_by: dict[str, set[tuple[str, str]]] = {}
+        self._priced_by: dict[PriceSource, set[tuple[str, str]]] = {}
 
     def set_exposure(self, target: Target, assets: frozenset[str]) -> None:
         for asset in self._assets_of.get(target, frozenset()) - assets:
@@ -35,25 +37,27 @@ class ExposureIndex:
     def exposure_of(self, target: Target) -> frozenset[str]:
         return self._assets_of.get(target, frozenset())
 
-    def set_feeds(self, protocol: str, feeds: dict[str, frozenset[str]]) -> None:
-        """Replaces what `protocol`'s feeds price (feed address -> assets)."""
+    def set_feeds(self, protocol: str, feeds: Mapping[PriceSource | str, frozenset[str]]) -> None:
+        """Replaces what `protocol`'s price sources price (source, or a bare emitter address -> assets)."""
         for priced in self._priced_by.values():
             priced -= {entry for entry in priced if entry[0] == protocol}
         for feed, assets in feeds.items():
-            self._priced_by.setdefault(feed.lower(), set()).update((protocol, asset) for asset in assets)
+            self._priced_by.setdefault(as_price_source(feed), set()).update((protocol, asset) for asset in assets)
         self._priced_by = {feed: priced for feed, priced in self._priced_by.items() if priced}
 
     def feeds(self) -> frozenset[str]:
-        return frozenset(self._priced_by)
+        """The emitting contracts to subscribe to (a multi-feed contract once, whatever its feed ids)."""
+        return frozenset(source.emitter for source in self._priced_by)
 
     def targets_holding(self, protocol: str, keys: frozenset[str]) -> set[Target]:
         """Accounts on `protocol` exposed to any of `keys` (a market-wide change touches them all)."""
         return {target for key in keys for target in self._holders.get((protocol, key), ())}
 
-    def targets_priced_by(self, feed: str) -> set[Target]:
-        """Accounts holding, as collateral or debt, any asset that `feed` prices."""
+    def targets_priced_by(self, source: PriceSource | str) -> set[Target]:
+        """Accounts holding, as collateral or debt, any asset that `source` prices (only that feed id of a
+        multi-feed contract: another id's update touches nobody here)."""
         return {
             target
-            for protocol_asset in self._priced_by.get(feed, ())
+            for protocol_asset in self._priced_by.get(as_price_source(source), ())
             for target in self._holders.get(protocol_asset, ())
         }

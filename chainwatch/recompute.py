@@ -22,7 +22,7 @@ from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
 from chainwatch.chain import ChainEvent, Head, Log, LogFilter
-from chainwatch.feeds import PRICE_EVENTS, is_price_update
+from chainwatch.feeds import PRICE_EVENTS, price_source_of
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.multicall import Call
@@ -320,8 +320,9 @@ class Engine:
         return None
 
     def _targets_touched_by(self, event: Log) -> set[Target]:
-        if is_price_update(event):
-            return self.index.targets_priced_by(event.address)
+        source = price_source_of(event)
+        if source is not None:
+            return self.index.targets_priced_by(source)
         touched: set[Target] = set()
         for protocol in self._protocols.values():
             match protocol.touched_by(event):

@@ -20,7 +20,7 @@ from web3 import Web3
 
 from chainwatch.devnet.artifacts import Artifact
 from chainwatch.devnet.deploy import (
-    ADMIN_ACCOUNT_INDEX, DATA_PROVIDER, ERC20, FEED_DECIMALS, POOL, Devnet, aave_artifact,
+    ADMIN_ACCOUNT_INDEX, DATA_PROVIDER, ERC20, FEED_DECIMALS, POOL, Devnet, PriceSourcesDevnet, Reserve, aave_artifact,
 )  # fmt: skip
 from chainwatch.devnet.solc import compile_own_contracts, node_package
 from chainwatch.devnet.transactions import Rpc, RpcFailed, TxFailed, TxPlan, execute
@@ -69,15 +69,58 @@ class DevnetActions:
         """Anvil's unlocked, funded dev accounts (0 is the devnet admin, 9 supplies the liquidity)."""
         return [Web3.to_checksum_address(a) for a in await self._rpc.call("eth_accounts")]
 
-    async def set_price(self, symbol: str, usd: Amount) -> int:
-        """Push a new answer to the asset's SettableFeed (it emits AnswerUpdated); the update's block."""
+    async def set_price(self, symbol: str, usd: Amount, *, aggregator: str | None = None) -> int:
+        """Push a new answer to the asset's SettableFeed (it emits AnswerUpdated), or to `aggregator` (one a
+        proxy was switched to); the update's block."""
         feed = (await compile_own_contracts())["SettableFeed"]
-        answer = int((_decimal(usd) * 10**FEED_DECIMALS).to_integral_value())
+        target = aggregator or self.devnet.aave_v3.reserves[symbol].aggregator
+        return await self._admin_call(f"set {symbol} price to ${usd}", target, feed, "updateAnswer", _answer(usd))
+
+    async def switch_aggregator(self, symbol: str) -> tuple[ChecksumAddress, int]:
+        """Deploy a new SettableFeed with the current answer and confirm it on the asset's proxy (it emits
+        AggregatorConfirmed): the new aggregator and the switch's block. The price does not change."""
+        own = await compile_own_contracts()
+        reserve = self.devnet.aave_v3.reserves[symbol]
+        current: str = await self._rpc.call(
+            "eth_call", {"to": reserve.feed, "data": own["FeedProxy"].calldata("latestAnswer")}, "latest")
         admin = (await self.anvil_accounts())[ADMIN_ACCOUNT_INDEX]
         plan = await TxPlan.for_senders(self._rpc, [admin])
-        aggregator = self.devnet.aave_v3.reserves[symbol].aggregator
-        _call(plan, f"set {symbol} price to ${usd}", admin, aggregator, feed, "updateAnswer", answer, gas=_TOKEN_GAS)
+        code = own["SettableFeed"].creation_code(FEED_DECIMALS, f"{symbol} / USD", int(current, 16))
+        new = plan.deploy(f"deploy a new {symbol} aggregator", admin, code)
+        _call(plan, f"confirm the new {symbol} aggregator", admin, reserve.feed, own["FeedProxy"], "confirmAggregator",
+              new, gas=_TOKEN_GAS)  # fmt: skip
+        return new, await self._run(plan)
+
+    async def set_ratio(self, ratio: Amount) -> int:
+        """sWETH's exchange rate (WETH per sWETH), on the ratio feed of its composite oracle."""
+        feed, sources = (await compile_own_contracts())["SettableFeed"], self._price_sources()
+        return await self._admin_call(f"set sWETH ratio to {ratio}", sources.ratio_feed, feed, "updateAnswer",
+                                      _answer(ratio))  # fmt: skip
+
+    async def set_redstone_price(self, symbol: str, usd: Amount) -> int:
+        """A new value for the symbol's data feed on the shared RedStone adapter (it emits ValueUpdate)."""
+        adapter, sources = (await compile_own_contracts())["RedstoneMultiFeedAdapter"], self._price_sources()
+        feed_id = bytes.fromhex(sources.redstone_ids[symbol][2:])
+        return await self._admin_call(f"set RedStone {symbol} to ${usd}", sources.redstone_adapter, adapter,
+                                      "setValue", feed_id, _answer(usd))  # fmt: skip
+
+    async def set_pyth_price(self, symbol: str, usd: Amount) -> int:
+        """A new price for the symbol's id on the Pyth contract (it emits PriceFeedUpdate), 8 decimals."""
+        pyth, sources = (await compile_own_contracts())["PythPriceFeeds"], self._price_sources()
+        price_id = bytes.fromhex(sources.pyth_ids[symbol][2:])
+        return await self._admin_call(f"set Pyth {symbol} to ${usd}", sources.pyth, pyth, "setPrice", price_id,
+                                      _answer(usd), 0, -FEED_DECIMALS)  # fmt: skip
+
+    async def _admin_call(self, action: str, to: str, artifact: Artifact, function: str, *args: object) -> int:
+        admin = (await self.anvil_accounts())[ADMIN_ACCOUNT_INDEX]
+        plan = await TxPlan.for_senders(self._rpc, [admin])
+        _call(plan, action, admin, to, artifact, function, *args, gas=_TOKEN_GAS)
         return await self._run(plan)
+
+    def _price_sources(self) -> PriceSourcesDevnet:
+        if self.devnet.price_sources is None:
+            raise ValueError("this devnet has no reserves priced by other oracles")
+        return self.devnet.price_sources
 
     async def open_position(
         self, account: str, *, supply: Mapping[str, Amount], borrow: Mapping[str, Amount] | None = None
@@ -181,11 +224,15 @@ class DevnetActions:
         # getUserReserveData returns nine static words; the third is currentVariableDebt.
         return int(raw[2 + 2 * 64 : 2 + 3 * 64], 16)
 
+    def _reserve(self, symbol: str) -> Reserve:
+        others = self.devnet.price_sources.reserves if self.devnet.price_sources else {}
+        return self.devnet.aave_v3.reserves[symbol] if symbol in self.devnet.aave_v3.reserves else others[symbol]
+
     def _asset(self, symbol: str) -> ChecksumAddress:
-        return Web3.to_checksum_address(self.devnet.aave_v3.reserves[symbol].asset)
+        return Web3.to_checksum_address(self._reserve(symbol).asset)
 
     def _units(self, symbol: str, amount: Decimal) -> int:
-        scaled = amount * 10 ** self.devnet.aave_v3.reserves[symbol].decimals
+        scaled = amount * 10 ** self._reserve(symbol).decimals
         if scaled != scaled.to_integral_value():
             raise ValueError(f"{amount} {symbol} has more decimals than the token")
         return int(scaled)
@@ -212,6 +259,11 @@ def _with_aave_error_name(reason: str) -> str:
 def _aave_error_names() -> dict[str, str]:
     source = (node_package("@aave/core-v3") / "contracts/protocol/libraries/helpers/Errors.sol").read_text()
     return {code: name for name, code in re.findall(r"string public constant (\w+) = '(\d+)';", source)}
+
+
+def _answer(amount: Amount) -> int:
+    """A price or ratio as the devnet's feeds hold it: 8 decimals."""
+    return int((_decimal(amount) * 10**FEED_DECIMALS).to_integral_value())
 
 
 def _decimal(amount: Amount) -> Decimal:

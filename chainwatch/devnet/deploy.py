@@ -4,6 +4,8 @@ Morpho Blue, Euler v2 and Curvance markets over the same tokens and price feeds.
 The Aave market is the unmodified `@aave/core-v3` bytecode with three reserves (WETH, WBTC, USDC) priced by the
 project's own settable Chainlink-style feeds; USDC's oracle source is a proxy in front of its feed, as on
 mainnet, so the watcher has to follow `aggregator()` to see price events. One price move hits every protocol.
+Four more Aave reserves (`price_sources`) are priced the other ways real oracles work: sWETH by a ratio
+aggregator (exchange-rate feed x WETH feed), LINK and UNI through one RedStone multi-feed adapter, SOL through Pyth.
 """
 
 from __future__ import annotations
@@ -51,10 +53,27 @@ class AaveV3(_Base):
     reserves: dict[str, Reserve]
 
 
+class PriceSourcesDevnet(_Base):
+    """Aave reserves priced by oracles other than a plain Chainlink feed, and the contracts that move them.
+
+    sWETH: a RatioOracleAggregator of `ratio_feed` (sWETH/WETH, a SettableFeed) times WETH's feed. LINK and UNI:
+    RedStone per-feed contracts over one shared `redstone_adapter` (ids in `redstone_ids`). SOL: a PythAggregator
+    over `pyth` (ids in `pyth_ids`).
+    """
+
+    reserves: dict[str, Reserve]  # `feed` and `aggregator` are both the oracle source here
+    ratio_feed: Address
+    redstone_adapter: Address
+    redstone_ids: dict[str, str]  # symbol -> dataFeedId, 0x hex
+    pyth: Address
+    pyth_ids: dict[str, str]  # symbol -> price id, 0x hex
+
+
 class Devnet(_Base):
     chain_id: int
     multicall3: Address
     aave_v3: AaveV3
+    price_sources: PriceSourcesDevnet | None = None
     morpho_blue: MorphoBlueDevnet | None = None
     euler_v2: EulerV2Devnet | None = None
     curvance: CurvanceDevnet | None = None
@@ -136,6 +155,7 @@ async def deploy_devnet(http_url: str) -> Devnet:
         configurator = await _read_address(rpc, core.provider, "getPoolConfigurator")
         await _list_reserves(rpc, admin, core, pool, configurator)
         await _supply_liquidity(rpc, liquidity, core.tokens, pool)
+        price_sources = await _list_reserves_priced_by_other_oracles(rpc, admin, own, core, pool, configurator)
     finally:
         await rpc.aclose()
     reserves = {
@@ -145,7 +165,7 @@ async def deploy_devnet(http_url: str) -> Devnet:
     }  # fmt: skip
     aave = AaveV3(pool_addresses_provider=core.provider, pool=pool, oracle=core.oracle,
                   data_provider=core.data_provider, pool_configurator=configurator, reserves=reserves)  # fmt: skip
-    devnet = Devnet(chain_id=chain_id, multicall3=MULTICALL3_ADDRESS, aave_v3=aave)
+    devnet = Devnet(chain_id=chain_id, multicall3=MULTICALL3_ADDRESS, aave_v3=aave, price_sources=price_sources)
     return msgspec.structs.replace(
         devnet,
         morpho_blue=await deploy_morpho_blue(http_url, reserves),
@@ -255,3 +275,70 @@ async def _read_address(rpc: Rpc, provider: str, getter: str) -> ChecksumAddress
     call = {"to": provider, "data": aave_artifact(PROVIDER).calldata(getter)}
     result: str = await rpc.call("eth_call", call, "latest")
     return Web3.to_checksum_address("0x" + result[-40:])
+
+
+class _OtherOracleAsset(NamedTuple):
+    symbol: str
+    price_usd: int
+
+
+# Kept out of ASSETS so the other protocols' devnets (which iterate ASSETS) stay as they are.
+_RATIO_ASSET: Final = _OtherOracleAsset("sWETH", 2200)  # 1.1 WETH per sWETH at $2,000
+_RATIO: Final = 110_000_000  # sWETH/WETH with 8 decimals
+_REDSTONE_ASSETS: Final = (_OtherOracleAsset("LINK", 15), _OtherOracleAsset("UNI", 8))
+_PYTH_ASSETS: Final = (_OtherOracleAsset("SOL", 150),)
+_PYTH_EXPONENT: Final = -8
+_OTHER_RISK: Final = (7000, 7500, 11000)  # LTV, liquidation threshold, bonus (bps)
+
+
+def feed_id(symbol: str) -> str:
+    """A RedStone data feed id or a devnet Pyth price id: the symbol's bytes, right-padded to 32 (as RedStone's are)."""
+    return "0x" + symbol.encode().hex().ljust(64, "0")
+
+
+async def _list_reserves_priced_by_other_oracles(
+    rpc: Rpc, admin_account: ChecksumAddress, own: dict[str, Artifact], core: _Core, pool: ChecksumAddress,
+    configurator: ChecksumAddress,
+) -> PriceSourcesDevnet:  # fmt: skip
+    """Tokens, their composite, RedStone and Pyth oracles, and their Aave reserves (18 decimals each)."""
+    admin = _Sender(await TxPlan.for_senders(rpc, [admin_account]), admin_account)
+    ratio_feed = admin.deploy(own["SettableFeed"], FEED_DECIMALS, "sWETH / WETH exchange rate", _RATIO, what="ratio feed")
+    redstone = admin.deploy(own["RedstoneMultiFeedAdapter"], what="RedStone adapter")
+    pyth = admin.deploy(own["PythPriceFeeds"], what="Pyth")
+    sources = {_RATIO_ASSET.symbol: admin.deploy(own["RatioOracleAggregator"], ratio_feed, core.aggregators["WETH"],
+                                                 "sWETH / USD", what="sWETH ratio aggregator")}  # fmt: skip
+    for spec in _REDSTONE_ASSETS:
+        admin.call(f"RedStone {spec.symbol} value", redstone, own["RedstoneMultiFeedAdapter"], "setValue",
+                   bytes.fromhex(feed_id(spec.symbol)[2:]), spec.price_usd * 10**FEED_DECIMALS)  # fmt: skip
+        sources[spec.symbol] = admin.deploy(own["RedstonePriceFeed"], redstone, bytes.fromhex(feed_id(spec.symbol)[2:]),
+                                            f"{spec.symbol} / USD", what=f"RedStone {spec.symbol} feed")  # fmt: skip
+    for spec in _PYTH_ASSETS:
+        admin.call(f"Pyth {spec.symbol} price", pyth, own["PythPriceFeeds"], "setPrice",
+                   bytes.fromhex(feed_id(spec.symbol)[2:]), spec.price_usd * 10**-_PYTH_EXPONENT, 0, _PYTH_EXPONENT)  # fmt: skip
+        sources[spec.symbol] = admin.deploy(own["PythAggregator"], pyth, bytes.fromhex(feed_id(spec.symbol)[2:]),
+                                            what=f"Pyth {spec.symbol} adapter")  # fmt: skip
+    tokens = {symbol: admin.deploy(aave_artifact(ERC20), f"Devnet {symbol}", symbol, 18, what=symbol) for symbol in sources}
+    a_token = admin.deploy(aave_artifact(ATOKEN), pool, what="AToken impl")
+    stable_debt = admin.deploy(aave_artifact(STABLE_DEBT), pool, what="StableDebtToken impl")
+    variable_debt = admin.deploy(aave_artifact(VARIABLE_DEBT), pool, what="VariableDebtToken impl")
+    oracle_art, settings = aave_artifact(ORACLE), aave_artifact(CONFIGURATOR)
+    admin.call("set sources of the other-oracle assets", core.oracle, oracle_art, "setAssetSources",
+               [*tokens.values()], [sources[symbol] for symbol in tokens])  # fmt: skip
+    inputs = [
+        (a_token, stable_debt, variable_debt, 18, core.rate_strategy, token, admin.account, _ZERO,
+         f"Aave Devnet {symbol}", f"a{symbol}", f"Aave Devnet Variable Debt {symbol}", f"variableDebt{symbol}",
+         f"Aave Devnet Stable Debt {symbol}", f"stableDebt{symbol}", b"")
+        for symbol, token in tokens.items()
+    ]  # fmt: skip
+    admin.call("initReserves (other oracles)", configurator, settings, "initReserves", inputs, gas=14_000_000)
+    for symbol, token in tokens.items():
+        admin.call(f"configure {symbol} as collateral", configurator, settings, "configureReserveAsCollateral",
+                   token, *_OTHER_RISK)  # fmt: skip
+    await execute(rpc, admin.plan.txs)
+    reserves = {symbol: Reserve(asset=tokens[symbol], feed=sources[symbol], aggregator=sources[symbol], decimals=18)
+                for symbol in tokens}  # fmt: skip
+    return PriceSourcesDevnet(
+        reserves=reserves, ratio_feed=ratio_feed, redstone_adapter=redstone,
+        redstone_ids={spec.symbol: feed_id(spec.symbol) for spec in _REDSTONE_ASSETS}, pyth=pyth,
+        pyth_ids={spec.symbol: feed_id(spec.symbol) for spec in _PYTH_ASSETS},
+    )  # fmt: skip

@@ -21,7 +21,8 @@ import msgspec
 from chainwatch.devnet.artifacts import Artifact
 
 CONTRACTS_DIR: Final = Path(__file__).resolve().parent / "contracts"
-OWN_CONTRACTS: Final = ("Multicall3", "SettableFeed", "FeedProxy", "RevertingDecimalsToken")
+OWN_CONTRACTS: Final = ("Multicall3", "SettableFeed", "FeedProxy", "RevertingDecimalsToken", "RatioOracleAggregator",
+                         "RedstoneMultiFeedAdapter", "RedstonePriceFeed", "PythPriceFeeds", "PythAggregator")
 BOOTSTRAP_HINT: Final = "run scripts/bootstrap"
 _ARTIFACTS: Final = msgspec.json.Decoder(dict[str, Artifact])
 

@@ -10,11 +10,12 @@ import math
 from collections.abc import Sequence
 
 import msgspec
+import structlog
 from eth_utils import to_checksum_address
 
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
-from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
 from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
@@ -29,6 +30,8 @@ from chainwatch.protocols.base import (
 from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
+
+log = structlog.get_logger(__name__)
 
 _NO_DEBT = 2**256 - 1
 _RESERVE_DATA = [
@@ -80,7 +83,8 @@ class AaveV3:
         self.reserves: dict[str, int] = {}  # asset (lower-case) -> reserve id
         self.atokens: dict[str, str] = {}  # aToken (lower-case) -> asset
         self.balance_tokens: dict[str, tuple[str, str, str]] = {}  # asset -> (aToken, stable debt, variable debt)
-        self.sources: dict[str, str] = {}  # asset -> emitting feed (lower-case)
+        self.sources: dict[str, frozenset[PriceSource]] = {}  # asset -> the price sources that move it
+        self.followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies on the way to those sources
         self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
 
     async def resolve(self, reader: Reader, block: int) -> None:
@@ -104,7 +108,7 @@ class AaveV3:
             block,
         )  # fmt: skip
         (self.base_unit,) = decoded(["uint256"], per_asset[-1], "AaveOracle.BASE_CURRENCY_UNIT")
-        sources = []
+        feeds: dict[str, str] = {}  # asset -> the oracle's source for it
         # Rebuilt from scratch at every resolve: a dropped reserve's id is reused by the next one initialised, and
         # a bit of the user configuration must never still name the asset that held it before.
         reserves: dict[str, int] = {}
@@ -115,10 +119,14 @@ class AaveV3:
             reserves[asset] = reserve[7]
             atokens[reserve[8].lower()] = asset
             balance_tokens[asset] = (reserve[8], reserve[9], reserve[10])
-            sources.append(nonzero_address(source_result, "AaveOracle.getSourceOfAsset"))
+            try:
+                feeds[asset] = nonzero_address(source_result, "AaveOracle.getSourceOfAsset").lower()
+            except ReadError as error:  # that asset is seen by the refresh tiers only; the others still resolve
+                log.warning("aave.source_unknown", protocol=self.name, asset=asset, error=str(error))
         self.reserves, self.atokens, self.balance_tokens = reserves, atokens, balance_tokens
-        aggregators = await reader.read([aggregator_call(source) for source in sources], block)
-        self.sources = {asset: emitter_of(src, agg) for asset, src, agg in zip(assets, sources, aggregators)}
+        followed = await follow_feeds(reader, feeds.values(), block, protocol=self.name)
+        self.sources = {asset: followed[feed].sources for asset, feed in feeds.items()}
+        self.followed_proxies = frozenset(proxy for outcome in followed.values() for proxy in outcome.proxies)
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
         self.symbols = {asset: token_symbol(result, asset) for asset, result in zip(assets, symbols)}
 
@@ -128,15 +136,16 @@ class AaveV3:
     def log_filter(self) -> LogFilter:
         return LogFilter(
             addresses=(self.pool.lower(), self.oracle.lower(), self._provider.lower(), self.configurator.lower(),
-                       *self.atokens),
+                       *self.atokens, *sorted(self.followed_proxies)),
             topic0s=(*_POOL_EVENTS, _RESERVE_DATA_UPDATED, _ATOKEN_TRANSFER, *_ORACLE_EVENTS, *_PROVIDER_EVENTS,
-                     *_RESERVES_CHANGED, _COLLATERAL_CONFIGURATION_CHANGED),
+                     *_RESERVES_CHANGED, _COLLATERAL_CONFIGURATION_CHANGED, *ROUTE_EVENTS),
         )  # fmt: skip
 
-    def price_feeds(self) -> dict[str, frozenset[str]]:
-        feeds: dict[str, set[str]] = {}
-        for asset, feed in self.sources.items():
-            feeds.setdefault(feed, set()).add(asset)
+    def price_feeds(self) -> dict[PriceSource, frozenset[str]]:
+        feeds: dict[PriceSource, set[str]] = {}
+        for asset, sources in self.sources.items():
+            for source in sources:
+                feeds.setdefault(source, set()).add(asset)
         return {feed: frozenset(assets) for feed, assets in feeds.items()}
 
     def touched_by(self, log: Log) -> Touch | None:
@@ -153,6 +162,7 @@ class AaveV3:
             (log.address == self.oracle.lower() and log.topic0 in _ORACLE_EVENTS)
             or (log.address == self._provider.lower() and log.topic0 in _PROVIDER_EVENTS)
             or (log.address == self.configurator.lower() and log.topic0 in _RESERVES_CHANGED)
+            or reroutes(log, self.followed_proxies)
         ):
             return SourcesChanged()
         return None

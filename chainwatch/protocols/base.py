@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from chainwatch.chain import Log, LogFilter
+from chainwatch.feeds import PriceSource
 from chainwatch.model import Reading, Record
 from chainwatch.multicall import Call, CallResult
 from chainwatch.reader import Reader
@@ -35,7 +36,8 @@ class MarketsTouched(Record, frozen=True, kw_only=True, tag="markets"):
 
 
 class SourcesChanged(Record, frozen=True, kw_only=True, tag="sources"):
-    """The protocol's oracle now prices some asset from another feed: resolve feeds and resubscribe."""
+    """The protocol's oracle now prices some asset from another feed (or a proxy it followed confirmed a new
+    aggregator): resolve feeds and resubscribe."""
 
 
 Touch = AccountsTouched | MarketsTouched | SourcesChanged
@@ -95,8 +97,9 @@ class LendingProtocol(Protocol):
     def log_filter(self) -> LogFilter:
         """The protocol's own contracts and event signatures to listen to (not the price feeds)."""
 
-    def price_feeds(self) -> dict[str, frozenset[str]]:
-        """Emitting feed address (lower-case) -> the exposure keys whose value it moves."""
+    def price_feeds(self) -> dict[PriceSource, frozenset[str]] | dict[str, frozenset[str]]:
+        """Price source (from `feeds.follow_feeds`; a bare lower-case address means a single-feed emitter) ->
+        the exposure keys whose value it moves."""
 
     def touched_by(self, log: Log) -> Touch | None:
         """What a log from `log_filter()` means for watched positions; None when nothing."""

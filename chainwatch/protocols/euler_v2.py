@@ -23,7 +23,7 @@ from eth_utils import to_checksum_address
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
-from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
 from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
@@ -74,7 +74,7 @@ class Priced(NamedTuple):
     asset: str  # lower-case
     symbol: str
     unit: int  # 10 ** decimals of `asset`
-    feed: str | None  # emitting feed (lower-case); None when the adapter has no Chainlink `feed()`
+    sources: frozenset[PriceSource]  # what moves its price; empty when the adapter cannot be followed
 
 
 class Vault(NamedTuple):
@@ -107,6 +107,7 @@ class EulerV2:
         self._configured = tuple(to_checksum_address(vault) for vault in config.vaults)
         self.vaults: dict[str, Vault] = {}  # lower-case address -> resolved vault
         self._emitters: frozenset[str] = frozenset()  # the vaults and their collateral vaults (lower-case)
+        self._followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies behind the routers' adapters
         self._watched: dict[str, set[str]] = {}  # 19-byte prefix -> watched addresses (checksummed)
         self._positions: dict[str, dict[str, set[str]]] = {}  # watched -> sub-account -> controller vaults
 
@@ -135,7 +136,7 @@ class EulerV2:
         self._emitters = frozenset(a for v in self.vaults.values() for a in (v.address.lower(), *v.collaterals))
 
     async def _pricing(self, reader: Reader, block: int, wanted: list[tuple[str, ...]]) -> dict[str, dict[str, Priced]]:
-        """vault -> key -> Priced: router.resolveOracle -> the adapter's feed() -> the feed's aggregator()."""
+        """vault -> key -> Priced: router.resolveOracle -> the adapter, followed (feeds.py) to its price sources."""
         resolve = "resolveOracle(uint256,address,address)"
         resolved = await reader.read([Call(target=oracle, data=calldata(resolve, 1, base, uoa), gas=200_000)
                                       for _, oracle, uoa, _, base in wanted], block)  # fmt: skip
@@ -146,20 +147,18 @@ class EulerV2:
                 routes.append((vault, key, end.lower(), adapter))
             except ReadError:  # the vault cannot value it either: an account holding it fails its own read, loudly
                 log.warning("euler.unpriced", protocol=self.name, vault=vault, asset=base)
-        details = await reader.read([call for _, _, base, adapter in routes for call in (
-            Call(target=adapter, data=calldata("feed()"), gas=30_000),
+        details = await reader.read([call for _, _, base, _ in routes for call in (
             Call(target=base, data=calldata("symbol()"), gas=50_000),
             Call(target=base, data=calldata("decimals()"), gas=30_000))], block)  # fmt: skip
-        feeds = [_feed(result) for result in details[0::3]]
-        sources = [feed for feed in feeds if feed is not None]
-        aggregators = await reader.read([aggregator_call(source) for source in sources], block)
-        emitters = {source: emitter_of(source, result) for source, result in zip(sources, aggregators)}
+        # An adapter of another kind (RedStone Core is pull-based) is quarantined there: only the refresh sees it.
+        adapters = {adapter.lower() for _, _, _, adapter in routes if int(adapter, 16) != 0}
+        followed = await follow_feeds(reader, adapters, block, protocol=self.name)
+        self._followed_proxies = frozenset(proxy for outcome in followed.values() for proxy in outcome.proxies)
         priced: dict[str, dict[str, Priced]] = {}
-        for (vault, key, base, adapter), feed, symbol, decimals in zip(routes, feeds, details[1::3], details[2::3]):
-            if feed is None and int(adapter, 16) != 0:  # a cross or Pyth adapter: only the periodic refresh sees it
-                log.warning("euler.adapter_without_feed", protocol=self.name, vault=vault, adapter=adapter)
+        for (vault, key, base, adapter), symbol, decimals in zip(routes, details[0::2], details[1::2]):
+            outcome = followed.get(adapter.lower())
             priced.setdefault(vault, {})[key] = Priced(asset=base, symbol=token_symbol(symbol, base), unit=10 ** _decimals(
-                decimals), feed=emitters.get(feed or ""))  # fmt: skip
+                decimals), sources=outcome.sources if outcome else frozenset())  # fmt: skip
         return priced
 
     async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
@@ -175,16 +174,17 @@ class EulerV2:
     def log_filter(self) -> LogFilter:
         routers = {vault.oracle.lower() for vault in self.vaults.values()}
         return LogFilter(
-            addresses=(self.evc.lower(), *sorted(self._emitters | routers)),
-            topic0s=(*_EVC_EVENTS, *_VAULT_EVENTS, VAULT_STATUS, DEBT_SOCIALIZED, GOV_SET_LTV, *_ROUTER_EVENTS),
+            addresses=(self.evc.lower(), *sorted(self._emitters | routers | self._followed_proxies)),
+            topic0s=(*_EVC_EVENTS, *_VAULT_EVENTS, VAULT_STATUS, DEBT_SOCIALIZED, GOV_SET_LTV, *_ROUTER_EVENTS,
+                     *ROUTE_EVENTS),
         )
 
-    def price_feeds(self) -> dict[str, frozenset[str]]:
-        feeds: dict[str, set[str]] = {}
+    def price_feeds(self) -> dict[PriceSource, frozenset[str]]:
+        feeds: dict[PriceSource, set[str]] = {}
         for vault in self.vaults.values():
             for key, priced in vault.priced.items():
-                if priced.feed is not None:
-                    feeds.setdefault(priced.feed, set()).add(exposure_key(vault.address, key))
+                for source in priced.sources:
+                    feeds.setdefault(source, set()).add(exposure_key(vault.address, key))
         return {feed: frozenset(keys) for feed, keys in feeds.items()}
 
     def touched_by(self, log: Log) -> Touch | None:
@@ -213,6 +213,8 @@ class EulerV2:
             positions = _VAULT_EVENTS.get(log.topic0 or "", ())
             return self._touching(topic_address(log.topics[i]) for i in positions if i < len(log.topics))
         if log.topic0 in _ROUTER_EVENTS and log.address in {vault.oracle.lower() for vault in self.vaults.values()}:
+            return SourcesChanged()
+        if reroutes(log, self._followed_proxies):
             return SourcesChanged()
         return None
 
@@ -371,12 +373,6 @@ def _market(vault: str, owner: str, sub: str) -> str:
     return vault if sub_id == 0 else f"{vault}#{sub_id}"
 
 
-
-
-def _feed(result: CallResult) -> str | None:
-    """The adapter's Chainlink feed; None when it has no `feed()` (another kind of adapter)."""
-    word = int.from_bytes(result.data, "big") if result.success and len(result.data) == 32 else 0
-    return f"0x{word:040x}" if 0 < word < 2**160 else None
 
 
 def _decimals(result: CallResult) -> int:

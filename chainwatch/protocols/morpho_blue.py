@@ -20,7 +20,7 @@ from eth_utils import to_checksum_address
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
 from chainwatch.config import MorphoBlueConfig
-from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
 from chainwatch.model import AssetLine, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
@@ -74,7 +74,7 @@ class Market(NamedTuple):
     loan_decimals: int
     collateral_symbol: str
     collateral_decimals: int
-    feeds: tuple[str, ...]  # emitting feeds (lower-case) that move the oracle's price
+    feeds: tuple[PriceSource, ...]  # the price sources that move the oracle's price
 
 
 class MorphoBlue:
@@ -92,6 +92,7 @@ class MorphoBlue:
         self.quarantined: dict[str, str] = {}
         self._watched: set[str] = set()
         self._used: dict[str, set[str]] = {}  # account -> market ids seen in its own events
+        self._followed_proxies: dict[str, frozenset[str]] = {}  # market id -> Chainlink proxies behind its oracle
 
     async def resolve(self, reader: Reader, block: int) -> None:
         await self._resolve_markets(reader, self._configured.union(*self._used.values()), block)
@@ -119,16 +120,22 @@ class MorphoBlue:
         await self._resolve_markets(reader, known - self.markets.keys(), block)
 
     def log_filter(self) -> LogFilter:
-        return LogFilter(addresses=(self.morpho.lower(),), topic0s=(*ACCOUNT_TOPIC, ACCRUE_INTEREST))
+        return LogFilter(addresses=(self.morpho.lower(), *sorted(self._proxies())),
+                         topic0s=(*ACCOUNT_TOPIC, ACCRUE_INTEREST, *ROUTE_EVENTS))  # fmt: skip
 
-    def price_feeds(self) -> dict[str, frozenset[str]]:
-        feeds: dict[str, set[str]] = {}
+    def _proxies(self) -> frozenset[str]:
+        return frozenset().union(*(self._followed_proxies.get(m, frozenset()) for m in self.markets))
+
+    def price_feeds(self) -> dict[PriceSource, frozenset[str]]:
+        feeds: dict[PriceSource, set[str]] = {}
         for market in self.markets.values():
             for feed in market.feeds:
                 feeds.setdefault(feed, set()).add(market.id)
         return {feed: frozenset(ids) for feed, ids in feeds.items()}
 
     def touched_by(self, log: Log) -> Touch | None:
+        if reroutes(log, self._proxies()):
+            return SourcesChanged()
         if log.address != self.morpho.lower() or len(log.topics) < 2:
             return None
         if log.topic0 == ACCRUE_INTEREST:
@@ -194,8 +201,7 @@ class MorphoBlue:
         sources: dict[str, tuple[str, ...]] = {}
         for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
             sources[market_id] = self._oracle_sources(market_id, p[2], detail[4:])
-        flat = [source for feeds in sources.values() for source in feeds]
-        aggregators = dict(zip(flat, await reader.read([aggregator_call(source) for source in flat], block)))
+        followed = await follow_feeds(reader, {s for feeds in sources.values() for s in feeds}, block, protocol=self.name)
         for (market_id, p), detail in zip(params.items(), _groups(details, len(_DETAILS))):
             try:
                 loan_decimals, collateral_decimals = _decimals(detail[1], p[0]), _decimals(detail[3], p[1])
@@ -203,11 +209,13 @@ class MorphoBlue:
                 self._quarantine(market_id, str(error), block)
                 continue
             self.quarantined.pop(market_id, None)
+            routes = [followed[source.lower()] for source in sources[market_id]]
+            self._followed_proxies[market_id] = frozenset(proxy for route in routes for proxy in route.proxies)
             self.markets[market_id] = Market(
                 id=market_id, params=p,
                 loan_symbol=token_symbol(detail[0], p[0]), loan_decimals=loan_decimals,
                 collateral_symbol=token_symbol(detail[2], p[1]), collateral_decimals=collateral_decimals,
-                feeds=tuple(sorted({emitter_of(source, aggregators[source]) for source in sources[market_id]})),
+                feeds=tuple(sorted({source for route in routes for source in route.sources})),
             )  # fmt: skip
 
     def _quarantine(self, market_id: str, reason: str, block: int) -> None:

@@ -84,7 +84,7 @@ class TestDeployment:
     async def test_json_has_exactly_the_agreed_shape(self, devnet: Devnet) -> None:
         """The devnet file has the agreed keys (one per protocol besides the chain's), and checksummed addresses."""
         data: dict[str, Any] = json.loads(devnet_to_json(devnet))
-        assert set(data) == {"chain_id", "multicall3", "aave_v3", "morpho_blue", "euler_v2", "curvance"}
+        assert set(data) == {"chain_id", "multicall3", "aave_v3", "price_sources", "morpho_blue", "euler_v2", "curvance"}
         assert load_devnet_bytes(devnet_to_json(devnet)) == devnet
         assert data["chain_id"] == CHAIN_ID
         assert data["multicall3"] == MULTICALL3
@@ -116,7 +116,9 @@ class TestDeployment:
         assert await provider.functions.getPoolConfigurator().call() == aave.pool_configurator
         assert await provider.functions.getPoolDataProvider().call() == aave.data_provider
         pool = aave_contract(w3, POOL, aave.pool)
-        assert await pool.functions.getReservesList().call() == [r.asset for r in aave.reserves.values()]
+        assert devnet.price_sources is not None  # reserves priced by other oracles, listed after the first three
+        others = devnet.price_sources.reserves.values()
+        assert await pool.functions.getReservesList().call() == [r.asset for r in (*aave.reserves.values(), *others)]
 
     async def test_cli_writes_the_file_and_one_summary_line(
         self, node: AnvilNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -12,6 +12,7 @@ from eth_utils import keccak, to_checksum_address
 from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import EulerV2Config
+from chainwatch.feeds import PriceSource
 from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
@@ -42,6 +43,7 @@ def ok(types: list[str], values: list[object]) -> CallResult:
 
 
 FAILED = CallResult(success=False, data=b"")
+ROUND = ok(["uint80", "int256", "uint256", "uint256", "uint80"], [1, 10**8, 1, 1, 1])  # a live Chainlink feed
 
 
 class FakeReader:
@@ -76,6 +78,8 @@ def chain_answers() -> dict[tuple[str, bytes], CallResult]:
         (WETH_ADAPTER, calldata("feed()")): ok(["address"], [WETH_FEED]),
         (USDC_ADAPTER, calldata("feed()")): ok(["address"], [USDC_PROXY]),
         (USDC_PROXY, calldata("aggregator()")): ok(["address"], [USDC_AGGREGATOR]),
+        (WETH_FEED, calldata("latestRoundData()")): ROUND,
+        (USDC_AGGREGATOR, calldata("latestRoundData()")): ROUND,
     }
     for base, end, adapter, symbol, decimals in ((USDC, USDC, USDC_ADAPTER, "USDC", 6),
                                                  (WETH_VAULT, WETH, WETH_ADAPTER, "WETH", 18),
@@ -119,19 +123,25 @@ class TestResolve:
     async def test_feeds_follow_router_adapter_and_proxy(self, euler: EulerV2) -> None:
         """WETH's adapter feed emits itself; USDC's is a proxy, so its aggregator is what moves the debt's key."""
         assert euler.price_feeds() == {
-            WETH_FEED: frozenset({exposure_key(VAULT, WETH_VAULT)}),
-            USDC_AGGREGATOR: frozenset({exposure_key(VAULT, VAULT)}),
+            PriceSource(emitter=WETH_FEED): frozenset({exposure_key(VAULT, WETH_VAULT)}),
+            PriceSource(emitter=USDC_AGGREGATOR): frozenset({exposure_key(VAULT, VAULT)}),
         }
 
     async def test_unit_of_account_usd_has_18_decimals(self, euler: EulerV2) -> None:
         """USD is Euler's address(840): named by its ISO 4217 code and valued with 18 decimals."""
         vault = euler.vaults[VAULT]
         assert (vault.currency, vault.unit) == ("USD", E18)
-        assert vault.priced[WBTC_VAULT].feed is None and vault.priced[WBTC_VAULT].symbol == "WBTC"
+        assert vault.priced[WBTC_VAULT].sources == frozenset() and vault.priced[WBTC_VAULT].symbol == "WBTC"
 
     async def test_log_filter_names_every_emitter(self, euler: EulerV2) -> None:
-        """The EVC, the vault, its collateral vaults and its router are all listened to."""
-        assert set(euler.log_filter().addresses) == {EVC, VAULT, WETH_VAULT, WBTC_VAULT, ROUTER}
+        """The EVC, the vault, its collateral vaults, its router and the USDC proxy it follows are all listened to."""
+        assert set(euler.log_filter().addresses) == {EVC, VAULT, WETH_VAULT, WBTC_VAULT, ROUTER, USDC_PROXY}
+
+    async def test_followed_proxy_confirming_an_aggregator_changes_sources(self, euler: EulerV2) -> None:
+        """AggregatorConfirmed from the USDC proxy re-resolves; the same event from another address does not."""
+        confirmed = "AggregatorConfirmed(address,address)"
+        assert euler.touched_by(log(USDC_PROXY, confirmed, word(USDC_AGGREGATOR), word(OTHER_VAULT))) == SourcesChanged()
+        assert euler.touched_by(log(OTHER_VAULT, confirmed, word(USDC_AGGREGATOR), word(OTHER_VAULT))) is None
 
     async def test_vault_without_oracle_fails_loudly(self) -> None:
         """A configured address that is no EVK vault stops start-up with a ReadError naming it."""

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import MorphoBlueConfig
+from chainwatch.feeds import PriceSource
 from chainwatch.devnet.solc import node_package
 from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
@@ -51,7 +52,7 @@ FAILED = CallResult(success=False, data=b"")
 
 def market(market_id: str = MARKET_A) -> Market:
     return Market(id=market_id, params=PARAMS, loan_symbol="USDC", loan_decimals=6, collateral_symbol="WETH",
-                  collateral_decimals=18, feeds=(FEED,))  # fmt: skip
+                  collateral_decimals=18, feeds=(PriceSource(emitter=FEED),))  # fmt: skip
 
 
 def protocol(**resolved: Market) -> MorphoBlue:
@@ -178,8 +179,9 @@ class TestDiscovery:
         by_event = {q["topics"][0]: q["topics"] for q in rpc.queries}
         assert by_event[morpho_blue.SUPPLY_COLLATERAL] == [morpho_blue.SUPPLY_COLLATERAL, None, None, [word(USER)]]
         assert by_event[morpho_blue.BORROW] == [morpho_blue.BORROW, None, [word(USER)]]
-        assert adapter.markets[MARKET_A].feeds == (FEED, QUOTE_FEED)  # the USDC proxy followed to its aggregator
-        assert adapter.price_feeds() == {FEED: frozenset({MARKET_A}), QUOTE_FEED: frozenset({MARKET_A})}
+        assert adapter.markets[MARKET_A].feeds == (PriceSource(emitter=FEED), PriceSource(emitter=QUOTE_FEED))  # the USDC proxy followed to its aggregator
+        assert adapter.price_feeds() == {PriceSource(emitter=FEED): frozenset({MARKET_A}),
+                                         PriceSource(emitter=QUOTE_FEED): frozenset({MARKET_A})}  # fmt: skip
         assert len(adapter.plan(USER).calls) == 6
 
     async def test_default_log_range_fits_monads_public_endpoints(self) -> None:
@@ -308,7 +310,7 @@ class TestOracles:
         adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO, markets=(MARKET_A,)))
         with capture_logs() as logs:
             await adapter.resolve(resolving_reader(oracle={**CHAINLINK_ORACLE, "BASE_VAULT()": OTHER}), 12)
-        assert adapter.markets[MARKET_A].feeds == (FEED, QUOTE_FEED)
+        assert adapter.markets[MARKET_A].feeds == (PriceSource(emitter=FEED), PriceSource(emitter=QUOTE_FEED))
         assert [event["event"] for event in logs] == ["morpho.oracle_price_drifts"]
 
 
@@ -366,6 +368,8 @@ def resolving_reader(oracle: dict[str, str] = CHAINLINK_ORACLE) -> FakeReader:
         (MORPHO, calldata("idToMarketParams(bytes32)", bytes.fromhex(MARKET_C[2:]))): ok(
             params, LOAN, BAD_TOKEN, ORACLE, IRM, LLTV),
         (BAD_TOKEN, calldata("symbol()")): ok(["string"], "GRIEF"),
+        **{(feed, calldata("latestRoundData()")): ok(["uint80", "int256", "uint256", "uint256", "uint80"], 1, 10**8, 1, 1, 1)
+           for feed in (FEED, QUOTE_FEED)},
     }
     answers |= {(ORACLE, calldata(getter)): ok(["address"], address) for getter, address in oracle.items()}
     return FakeReader(answers)

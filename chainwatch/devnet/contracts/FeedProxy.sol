@@ -22,6 +22,8 @@ interface IForwardedFeed {
 /// listens to the oracle source directly misses every update unless it follows `aggregator()`. Phase ids
 /// are not modelled: round ids are the aggregator's own.
 contract FeedProxy {
+    event AggregatorConfirmed(address indexed previous, address indexed latest);
+
     address public immutable owner;
     IForwardedFeed private _aggregator;
 
@@ -34,11 +36,13 @@ contract FeedProxy {
         return address(_aggregator);
     }
 
-    /// @notice Swaps the underlying feed, as the real proxy's owner does; silent like the original, so tests
-    /// can check that a watcher re-resolves the aggregator.
+    /// @notice Swaps the underlying feed, as the real proxy's owner does (there after a proposal), announcing it
+    /// with the real proxy's `AggregatorConfirmed` so a watcher can follow the new aggregator.
     function confirmAggregator(address aggregator_) external {
         require(msg.sender == owner, "Only callable by owner");
+        address previous = address(_aggregator);
         _aggregator = IForwardedFeed(aggregator_);
+        emit AggregatorConfirmed(previous, aggregator_);
     }
 
     function decimals() external view returns (uint8) {
