@@ -33,7 +33,6 @@ WAD: Final = 10**18
 _YEAR: Final = 365 * 24 * 3600
 # 10% a year on every debt, so a year's time warp with no transaction moves health visibly.
 BORROW_RATE_PER_SECOND: Final = WAD // 10 // _YEAR
-BPS: Final = 10_000
 
 
 class CollateralLines(NamedTuple):
@@ -43,10 +42,6 @@ class CollateralLines(NamedTuple):
     coll_ratio: int
     soft_premium: int
     hard_premium: int
-
-    def soft_weight(self) -> Decimal:
-        """The share of collateral value at which soft liquidation starts (BPS / collReqSoft)."""
-        return Decimal(BPS) / (BPS + self.soft_premium)
 
 
 # Lines with exact soft weights (WETH 0.8, WBTC 1/1.4, USDC 0.8333), each borrow limit short of its soft line as
