@@ -50,7 +50,7 @@ POSITIONS = [
     DemoPosition("neverland", "leveraged", "Aave: 1 WETH against 1,100 USDC (health 1.55)"),
     DemoPosition("morpho", "morpho borrower", "Morpho Blue WETH/USDC (LLTV 86%): 1 WETH against 1,100 USDC (health 1.56)"),
     DemoPosition("euler", "euler borrower", "Euler v2 USDC vault: 1 WETH collateral against 1,050 USDC (health 1.62)"),
-    DemoPosition("curvance", "curvance borrower", "Curvance: 1 WETH collateral against 1,050 USDC (health 1.62)"),
+    DemoPosition("curvance", "curvance borrower", "Curvance: 1 WETH collateral against 1,020 USDC (health 1.57)"),
 ]
 
 
@@ -68,7 +68,7 @@ async def _open_positions(http_url: str, devnet: Devnet, accounts: list[str], st
         aave.open_position(leveraged, supply={"WETH": 1}, borrow={"USDC": 1100}),
         morpho.open_position(on_morpho, "WETH/USDC", collateral=1, borrow=1100),
         euler.open_position(on_euler, collateral={"WETH": 1}, borrow=1050),
-        curvance.open_position(on_curvance, collateral={"WETH": 1}, borrow={"USDC": 1050}),
+        curvance.open_position(on_curvance, collateral={"WETH": 1}, borrow={"USDC": 1020}),
     ]
     for position, opening in zip(POSITIONS, opened):
         await opening  # one at a time: the devnet's transaction helpers must not overlap on one node

@@ -1,7 +1,8 @@
 """A Curvance market on the devnet: the project's own Curvance-shaped contracts, deployed over the Aave devnet.
 
-The contracts in `contracts/curvance/` reproduce Curvance's interface (MarketManager `statusOf`, cTokens with
-Curvance's events, an OracleManager over a ChainlinkAdaptor, ProtocolReader `getPositionHealth`). They list the
+The contracts in `contracts/curvance/` reproduce Curvance's interface (MarketManager `statusOf` and `collConfig`,
+with a borrow limit and soft and hard liquidation lines per token; cTokens with Curvance's events; an
+OracleManager over a ChainlinkAdaptor; ProtocolReader `getPositionHealth`). They list the
 Aave devnet's own WETH, WBTC and USDC and price them from the same feeds (USDC through its FeedProxy), so one
 `DevnetActions.set_price` moves Aave and Curvance positions alike.
 """
@@ -32,9 +33,24 @@ WAD: Final = 10**18
 _YEAR: Final = 365 * 24 * 3600
 # 10% a year on every debt, so a year's time warp with no transaction moves health visibly.
 BORROW_RATE_PER_SECOND: Final = WAD // 10 // _YEAR
-# Share of collateral value that may be owed (borrow limit and liquidation line alike), like the Aave devnet's
-# liquidation thresholds, so the same positions have the same health on both protocols.
-COLL_RATIOS: Final = {"WETH": Decimal("0.85"), "WBTC": Decimal("0.75"), "USDC": Decimal("0.85")}
+
+
+class CollateralLines(NamedTuple):
+    """A token's three lines as `updateTokenConfig` takes them, in BPS: the borrow limit's share of collateral
+    value, and the soft and hard liquidation requirements as premiums over 100% (2500 = 125%)."""
+
+    coll_ratio: int
+    soft_premium: int
+    hard_premium: int
+
+
+# Lines with exact soft weights (WETH 0.8, WBTC 1/1.4, USDC 0.8333), each borrow limit short of its soft line as
+# Curvance requires, and WBTC's stricter, as a volatile collateral's would be.
+COLLATERAL_LINES: Final = {
+    "WETH": CollateralLines(coll_ratio=7500, soft_premium=2500, hard_premium=1000),
+    "WBTC": CollateralLines(coll_ratio=6500, soft_premium=4000, hard_premium=2500),
+    "USDC": CollateralLines(coll_ratio=8000, soft_premium=2000, hard_premium=1000),
+}
 # Measured use (deploys 0.2-1.9M, calls under 0.3M) with headroom; small limits let a wave hold more.
 _DEPLOY_GAS: Final = 2_500_000
 _CALL_GAS: Final = 400_000
@@ -96,9 +112,9 @@ class _Plan(NamedTuple):
         self.plan.call(action, sender, to, self.art[name].calldata(function, *args), gas=_CALL_GAS)
 
 
-def token_config(c_token: str, coll_ratio: Decimal) -> tuple[object, ...]:
-    """A `TokenConfig` tuple: only the cToken and its collRatio take effect on the devnet's manager."""
-    return (c_token, int(coll_ratio * WAD), *([0] * 11))
+def token_config(c_token: str, lines: CollateralLines) -> tuple[object, ...]:
+    """A `TokenConfig` tuple: only the cToken and its three lines take effect on the devnet's manager."""
+    return (c_token, lines.coll_ratio, lines.soft_premium, lines.hard_premium, *([0] * 9))
 
 
 async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
@@ -125,7 +141,7 @@ async def deploy_curvance(http_url: str, devnet: Devnet) -> CurvanceDevnet:
                        action=f"approve the adaptor for {spec.symbol}")  # fmt: skip
             setup.call(admin, manager, "MarketManager", "listToken", c_token, action=f"list c{spec.symbol}")
             setup.call(admin, manager, "MarketManager", "updateTokenConfig",
-                       token_config(c_token, COLL_RATIOS[spec.symbol]), action=f"configure c{spec.symbol}")  # fmt: skip
+                       token_config(c_token, COLLATERAL_LINES[spec.symbol]), action=f"configure c{spec.symbol}")  # fmt: skip
         await execute(rpc, setup.plan.txs)
         # After the admin's burst: the deposits need the cTokens mined.
         liquidity = await _Plan.for_sender(rpc, lender)
@@ -200,13 +216,14 @@ class CurvanceActions:
                   self._token(collateral).c_token, action=f"liquidate {account}")  # fmt: skip
         return await self._run(plan)
 
-    async def set_coll_ratio(self, symbol: str, ratio: Amount) -> int:
-        """Change a token's collRatio through `updateTokenConfig` (emits `TokenConfigUpdated`)."""
+    async def set_collateral_lines(self, symbol: str, lines: CollateralLines) -> int:
+        """Change a token's borrow limit and liquidation requirements through `updateTokenConfig` (emits
+        `TokenConfigUpdated`)."""
         admin = Web3.to_checksum_address((await self._rpc.call("eth_accounts"))[ADMIN_ACCOUNT_INDEX])
         plan = await self._plan(admin)
-        config = token_config(self._token(symbol).c_token, Decimal(str(ratio)))
+        config = token_config(self._token(symbol).c_token, lines)
         plan.call(admin, self.curvance.market_manager, "MarketManager", "updateTokenConfig", config,
-                  action=f"set c{symbol} collRatio to {ratio}")  # fmt: skip
+                  action=f"set c{symbol}'s lines to {lines}")  # fmt: skip
         return await self._run(plan)
 
     def _plan_borrow(self, plan: _Plan, account: str, symbol: str, amount: Amount) -> None:

@@ -1,9 +1,14 @@
-"""Curvance: one health factor per account per market manager, from the manager's own `statusOf`.
+"""Curvance: one health factor per account per market manager, at the manager's soft liquidation line.
 
-`statusOf(account) -> (collateral, maxDebt, debt)` (USD, 1e18, interest included) gives health
-`maxDebt / debt`; each cToken's `getSnapshot(account)` tells which assets the account holds (its exposure) and,
-with the OracleManager's price, the liquidation price of a single-collateral position. Curvance's account
-events carry the account in their data, not a topic, so logs are subscribed by emitter and decoded.
+Curvance has three lines per collateral token, from `MarketManager.collConfig(cToken) -> (collRatio, collReqSoft,
+collReqHard)`: `statusOf(account) -> (collateral, maxDebt, debt)` (USD, 1e18, interest included) gives the borrow
+limit as `maxDebt`, but liquidation starts only when debt exceeds `cSoft = sum(collateral value * unit /
+collReqSoft)`, collateral valued at the oracle's lower price times the cToken's exchange rate. So health is
+`cSoft / debt`, computed here from `statusOf`'s debt, each cToken's `getSnapshot(account)` (what the account
+posts and owes, hence its exposure), `exchangeRate()` and the OracleManager's lower price; the requirements
+are read at resolve time, their unit (BPS today, WAD in older versions) told apart by size. The same lower
+price gives the liquidation price of a single-collateral position. Curvance's account events carry the account
+in their data, not a topic, so logs are subscribed by emitter and decoded.
 
 Exposure keys are `"<manager>:<asset>"` (lower-case addresses): the same asset in two managers is two keys.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 import structlog
@@ -42,6 +48,12 @@ log = structlog.get_logger(__name__)
 _WAD = 10**18
 _MAX_ADAPTORS = 2  # Curvance's OracleManager prices an asset from at most two adaptors
 _SNAPSHOT = ["address", "address", "uint8", "bool", "uint256", "uint256"]  # AccountSnapshot
+_BAD_SOURCE = 2  # an OracleManager error code at which Curvance refuses to price (and to liquidate)
+# A stored requirement is `unit + premium`, the premium at most 234% (Curvance's MAX_COLLATERAL_REQUIREMENT):
+# so its size tells the unit; a value in neither range is a configuration this module does not understand.
+_REQUIREMENT_UNITS = (10**4, 10**18)  # BPS, WAD
+_MAX_REQUIREMENT = 3.34  # of the unit
+_CTOKEN_CALLS = 3  # per token in the hot plan: getSnapshot, lower price, exchange rate
 
 # cToken event topic0 -> (data types, position of the account among them).
 _CTOKEN_EVENTS = {
@@ -69,6 +81,13 @@ class ListedToken(Record, frozen=True, kw_only=True):
     c_token: str  # checksummed
     asset: str  # lower-case, as exposure keys hold it
     symbol: str
+    # `collConfig`'s soft requirement and its unit: collateral counts at `unit / soft_requirement` of its value
+    # toward the soft liquidation line; 0 when the token is not collateral (collRatio 0), as Curvance skips it.
+    soft_requirement: int = 0
+    requirement_unit: int = 10**4
+
+    def soft_weight(self) -> float:
+        return self.requirement_unit / self.soft_requirement if self.soft_requirement else 0.0
 
 
 class CurvanceMarket(Record, frozen=True, kw_only=True):
@@ -90,9 +109,12 @@ class Curvance:
         self._key_of_token: dict[str, str] = {}  # cToken (lower-case) -> exposure key
         self.adaptors: frozenset[str] = frozenset()  # lower-case
         self.feeds: dict[str, frozenset[str]] = {}  # emitting feed (lower-case) -> exposure keys
+        # cToken (checksummed) -> why it was left out at the last resolve: its positions are not read.
+        self.quarantined: dict[str, str] = {}
 
     async def resolve(self, reader: Reader, block: int) -> None:
         markets, feeds, adaptors = {}, {}, set()
+        self.quarantined = {}
         for manager in self._managers:
             market, sources, market_adaptors = await self._resolve_market(reader, block, manager)
             markets[manager.lower()] = market
@@ -112,27 +134,49 @@ class Curvance:
         listed, oracle_result = await reader.read(
             [Call(target=manager, data=calldata("queryTokensListed()"), gas=200_000),
              Call(target=manager, data=calldata("oracleManager()"), gas=30_000)], block)  # fmt: skip
-        c_tokens = [to_checksum_address(t) for t in decoded(["address[]"], listed, "queryTokensListed")[0]]
+        listed_tokens = [to_checksum_address(t) for t in decoded(["address[]"], listed, "queryTokensListed")[0]]
         oracle = await _oracle_manager(reader, block, manager, oracle_result)
-        asset_calls = [Call(target=t, data=calldata("asset()"), gas=30_000) for t in c_tokens]
-        asset_results = await reader.read(asset_calls, block)
-        assets = [nonzero_address(result, "cToken.asset").lower() for result in asset_results]
-        per_asset = await reader.read([call for asset in assets for call in (
+        asset_calls = [Call(target=t, data=calldata("asset()"), gas=30_000) for t in listed_tokens]
+        c_tokens, assets = [], []
+        for c_token, result in zip(listed_tokens, await reader.read(asset_calls, block)):
+            try:
+                assets.append(nonzero_address(result, "cToken.asset").lower())
+                c_tokens.append(c_token)
+            except ReadError as error:
+                self._quarantine(manager, c_token, str(error))
+        stride = 3 + _MAX_ADAPTORS
+        per_token = await reader.read([call for c_token, asset in zip(c_tokens, assets) for call in (
             Call(target=asset, data=calldata("symbol()"), gas=50_000),
+            Call(target=manager, data=calldata("collConfig(address)", c_token), gas=30_000),
+            Call(target=oracle, data=calldata("getPrice(address,bool,bool)", asset, True, True), gas=80_000),
             *(Call(target=oracle, data=calldata("assetPriceFeeds(address,uint256)", asset, i), gas=30_000)
               for i in range(_MAX_ADAPTORS)),
         )], block)  # fmt: skip
-        stride = 1 + _MAX_ADAPTORS
         tokens, adaptor_of = [], []
         for i, (c_token, asset) in enumerate(zip(c_tokens, assets)):
-            symbol_result, *feed_results = per_asset[i * stride : (i + 1) * stride]
-            tokens.append(ListedToken(c_token=c_token, asset=asset, symbol=token_symbol(symbol_result, asset)))
+            symbol_result, config_result, price_result, *feed_results = per_token[i * stride : (i + 1) * stride]
+            try:
+                soft_requirement, unit = _soft_requirement(config_result)
+                if not price_result.success:
+                    raise ReadError("OracleManager.getPrice reverted")
+            except ReadError as error:
+                self._quarantine(manager, c_token, str(error))
+                continue
+            tokens.append(ListedToken(c_token=c_token, asset=asset, symbol=token_symbol(symbol_result, asset),
+                                      soft_requirement=soft_requirement, requirement_unit=unit))  # fmt: skip
             # The getter of a shorter array reverts: an asset's adaptors are the entries that exist.
             adaptor_of += [(asset, nonzero_address(r, "OracleManager.assetPriceFeeds")) for r in feed_results if r.success]
             if not any(r.success for r in feed_results):
                 log.warning("curvance.feed_unknown", protocol=self.name, asset=asset, adaptor=None)
         market = CurvanceMarket(manager=manager, oracle_manager=oracle, tokens=tuple(tokens))
         return market, await self._feed_sources(reader, block, adaptor_of), {a.lower() for _, a in adaptor_of}
+
+    def _quarantine(self, manager: str, c_token: str, reason: str) -> None:
+        """Leaves one token out (its config or price cannot be read) so the rest of its market is still watched.
+        A collateral left out only lowers the health read for the accounts posting it: alerts come early, not late.
+        """
+        self.quarantined[c_token] = reason
+        log.error("curvance.token_quarantined", protocol=self.name, manager=manager, c_token=c_token, reason=reason)
 
     async def _feed_sources(self, reader: Reader, block: int, adaptor_of: list[tuple[str, str]]) -> dict[str, set[str]]:
         """Asset -> the contracts whose logs announce its price moves, found through each of its adaptors.
@@ -185,18 +229,15 @@ class Curvance:
 
     def _manager_touch(self, log: Log) -> Touch | None:
         market = self.markets[log.address]
-        try:
-            if log.topic0 == _POSITION_UPDATED:
+        if log.topic0 == _POSITION_UPDATED:
+            try:
                 _, account, _ = decode(["address", "address", "bool"], log.data)
-                return AccountsTouched(accounts=frozenset({to_checksum_address(account)}))
-            if log.topic0 == _TOKEN_CONFIG_UPDATED:
-                (c_token,) = decode(["address"], log.data[:32])
-                key = self._key_of_token.get(c_token.lower())
-                # A token this watcher has not resolved yet: resolving again finds it.
-                return SourcesChanged() if key is None else MarketsTouched(keys=frozenset({key}))
-        except DecodingError:
-            return MarketsTouched(keys=frozenset(market.key(token.asset) for token in market.tokens))
-        if log.topic0 == _TOKEN_LISTED:
+            except DecodingError:
+                return MarketsTouched(keys=frozenset(market.key(token.asset) for token in market.tokens))
+            return AccountsTouched(accounts=frozenset({to_checksum_address(account)}))
+        if log.topic0 in (_TOKEN_LISTED, _TOKEN_CONFIG_UPDATED):
+            # A new token, or new requirements (read at resolve time, they change only with this event): resolve
+            # again, which also re-reads every account.
             return SourcesChanged()
         return None
 
@@ -204,12 +245,14 @@ class Curvance:
         markets = tuple(self.markets.values())
         calls = []
         for market in markets:
+            # statusOf accrues interest (nonpayable, ~115k measured for 3 tokens before accrual): its debt is current.
             calls.append(Call(target=market.manager, data=calldata("statusOf(address)", account),
-                              gas=60_000 + 40_000 * len(market.tokens)))  # fmt: skip  (~115k measured for 3 tokens)
+                              gas=60_000 + 50_000 * len(market.tokens)))  # fmt: skip
             for token in market.tokens:
                 calls.append(Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000))
                 calls.append(Call(target=market.oracle_manager, gas=80_000,
                                   data=calldata("getPrice(address,bool,bool)", token.asset, True, True)))  # fmt: skip
+                calls.append(Call(target=token.c_token, data=calldata("exchangeRate()"), gas=40_000))
             if detailed:
                 calls += _detail_calls(market)
         return ReadPlan(calls=tuple(calls),
@@ -217,44 +260,80 @@ class Curvance:
 
     def _decode(self, account: str, markets: tuple[CurvanceMarket, ...], results: Sequence[CallResult],
                 block: int, detailed: bool) -> AccountReading:  # fmt: skip
-        sizes = [(1 + 2 * len(m.tokens), 2 * len(m.tokens) if detailed else 0) for m in markets]
+        sizes = [(1 + _CTOKEN_CALLS * len(m.tokens), len(m.tokens) if detailed else 0) for m in markets]
         if len(results) != sum(base + extra for base, extra in sizes):
             raise ReadError(f"{len(results)} results do not fit the planned reads of {account}")
         readings, exposure, offset = [], set(), 0
         for market, (size, extra) in zip(markets, sizes):
             mine = results[offset : offset + size]
-            reading, held = _market_reading(self.name, account, market, mine, block)
+            positions = _positions(market, mine)
+            reading = _market_reading(self.name, account, market, mine[0], positions, block)
             if detailed:
-                reading = msgspec.structs.replace(reading, assets=_lines(market, mine, results[offset + size : offset + size + extra]))
+                higher_prices = results[offset + size : offset + size + extra]
+                reading = msgspec.structs.replace(reading, assets=_lines(market, positions, higher_prices))
             offset += size + extra
             readings.append(reading)
-            exposure |= held
+            exposure |= {market.key(p.token.asset) for p in positions}
         return AccountReading(readings=tuple(readings), exposure=frozenset(exposure))
 
 
-def _market_reading(
-    protocol: str, account: str, market: CurvanceMarket, results: Sequence[CallResult], block: int
-) -> tuple[Reading, set[str]]:
-    collateral, max_debt, debt = decoded(["uint256"] * 3, results[0], "MarketManager.statusOf")
-    health = math.inf if debt == 0 else max_debt / debt
-    collateral_tokens, debt_assets, held = [], set(), set()
-    for token, snapshot, price in zip(market.tokens, results[1::2], results[2::2]):
-        posted, owed = decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")[4:]
-        if posted:
-            collateral_tokens.append((token, price))
-        if owed:
-            debt_assets.add(token.asset)
+class TokenPosition(NamedTuple):
+    """What an account posts and owes in one cToken (raw units), and the price and rate collateral is valued at."""
+
+    token: ListedToken
+    decimals: int
+    posted: int  # shares
+    owed: int  # underlying, interest included
+    lower_price: CallResult  # OracleManager.getPrice(asset, inUSD, getLower=true)
+    exchange_rate: int  # WAD per share, as `exchangeRate()` returns it
+
+    def collateral_value(self) -> int:
+        """The posted shares' USD value (WAD) at the lower price, as Curvance values collateral; the price must be
+        usable (an error code below BAD_SOURCE), else health cannot be told."""
+        if not self.posted:
+            return 0
+        price, error_code = decoded(["uint256", "uint256"], self.lower_price, "OracleManager.getPrice")
+        if error_code >= _BAD_SOURCE:
+            raise ReadError(f"OracleManager cannot price {self.token.symbol} (error code {error_code})")
+        return self.posted * price * self.exchange_rate // _WAD // 10**self.decimals
+
+
+def _positions(market: CurvanceMarket, results: Sequence[CallResult]) -> list[TokenPosition]:
+    """The tokens the account posts or owes in, from one market's hot-plan results (statusOf first)."""
+    positions = []
+    for i, token in enumerate(market.tokens):
+        snapshot, lower_price, rate = results[1 + _CTOKEN_CALLS * i : 1 + _CTOKEN_CALLS * (i + 1)]
+        _, _, decimals, _, posted, owed = decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")
         if posted or owed:
-            held.add(market.key(token.asset))
+            exchange_rate = decoded(["uint256"], rate, "cToken.exchangeRate")[0] if posted else _WAD
+            positions.append(TokenPosition(token, decimals, posted, owed, lower_price, exchange_rate))
+    return positions
+
+
+def soft_line(positions: Sequence[TokenPosition]) -> int:
+    """cSoft, in USD (WAD): each collateral's value times `unit / collReqSoft`, as Curvance sums it."""
+    return sum(
+        p.collateral_value() * p.token.requirement_unit // p.token.soft_requirement
+        for p in positions
+        if p.posted and p.token.soft_requirement
+    )
+
+
+def _market_reading(
+    protocol: str, account: str, market: CurvanceMarket, status: CallResult, positions: Sequence[TokenPosition],
+    block: int,
+) -> Reading:  # fmt: skip
+    collateral, _, debt = decoded(["uint256"] * 3, status, "MarketManager.statusOf")  # maxDebt: the borrow limit
+    health = math.inf if debt == 0 else soft_line(positions) / debt
+    collaterals = [p for p in positions if p.posted]
     liquidation_price, liquidation_asset = None, ""
     # One collateral, not also borrowed: its price alone moves health, by the same factor (health is linear in it).
     # At health 0 (a collateral that counts for nothing) no price restores it.
-    if 0 < health < math.inf and len(collateral_tokens) == 1 and collateral_tokens[0][0].asset not in debt_assets:
-        token, price_result = collateral_tokens[0]
-        price = _usable_price(price_result)
+    if 0 < health < math.inf and len(collaterals) == 1 and not collaterals[0].owed:
+        price = _usable_price(collaterals[0].lower_price)
         if price is not None:
-            liquidation_price, liquidation_asset = price / _WAD / health, token.symbol
-    reading = Reading(
+            liquidation_price, liquidation_asset = price / _WAD / health, collaterals[0].token.symbol
+    return Reading(
         key=PositionKey(protocol=protocol, account=account, market=market.manager),
         block=block,
         health_factor=health,
@@ -263,38 +342,35 @@ def _market_reading(
         liquidation_price=liquidation_price,
         liquidation_asset=liquidation_asset,
     )
-    return reading, held
 
 
 def _detail_calls(market: CurvanceMarket) -> list[Call]:
-    """Per token the ratio the manager weighs collateral by, and the higher price it values debt at."""
-    return [call for token in market.tokens for call in (
-        Call(target=market.manager, data=calldata("collateralizationRatio(address)", token.c_token), gas=30_000),
-        Call(target=market.oracle_manager, data=calldata("getPrice(address,bool,bool)", token.asset, True, False),
-             gas=80_000),
-    )]  # fmt: skip
+    """Per token the higher price the manager values debt at."""
+    return [Call(target=market.oracle_manager, data=calldata("getPrice(address,bool,bool)", token.asset, True, False),
+                 gas=80_000) for token in market.tokens]  # fmt: skip
 
 
-def _lines(market: CurvanceMarket, results: Sequence[CallResult], details: Sequence[CallResult]) -> tuple[AssetLine, ...]:
-    """Lines valued as `statusOf` values them: collateral at the lower price times its ratio, debt at the higher."""
+def _lines(
+    market: CurvanceMarket, positions: Sequence[TokenPosition], higher_prices: Sequence[CallResult]
+) -> tuple[AssetLine, ...]:
+    """Lines valued as the soft line values them: collateral at the lower price weighed by `unit / collReqSoft`,
+    debt at the higher price (one detail call per market token), so the lines imply the reading's health."""
+    higher_of = {token.c_token: result for token, result in zip(market.tokens, higher_prices)}
     lines = []
-    for i, token in enumerate(market.tokens):
-        _, _, decimals, _, posted, owed = decoded(_SNAPSHOT, results[1 + 2 * i], "cToken.getSnapshot")
-        unit = 10**decimals
-        if posted:
-            (lower, _) = decoded(["uint256", "uint256"], results[2 + 2 * i], "OracleManager.getPrice")
-            (ratio,) = decoded(["uint256"], details[2 * i], "MarketManager.collateralizationRatio")
-            lines.append(AssetLine(symbol=token.symbol, side=Side.COLLATERAL, amount=posted / unit,
-                                   value=posted * lower / unit / _WAD, weight=ratio / _WAD))  # fmt: skip
-        if owed:
-            (higher, _) = decoded(["uint256", "uint256"], details[2 * i + 1], "OracleManager.getPrice")
-            lines.append(AssetLine(symbol=token.symbol, side=Side.DEBT, amount=owed / unit, value=owed * higher / unit / _WAD))
+    for position in positions:
+        token, unit = position.token, 10**position.decimals
+        if position.posted:
+            lines.append(AssetLine(symbol=token.symbol, side=Side.COLLATERAL, amount=position.posted / unit,
+                                   value=position.collateral_value() / _WAD, weight=token.soft_weight()))  # fmt: skip
+        if position.owed:
+            (higher, _) = decoded(["uint256", "uint256"], higher_of[token.c_token], "OracleManager.getPrice")
+            lines.append(AssetLine(symbol=token.symbol, side=Side.DEBT, amount=position.owed / unit,
+                                   value=position.owed * higher / unit / _WAD))  # fmt: skip
     return tuple(lines)
 
 
 def _usable_price(result: CallResult) -> int | None:
-    """The OracleManager's price when it reports no error; the liquidation price is left out otherwise (health,
-    from `statusOf`, does not depend on this call)."""
+    """The OracleManager's price when it reports no error at all; the liquidation price is left out otherwise."""
     if not result.success:
         return None
     try:
@@ -302,6 +378,17 @@ def _usable_price(result: CallResult) -> int | None:
     except DecodingError:
         return None
     return price if error_code == 0 and price > 0 else None
+
+
+def _soft_requirement(result: CallResult) -> tuple[int, int]:
+    """`collConfig(cToken)`'s soft requirement and its unit; (0, BPS) for a token that is not collateral."""
+    coll_ratio, soft, _ = decoded(["uint256"] * 3, result, "MarketManager.collConfig")
+    if coll_ratio == 0:
+        return 0, _REQUIREMENT_UNITS[0]
+    for unit in _REQUIREMENT_UNITS:
+        if unit <= soft <= unit * _MAX_REQUIREMENT:
+            return soft, unit
+    raise ReadError(f"MarketManager.collConfig's soft requirement {soft} is in no known unit")
 
 
 async def _oracle_manager(reader: Reader, block: int, manager: str, result: CallResult) -> str:

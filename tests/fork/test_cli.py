@@ -251,7 +251,7 @@ class TestDemo:
                 out, err = await process.communicate()
         assert process.returncode == 0, err.decode()
         lines = out.decode().splitlines()
-        expected = {"neverland": "1.700", "morpho": "1.720", "euler": "1.700", "curvance": "1.700"}
+        expected = {"neverland": "1.700", "morpho": "1.720", "euler": "1.700", "curvance": "1.600"}
         for protocol, health in expected.items():
             (line,) = [line for line in lines if line.startswith(protocol) and " 0.000" not in line and "no debt" not in line]
             assert f"health {health}" in line and "liquidation WETH at" in line, line

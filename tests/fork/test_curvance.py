@@ -10,9 +10,18 @@ from eth_abi import decode
 from structlog.testing import capture_logs
 
 from chainwatch.abi import calldata
-from chainwatch.devnet.curvance import CurvanceActions, CurvanceDevnet, deploy_curvance
+from chainwatch.alerts.state import Thresholds, level_of
+from chainwatch.config import CurvanceConfig
+from chainwatch.devnet.curvance import (
+    COLLATERAL_LINES, CollateralLines, CurvanceActions, CurvanceDevnet, compile_curvance_contracts, deploy_curvance,
+)  # fmt: skip
 from chainwatch.devnet.transactions import TxFailed
 from chainwatch.index import Target
+from chainwatch.model import Level, Reading
+from chainwatch.protocols.curvance import Curvance
+from chainwatch.reader import Reader
+from chainwatch.recompute import read_targets
+from chainwatch.rpc import Rpc
 from tests.fork.conftest import (
     Chain,
     StartWatcher,
@@ -48,17 +57,35 @@ market_managers = ["{curvance.market_manager}"]
 """
 
 
-async def status_health(chain: Chain, curvance: CurvanceDevnet, account: str, block: int) -> Decimal:
-    """The manager's own `maxDebt / debt` for `account` at `block`, to 3 decimals as messages show it."""
+async def soft_health(chain: Chain, curvance: CurvanceDevnet, account: str, block: int) -> Decimal:
+    """The manager's own soft line over debt (`liquidationValuesOf`) for `account` at `block`, to 3 decimals as
+    messages show it: the contract's sum, not chainwatch's."""
     raw = await chain.web3.eth.call(
-        {"to": curvance.market_manager, "data": calldata("statusOf(address)", account)}, block_identifier=block
+        {"to": curvance.market_manager, "data": calldata("liquidationValuesOf(address)", account)}, block_identifier=block
     )
-    _, max_debt, debt = decode(["uint256"] * 3, raw)
-    return (Decimal(max_debt) / Decimal(debt)).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
+    c_soft, _, debt = decode(["uint256"] * 3, raw)
+    return (Decimal(c_soft) / Decimal(debt)).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
+
+
+async def read_position(chain: Chain, curvance: CurvanceDevnet, account: str, block: int | None = None) -> Reading:
+    """chainwatch's own reading of `account` in the devnet's market manager at `block` (the latest when None)."""
+    rpc = Rpc([chain.node.http_url])
+    try:
+        block = block if block is not None else await rpc.block_number()
+        protocol = Curvance(CurvanceConfig(name="curvance", market_managers=(curvance.market_manager,)))
+        reader = Reader(rpc, chain.devnet.multicall3)
+        await protocol.resolve(reader, block)
+        ((_, outcome),) = await read_targets({"curvance": protocol}, reader, [Target(protocol="curvance", account=account)], block)
+    finally:
+        await rpc.close()
+    assert not isinstance(outcome, Exception), outcome
+    (reading,) = outcome.readings
+    return reading
 
 
 async def open_standard_positions(chain: Chain, market: CurvanceActions) -> tuple[str, str]:
-    """A: 1 WETH against 1,000 USDC (health 1.70); B: 0.05 WBTC against 1,000 USDC (2.25), not exposed to WETH."""
+    """A: 1 WETH against 1,000 USDC (2,000 x 0.8 / 1,000 = 1.60); B: 0.05 WBTC against 1,000 USDC
+    (3,000 / 1.4 / 1,000 = 2.14), not exposed to WETH."""
     exposed, unexposed = chain.accounts[0], chain.accounts[1]
     await market.open_position(exposed, collateral={"WETH": 1}, borrow={"USDC": 1000})
     await market.open_position(unexposed, collateral={"WBTC": Decimal("0.05")}, borrow={"USDC": 1000})
@@ -74,7 +101,7 @@ class TestPriceMoves:
         exposed, unexposed = await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
         with capture_logs() as logs:
-            block = await chain.actions.set_price("WETH", 1300)  # A: 1300 * 0.85 / 1000 = 1.105
+            block = await chain.actions.set_price("WETH", 1300)  # A: 1300 * 0.8 / 1000 = 1.04
             await running.settled(block)
         (message,) = bot_api.messages
         assert "CRITICAL" in message.text and exposed in message.text and curvance.market_manager in message.text
@@ -92,11 +119,11 @@ class TestPriceMoves:
         await running.settled(await chain.actions.set_price("WETH", 2000))
         assert kinds(bot_api) == ["CRITICAL", "RECOVERED"]
 
-    async def test_health_in_messages_equals_status_of_at_that_block(
+    async def test_health_in_messages_equals_the_managers_soft_line_at_that_block(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
         bot_api: BotApiServer,
     ) -> None:  # fmt: skip
-        """Every message's health factor is the manager's statusOf maxDebt / debt at the message's block."""
+        """Every message's health factor is the manager's own cSoft / debt at the message's block."""
         exposed, _ = await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
         for price in (1700, 1400, 1150, 2100):
@@ -104,7 +131,7 @@ class TestPriceMoves:
         assert kinds(bot_api) == ["WARN", "CRITICAL", "LIQUIDATABLE", "RECOVERED"]
         for message in bot_api.messages:
             health, block = health_and_block(message.text)
-            assert health == await status_health(chain, curvance, exposed, block)
+            assert health == await soft_health(chain, curvance, exposed, block)
 
 
 class TestOwnEvents:
@@ -112,7 +139,7 @@ class TestOwnEvents:
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
         bot_api: BotApiServer,
     ) -> None:  # fmt: skip
-        """Borrowing more takes A from 1.70 to 1.42: one WARN, the account found in the Borrow event's data."""
+        """Borrowing more takes A from 1.60 to 1.33: one WARN, the account found in the Borrow event's data."""
         exposed, _ = await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
         block = await market.borrow(exposed, "USDC", 200)
@@ -120,7 +147,7 @@ class TestOwnEvents:
         (message,) = bot_api.messages
         assert message.text.split()[1] == "WARN" and exposed in message.text
         health, at = health_and_block(message.text)
-        assert at == block and health == await status_health(chain, curvance, exposed, block)
+        assert at == block and health == await soft_health(chain, curvance, exposed, block)
 
     async def test_liquidation_is_heard_from_event_data(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
@@ -129,27 +156,27 @@ class TestOwnEvents:
         """A liquidation repaying all of A's debt brings A's RECOVERED at the liquidation's block, no price moving."""
         exposed, _ = await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
-        await running.settled(await chain.actions.set_price("WETH", 1150))  # 977.5 / 1000: liquidatable
+        await running.settled(await chain.actions.set_price("WETH", 1150))  # 920 / 1000: liquidatable
         block = await market.liquidate(chain.accounts[4], exposed, debt="USDC", collateral="WETH")
         await running.settled(block)
         assert kinds(bot_api) == ["LIQUIDATABLE", "RECOVERED"]
         recovered = bot_api.messages[1].text
         assert "Health factor no debt" in recovered and f"Block {block}" in recovered.splitlines()
 
-    async def test_collateral_ratio_cut_touches_its_holders(
+    async def test_stricter_soft_requirement_is_read_again_and_warns(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
         bot_api: BotApiServer,
     ) -> None:  # fmt: skip
-        """Cutting WETH's collRatio to 0.65 re-reads WETH holders only: A falls to 1.30 and is warned."""
+        """Raising WETH's soft requirement to 140% (TokenConfigUpdated) is resolved again: A falls to 1.428, warned."""
         exposed, _ = await open_standard_positions(chain, market)
         running = await start_watcher(protocols=curvance_protocol(curvance))
         with capture_logs() as logs:
-            block = await market.set_coll_ratio("WETH", "0.65")
+            block = await market.set_collateral_lines("WETH", CollateralLines(6500, soft_premium=4000, hard_premium=2500))
             await running.settled(block)
         (message,) = bot_api.messages
         assert message.text.split()[1] == "WARN" and exposed in message.text
-        assert health_and_block(message.text)[0] == await status_health(chain, curvance, exposed, block)
-        assert positions_read_at(logs, block) == [1]
+        assert health_and_block(message.text)[0] == await soft_health(chain, curvance, exposed, block) == Decimal("1.428")
+        assert [e["block"] for e in logs if e["event"] == "recompute.sources_changed"] == [block]
 
 
 class TestQuietBlocks:
@@ -168,9 +195,9 @@ class TestInterest:
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
         bot_api: BotApiServer,
     ) -> None:  # fmt: skip
-        """With no transaction, a year at 10% takes 1,100 USDC of debt to 1,210: 1.545 falls to 1.40496 (shown 1.404), one WARN."""
+        """With no transaction, a year at 10% takes 1,050 USDC of debt to 1,155: 1.524 falls to 1.38528 (shown 1.385), one WARN."""
         borrower = chain.accounts[0]
-        await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1100})
+        await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1050})
         running = await start_watcher(protocols=curvance_protocol(curvance), refresh_every_blocks=1)
         await running.settled(await chain.web3.eth.block_number)
         assert bot_api.messages == []
@@ -179,7 +206,7 @@ class TestInterest:
         (message,) = bot_api.messages
         health, at = health_and_block(message.text)
         assert message.text.split()[1] == "WARN" and at == block
-        assert health == await status_health(chain, curvance, borrower, block) == Decimal("1.404")  # 1.40496, rounded down
+        assert health == await soft_health(chain, curvance, borrower, block) == Decimal("1.385")  # 1.38528, rounded down
 
 
 class TestIndex:
@@ -200,18 +227,71 @@ class TestIndex:
         }
 
 
+class TestLiquidationAgreesWithCurvance:
+    async def test_liquidatable_exactly_when_the_manager_liquidates(
+        self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions, start_watcher: StartWatcher,
+        bot_api: BotApiServer,
+    ) -> None:  # fmt: skip
+        """0.1% above the reported boundary: not liquidatable, liquidate reverts; 0.1% below: LIQUIDATABLE, it succeeds."""
+        borrower, liquidator = chain.accounts[0], chain.accounts[3]
+        await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1400})  # 1,600 / 1,400 = 1.143
+        running = await start_watcher(protocols=curvance_protocol(curvance), watched=[borrower])
+        boundary = (await read_position(chain, curvance, borrower)).liquidation_price
+        assert boundary is not None and 1750 <= boundary < 1751  # 1,400 / 0.8, plus any seconds of interest
+        # Each liquidation is mined a block after the price; a second of 10% interest (3e-9) is far inside 0.1%.
+        block = await chain.actions.set_price("WETH", _usd(boundary * 1.001))
+        await running.settled(block)
+        above = await read_position(chain, curvance, borrower, block)
+        assert above.health_factor >= 1.0 and level_of(above.health_factor, Thresholds()) != Level.LIQUIDATABLE
+        assert kinds(bot_api) == ["CRITICAL"]  # from the start, nothing since
+        with pytest.raises(TxFailed, match="liquidate"):
+            await market.liquidate(liquidator, borrower, debt="USDC", collateral="WETH")
+
+        block = await chain.actions.set_price("WETH", _usd(boundary * 0.999))
+        await running.settled(block)
+        below = await read_position(chain, curvance, borrower, block)
+        assert level_of(below.health_factor, Thresholds()) == Level.LIQUIDATABLE
+        assert kinds(bot_api) == ["CRITICAL", "LIQUIDATABLE"]
+        assert health_and_block(bot_api.messages[1].text)[1] == block
+        await market.liquidate(liquidator, borrower, debt="USDC", collateral="WETH")
+        assert (await read_position(chain, curvance, borrower)).debt == 0
+
+
 class TestContracts:
-    async def test_borrow_beyond_max_debt_reverts(self, chain: Chain, market: CurvanceActions) -> None:
-        """The manager refuses a borrow that would take debt past maxDebt (1 WETH at $2,000 x 0.85 = $1,700)."""
+    async def test_borrow_beyond_the_borrow_limit_reverts(self, chain: Chain, market: CurvanceActions) -> None:
+        """The manager refuses a borrow past the borrow limit (1 WETH at $2,000 x 0.75 = $1,500), short of the soft line."""
         borrower = chain.accounts[0]
-        await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1600})
+        await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1400})
         with pytest.raises(TxFailed, match="borrow 200 USDC"):
             await market.borrow(borrower, "USDC", 200)
 
-    async def test_protocol_reader_health_matches_status_of(
+    async def test_status_of_is_nonpayable_and_reports_the_borrow_limit(
         self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions
     ) -> None:
-        """ProtocolReader.getPositionHealth is statusOf's maxDebt / debt in WAD, and type(uint256).max without debt."""
+        """As deployed Curvance: statusOf is nonpayable and its maxDebt is the borrow limit; collConfig has the lines."""
+        borrower = chain.accounts[0]
+        block = await market.open_position(borrower, collateral={"WETH": 1}, borrow={"USDC": 1000})
+        abi = (await compile_curvance_contracts())["MarketManager"].abi
+        (status_of,) = [entry for entry in abi if entry.get("name") == "statusOf"]
+        assert status_of["stateMutability"] == "nonpayable"
+        raw = await chain.web3.eth.call(
+            {"to": curvance.market_manager, "data": calldata("statusOf(address)", borrower)}, block_identifier=block
+        )
+        assert decode(["uint256"] * 3, raw) == (2000 * 10**18, 1500 * 10**18, 1000 * 10**18)
+        weth = COLLATERAL_LINES["WETH"]
+        config = await chain.web3.eth.call({"to": curvance.market_manager, "data": calldata(
+            "collConfig(address)", curvance.tokens["WETH"].c_token)}, block_identifier=block)  # fmt: skip
+        assert decode(["uint256"] * 3, config) == (weth.coll_ratio, 10_000 + weth.soft_premium, 10_000 + weth.hard_premium)
+
+    async def test_a_borrow_limit_past_the_soft_line_is_refused(self, market: CurvanceActions) -> None:
+        """As Curvance validates, a collRatio at or past the soft line (0.8 of value for 125%) cannot be set."""
+        with pytest.raises(TxFailed, match="set cWETH"):
+            await market.set_collateral_lines("WETH", CollateralLines(8000, soft_premium=2500, hard_premium=1000))
+
+    async def test_protocol_reader_health_matches_the_soft_line(
+        self, chain: Chain, curvance: CurvanceDevnet, market: CurvanceActions
+    ) -> None:
+        """ProtocolReader.getPositionHealth is cSoft / debt in WAD, and type(uint256).max without debt."""
         exposed, _ = await open_standard_positions(chain, market)
         block = await chain.web3.eth.block_number
         health = {}
@@ -222,7 +302,11 @@ class TestContracts:
             raw = await chain.web3.eth.call({"to": curvance.protocol_reader, "data": data}, block_identifier=block)
             health[account], error_hit = decode(["uint256", "bool"], raw)
             assert not error_hit
-        assert (Decimal(health[exposed]) / 10**18).quantize(Decimal("0.001"), rounding=ROUND_FLOOR) == await status_health(
+        assert (Decimal(health[exposed]) / 10**18).quantize(Decimal("0.001"), rounding=ROUND_FLOOR) == await soft_health(
             chain, curvance, exposed, block
-        )
+        ) == Decimal("1.600")
         assert health[chain.accounts[3]] == 2**256 - 1
+
+
+def _usd(price: float) -> Decimal:
+    return Decimal(str(round(price, 8)))

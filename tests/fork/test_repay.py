@@ -95,7 +95,7 @@ def _curvance(chain: Chain) -> CurvanceActions:
 
 async def _curvance_open(chain: Chain, account: str) -> int:
     async with _curvance(chain) as curvance:
-        return await curvance.open_position(account, collateral={"WETH": 1}, borrow={"USDC": 1500})  # health 1.133
+        return await curvance.open_position(account, collateral={"WETH": 1}, borrow={"USDC": 1400})  # 1,600 / 1,400 = 1.143
 
 
 async def _curvance_repay(chain: Chain, account: str, amount: Decimal) -> int:

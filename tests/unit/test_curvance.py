@@ -46,6 +46,11 @@ def chain_answers() -> dict[tuple[str, bytes], CallResult]:
         (ADAPTOR, calldata("assetConfig(address,bool)", WETH, True)): ok(config, True, WETH_FEED, 8, day, 0, 0, 0, 0),
         (ADAPTOR, calldata("assetConfig(address,bool)", USDC, True)): ok(config, True, USDC_PROXY, 8, day, 0, 0, 0, 0),
         (USDC_PROXY, calldata("aggregator()")): ok(["address"], USDC_AGGREGATOR),
+        # Soft lines as deployed Curvance stores them, BPS + premium: WETH 125% (weight 0.8), USDC 120%.
+        (MANAGER, calldata("collConfig(address)", C_WETH)): ok(["uint256"] * 3, 7500, 12500, 11000),
+        (MANAGER, calldata("collConfig(address)", C_USDC)): ok(["uint256"] * 3, 8000, 12000, 11000),
+        (ORACLE, calldata("getPrice(address,bool,bool)", WETH, True, True)): ok(["uint256", "uint256"], 2000 * WAD, 0),
+        (ORACLE, calldata("getPrice(address,bool,bool)", USDC, True, True)): ok(["uint256", "uint256"], WAD, 0),
     }
 
 
@@ -121,6 +126,45 @@ class TestResolve:
             await resolved(answers)
 
 
+    @pytest.mark.parametrize(
+        "broken",
+        [(C_WETH, calldata("asset()")), (MANAGER, calldata("collConfig(address)", C_WETH)),
+         (ORACLE, calldata("getPrice(address,bool,bool)", WETH, True, True))],
+        ids=["asset", "collConfig", "price"],
+    )  # fmt: skip
+    async def test_a_token_that_cannot_be_resolved_is_quarantined_alone(self, broken: tuple[str, bytes]) -> None:
+        """A cToken whose asset, config or price reverts is left out and logged; the market's other token is watched."""
+        answers = chain_answers()
+        del answers[broken]
+        with capture_logs() as logs:
+            protocol = await resolved(answers)
+        assert [t.c_token for t in protocol.markets[MANAGER].tokens] == [to_checksum_address(C_USDC)]
+        assert set(protocol.quarantined) == {to_checksum_address(C_WETH)}
+        assert [e["c_token"] for e in logs if e["event"] == "curvance.token_quarantined"] == [to_checksum_address(C_WETH)]
+        assert [call.target.lower() for call in protocol.plan(USER).calls] == [MANAGER, C_USDC, ORACLE, C_USDC]
+
+    @pytest.mark.parametrize(
+        ("config", "requirement", "unit"),
+        [((7500, 12500, 11000), 12500, 10**4), ((75 * WAD // 100, 125 * WAD // 100, 11 * WAD // 10), 125 * WAD // 100, WAD),
+         ((0, 0, 0), 0, 10**4)],
+        ids=["BPS", "WAD", "not collateral"],
+    )  # fmt: skip
+    async def test_requirement_unit_is_read_from_its_size(self, config: tuple[int, ...], requirement: int, unit: int) -> None:
+        """collConfig in BPS (today) or WAD (older versions) gives the same soft weight; collRatio 0 weighs nothing."""
+        answers = chain_answers()
+        answers[(MANAGER, calldata("collConfig(address)", C_WETH))] = ok(["uint256"] * 3, *config)
+        weth = (await resolved(answers)).markets[MANAGER].tokens[0]
+        assert (weth.soft_requirement, weth.requirement_unit) == (requirement, unit)
+        assert weth.soft_weight() == (0.8 if requirement else 0.0)
+
+    async def test_requirement_in_no_known_unit_is_quarantined(self) -> None:
+        """A soft requirement that is neither BPS- nor WAD-sized is not guessed at: the token is left out."""
+        answers = chain_answers()
+        answers[(MANAGER, calldata("collConfig(address)", C_WETH))] = ok(["uint256"] * 3, 7500, 125, 110)
+        protocol = await resolved(answers)
+        assert "no known unit" in protocol.quarantined[to_checksum_address(C_WETH)]
+
+
 class TestTouchedBy:
     @pytest.mark.parametrize(
         ("signature", "types", "values"),
@@ -148,12 +192,12 @@ class TestTouchedBy:
             accounts=frozenset({USER})
         )
 
-    async def test_token_config_change_touches_that_tokens_holders(self) -> None:
-        """A new collateral ratio for cWETH re-reads every account exposed to WETH in this manager."""
+    async def test_token_config_change_resolves_again(self) -> None:
+        """New lines for cWETH are read at resolve time, so a TokenConfigUpdated asks for resolving again."""
         protocol = await resolved()
         data = encode(["(address" + ",uint256" * 12 + ")"], [(C_WETH, *([0] * 12))])
         touch = protocol.touched_by(log_of(MANAGER, "TokenConfigUpdated((address" + ",uint256" * 12 + "))", data))
-        assert touch == MarketsTouched(keys=frozenset({KEY_WETH}))
+        assert touch == SourcesChanged()
 
     @pytest.mark.parametrize(
         ("address", "signature", "data"),
@@ -196,73 +240,90 @@ def price(usd: float, error_code: int = 0) -> CallResult:
     return ok(["uint256", "uint256"], int(usd * WAD), error_code)
 
 
+def rate(assets_per_share: float = 1.0) -> CallResult:
+    return ok(["uint256"], int(assets_per_share * WAD))
+
+
+def weth_against_usdc(debt: float = 1000, weth_price: CallResult | None = None, *, usdc_posted: int = 0,
+                      weth_rate: float = 1.0) -> list[CallResult]:  # fmt: skip
+    """Hot-plan results: 1 WETH posted at a lower price of 2,000, `debt` USDC owed (statusOf's max debt ignored)."""
+    return [status(2000, 1500, debt), snapshot(C_WETH, WETH, WAD, 0), weth_price or price(2000), rate(weth_rate),
+            snapshot(C_USDC, USDC, usdc_posted, int(debt * WAD)), price(1), rate()]  # fmt: skip
+
+
 class TestDecodeAccount:
     async def test_calls_per_manager(self) -> None:
-        """One statusOf, then a snapshot and a price per cToken, in the order its decode expects."""
+        """One statusOf, then a snapshot, a lower price and an exchange rate per cToken, in decode's order."""
         protocol = await resolved()
         calls = protocol.plan(USER).calls
-        assert [call.target.lower() for call in calls] == [MANAGER, C_WETH, ORACLE, C_USDC, ORACLE]
+        assert [call.target.lower() for call in calls] == [MANAGER, C_WETH, ORACLE, C_WETH, C_USDC, ORACLE, C_USDC]
 
-    async def test_health_is_max_debt_over_debt(self) -> None:
-        """Health is the manager's own ratio; the reading is keyed by the manager; exposure names held assets."""
+    async def test_health_is_the_soft_line_over_debt(self) -> None:
+        """Health is cSoft / debt: 2,000 x 10000/12500 / 1,000 = 1.6, not statusOf's borrow limit 1,500 / 1,000."""
         protocol = await resolved()
-        results = [status(2000, 1700, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        outcome = protocol.plan(USER).decode(results, 7)
+        outcome = protocol.plan(USER).decode(weth_against_usdc(), 7)
         (reading,) = outcome.readings
         assert reading.key.market == to_checksum_address(MANAGER) and reading.key.account == USER
-        assert (reading.health_factor, reading.collateral, reading.debt, reading.block) == (1.7, 2000, 1000, 7)
+        assert (reading.health_factor, reading.collateral, reading.debt, reading.block) == (1.6, 2000, 1000, 7)
         assert outcome.exposure == frozenset({KEY_WETH, KEY_USDC})
 
-    async def test_single_collateral_has_a_liquidation_price(self) -> None:
-        """With one collateral, health reaches 1.0 when its price falls by the factor 1/health."""
+    async def test_collateral_is_valued_per_share_at_the_exchange_rate(self) -> None:
+        """A cToken share worth 1.1 underlying counts 1.1 x: 2,200 x 0.8 / 1,000 = 1.76."""
         protocol = await resolved()
-        results = [status(2000, 1700, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        (reading,) = protocol.plan(USER).decode(results, 7).readings
-        assert reading.liquidation_price == pytest.approx(2000 / 1.7)
+        (reading,) = protocol.plan(USER).decode(weth_against_usdc(weth_rate=1.1), 7).readings
+        assert reading.health_factor == pytest.approx(1.76)
+
+    async def test_single_collateral_has_a_liquidation_price(self) -> None:
+        """With one collateral, health reaches 1.0 when its lower price falls by the factor 1/health: 2,000 / 1.6."""
+        protocol = await resolved()
+        (reading,) = protocol.plan(USER).decode(weth_against_usdc(), 7).readings
+        assert reading.liquidation_price == pytest.approx(1250)
         assert reading.liquidation_asset == "WETH"
 
-    @pytest.mark.parametrize(
-        ("weth_posted", "usdc_posted", "weth_price"),
-        [(WAD, 10**6, price(2000)), (WAD, 0, price(2000, error_code=1)), (WAD, 0, FAILED)],
-        ids=["two collaterals", "price flagged", "price reverted"],
-    )
-    async def test_no_liquidation_price_when_unknowable(
-        self, weth_posted: int, usdc_posted: int, weth_price: CallResult
-    ) -> None:
-        """Several collaterals or an unusable price leave the liquidation price out, never the reading."""
+    async def test_two_collaterals_sum_their_soft_lines(self) -> None:
+        """WETH at 0.8 and 600 USDC at 1/1.2 of their value: (1,600 + 500) / 1,000; no single liquidation price."""
         protocol = await resolved()
-        results = [status(2001, 1700.85, 500), snapshot(C_WETH, WETH, weth_posted, 0), weth_price,
-                   snapshot(C_USDC, USDC, usdc_posted, 0), price(1)]  # fmt: skip
+        results = weth_against_usdc(usdc_posted=600 * WAD)
+        results[4] = snapshot(C_USDC, USDC, 600 * WAD, 0)
         (reading,) = protocol.plan(USER).decode(results, 7).readings
-        assert reading.health_factor == pytest.approx(3.4017)
+        assert reading.health_factor == pytest.approx(2.1)
         assert reading.liquidation_price is None and reading.liquidation_asset == ""
 
-    async def test_collateral_worth_nothing_is_zero_health(self) -> None:
-        """Debt against collateral whose ratio is 0 reads as health 0, with no liquidation price to reach."""
+    async def test_a_cautioned_price_counts_but_gives_no_liquidation_price(self) -> None:
+        """Error code 1 (one of two feeds failed) still values collateral, as Curvance does; the liquidation price
+        is left out."""
         protocol = await resolved()
-        results = [status(2000, 0, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 1000 * 10**6), price(1)]  # fmt: skip
-        (reading,) = protocol.plan(USER).decode(results, 7).readings
+        (reading,) = protocol.plan(USER).decode(weth_against_usdc(weth_price=price(2000, error_code=1)), 7).readings
+        assert reading.health_factor == 1.6 and reading.liquidation_price is None
+
+    @pytest.mark.parametrize("weth_price", [price(2000, error_code=2), FAILED], ids=["bad source", "reverted"])
+    async def test_an_unpriceable_collateral_is_an_error(self, weth_price: CallResult) -> None:
+        """Without a usable lower price for a posted collateral, health cannot be told: a read error, not a guess."""
+        protocol = await resolved()
+        with pytest.raises(ReadError):
+            protocol.plan(USER).decode(weth_against_usdc(weth_price=weth_price), 7)
+
+    async def test_collateral_that_is_not_collateral_is_zero_health(self) -> None:
+        """Debt against a token whose collRatio is 0 reads as health 0, with no liquidation price to reach."""
+        answers = chain_answers()
+        answers[(MANAGER, calldata("collConfig(address)", C_WETH))] = ok(["uint256"] * 3, 0, 0, 0)
+        protocol = await resolved(answers)
+        (reading,) = protocol.plan(USER).decode(weth_against_usdc(), 7).readings
         assert reading.health_factor == 0 and reading.liquidation_price is None
 
     async def test_no_debt_is_infinite_health(self) -> None:
         """An account with collateral and no debt is at infinite health, exposed to its collateral only."""
         protocol = await resolved()
-        results = [status(2000, 1700, 0), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 0), price(1)]  # fmt: skip
-        outcome = protocol.plan(USER).decode(results, 7)
+        outcome = protocol.plan(USER).decode(weth_against_usdc(debt=0), 7)
         assert math.isinf(outcome.readings[0].health_factor) and outcome.readings[0].liquidation_price is None
         assert outcome.exposure == frozenset({KEY_WETH})
 
-    @pytest.mark.parametrize("bad", [0, 1], ids=["statusOf", "getSnapshot"])
+    @pytest.mark.parametrize("bad", [0, 1, 3], ids=["statusOf", "getSnapshot", "exchangeRate"])
     @pytest.mark.parametrize("result", [FAILED, CallResult(success=True, data=b"\x00" * 5)], ids=["reverted", "short"])
     async def test_bad_results_are_errors(self, bad: int, result: CallResult) -> None:
         """A reverted or undecodable health or position read is an error, never a position without debt."""
         protocol = await resolved()
-        results = [status(2000, 1700, 1000), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 10**9), price(1)]  # fmt: skip
+        results = weth_against_usdc()
         results[bad] = result
         with pytest.raises(ReadError):
             protocol.plan(USER).decode(results, 7)
@@ -270,20 +331,19 @@ class TestDecodeAccount:
 
 class TestDetailedPlan:
     async def test_hot_path_calls_unchanged_and_details_appended(self) -> None:
-        """The plain plan is unchanged; detailed appends each token's ratio and higher price after the market's calls."""
+        """The plain plan is unchanged; detailed appends each token's higher price after the market's calls."""
         protocol = await resolved()
         plain, detailed = protocol.plan(USER).calls, protocol.plan(USER, detailed=True).calls
         assert detailed[: len(plain)] == plain
-        assert [call.target.lower() for call in detailed[len(plain) :]] == [MANAGER, ORACLE, MANAGER, ORACLE]
+        assert [call.target.lower() for call in detailed[len(plain) :]] == [ORACLE, ORACLE]
 
-    async def test_lines_weigh_collateral_by_its_ratio_and_value_debt_at_the_higher_price(self) -> None:
-        """1 WETH at a lower price of 2,000 with ratio 0.85; 1,000 USDC owed at a higher price of 1.01."""
+    async def test_lines_weigh_collateral_by_its_soft_requirement_and_value_debt_at_the_higher_price(self) -> None:
+        """1 WETH at a lower price of 2,000 weighs 10000/12500; 1,000 USDC owed at a higher price of 1.01."""
         protocol = await resolved()
-        results = [status(2000, 1700, 1010), snapshot(C_WETH, WETH, WAD, 0), price(2000),
-                   snapshot(C_USDC, USDC, 0, 1000 * WAD), price(1),
-                   ok(["uint256"], 85 * WAD // 100), price(2001), ok(["uint256"], 85 * WAD // 100), price(1.01)]  # fmt: skip
-        (reading,) = protocol.plan(USER, detailed=True).decode(results, 7).readings
+        results = weth_against_usdc(debt=1010)
+        results[4] = snapshot(C_USDC, USDC, 0, 1000 * WAD)
+        (reading,) = protocol.plan(USER, detailed=True).decode([*results, price(2001), price(1.01)], 7).readings
         weth, usdc = reading.assets
-        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
+        assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.8)
         assert (usdc.symbol, usdc.side, usdc.amount, usdc.value) == ("USDC", Side.DEBT, 1000.0, pytest.approx(1010.0))
         assert weth.value * weth.weight / usdc.value == pytest.approx(reading.health_factor)

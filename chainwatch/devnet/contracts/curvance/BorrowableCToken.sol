@@ -13,7 +13,8 @@ import {AccountSnapshot, ICToken, IERC20Like, IMarketManager, IOracleManager} fr
 /// `debtBalance(account)` (interest included), `getSnapshot(account)`.
 /// Simplifications: debt grows at a constant rate per second fixed at deployment (so a time warp alone moves
 /// health), shares and assets are 1:1 (lenders earn no interest), an account cannot both post and borrow the
-/// same token, and `liquidate` repays an account's whole debt in this token for a fixed 5% collateral bonus.
+/// same token, and `liquidate` repays an account's whole debt in this token for a fixed 5% collateral bonus
+/// once the manager finds the account past its soft liquidation line.
 contract BorrowableCToken is ICToken {
     struct Debt {
         uint256 principal;
@@ -129,7 +130,7 @@ contract BorrowableCToken is ICToken {
         return _redeem(owner, receiver, shares);
     }
 
-    /// @notice Removes posted collateral (reverting if that would exceed the account's `maxDebt`) and redeems it.
+    /// @notice Removes posted collateral (reverting if debt would then exceed the borrow limit) and redeems it.
     function redeemCollateral(uint256 shares, address receiver, address owner) external returns (uint256) {
         if (owner != msg.sender) revert BaseCToken__Unauthorized();
         _removeCollateral(owner, shares);
@@ -160,7 +161,7 @@ contract BorrowableCToken is ICToken {
         _repay(msg.sender, owner, assets);
     }
 
-    /// @notice Repays the whole debt in this token of each account whose debt exceeds its `maxDebt`, and hands
+    /// @notice Repays the whole debt in this token of each account past its soft liquidation line, and hands
     /// the liquidator that value plus 5% in `collateralToken` shares (at most what the account posted).
     function liquidate(address[] calldata accounts, address collateralToken) external {
         IMarketManager manager = IMarketManager(marketManager);

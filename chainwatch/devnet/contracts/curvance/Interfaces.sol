@@ -6,7 +6,7 @@ pragma solidity ^0.8.20;
 /// and interfaces the project's MarketManager, BorrowableCToken, OracleManager, ChainlinkAdaptor and
 /// ProtocolReader use to talk to each other. Public signatures follow Curvance's published ABIs
 /// (curvance-web/contract-sdk); the hooks between cToken and manager (`updatePosition`, `requireHealthy`,
-/// `isLiquidatable`) are the project's own simplification of Curvance's `can*` checks.
+/// `isLiquidatable`, `liquidationValuesOf`) are the project's own simplification of Curvance's `can*` checks.
 
 interface IERC20Like {
     function transfer(address to, uint256 amount) external returns (bool);
@@ -52,13 +52,16 @@ interface ICToken {
     function decimals() external view returns (uint8);
     function collateralPosted(address account) external view returns (uint256);
     function debtBalance(address account) external view returns (uint256);
+    function exchangeRate() external view returns (uint256);
+    function accrueIfNeeded() external;
     function seize(uint256[] calldata liquidatedShares, address liquidator, address[] calldata accounts) external;
 }
 
 interface IMarketManager {
     function oracleManager() external view returns (IOracleManager);
     function isListed(address cToken) external view returns (bool);
-    function statusOf(address account) external view returns (uint256, uint256, uint256);
+    function statusOf(address account) external returns (uint256, uint256, uint256);
+    function liquidationValuesOf(address account) external view returns (uint256, uint256, uint256);
     function isLiquidatable(address account) external view returns (bool);
     function requireHealthy(address account) external view;
     function updatePosition(address account) external;

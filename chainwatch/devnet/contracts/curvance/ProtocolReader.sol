@@ -7,9 +7,9 @@ import {IMarketManager} from "./Interfaces.sol";
 /// @notice The chainwatch project's own contract reproducing, for tests, the one read of Curvance's
 /// ProtocolReader that gives a position-health figure:
 /// `getPositionHealth(mm, account, cToken, borrowableCToken, isDeposit, collateralAssets, isRepayment,
-/// debtAssets, bufferTime) -> (positionHealth, errorCodeHit)`. Health is `maxDebt * 1e18 / debt` from the
-/// manager's `statusOf` (`type(uint256).max` with no debt); `errorCodeHit` is true when the manager cannot
-/// price the account. Hypothetical deposits, repayments and borrows are not modelled: they must be zero.
+/// debtAssets, bufferTime) -> (positionHealth, errorCodeHit)`. Health is `cSoft * 1e18 / debt`, the soft
+/// liquidation line over the debt, from the manager's `liquidationValuesOf` (`type(uint256).max` with no debt);
+/// `errorCodeHit` is true when the manager cannot price the account. The auction buffer is not modelled. Hypothetical deposits, repayments and borrows are not modelled: they must be zero.
 contract ProtocolReader {
     error ProtocolReader__HypotheticalNotModelled();
 
@@ -27,8 +27,8 @@ contract ProtocolReader {
         if (cToken != address(0) || borrowableCToken != address(0) || collateralAssets != 0 || debtAssets != 0) {
             revert ProtocolReader__HypotheticalNotModelled();
         }
-        try mm.statusOf(account) returns (uint256, uint256 maxDebt, uint256 debt) {
-            positionHealth = debt == 0 ? type(uint256).max : (maxDebt * 1e18) / debt;
+        try mm.liquidationValuesOf(account) returns (uint256 cSoft, uint256, uint256 debt) {
+            positionHealth = debt == 0 ? type(uint256).max : (cSoft * 1e18) / debt;
         } catch {
             errorCodeHit = true;
         }
