@@ -118,6 +118,7 @@ class Watcher:
             engine = self.engine = Engine(
                 protocols, directory.targets(), reader, tracker, store, refresh=config.refresh,
                 load_directory=load_directory, max_reorg_depth=config.chain.max_reorg_depth,
+                unpriced_after=config.alerts.unpriced_after,
             )  # fmt: skip
             previous = await store.cursor()
             try:

@@ -94,11 +94,15 @@ class AlertKind(enum.Enum):
     RECOVERED = "RECOVERED"
     # The block behind an earlier alert was replaced (a reorg, an abandoned proposal) and its level does not hold.
     REPLACED = "REPLACED"
+    # The position cannot be read or priced (an oracle reverting as stale, a quarantined market) / can be again.
+    UNPRICED = "UNPRICED"
+    PRICED = "PRICED"
 
     @property
     def priority(self) -> int:
         # Sent most urgent first; a recovery (or a retraction) is good news and can wait behind any warning.
-        return {"LIQUIDATABLE": 30, "CRITICAL": 20, "WARN": 10, "RECOVERED": 0, "REPLACED": 0}[self.value]
+        return {"LIQUIDATABLE": 30, "CRITICAL": 20, "UNPRICED": 20, "WARN": 10, "RECOVERED": 0, "REPLACED": 0,
+                "PRICED": 0}[self.value]
 
     @classmethod
     def entering(cls, level: Level) -> AlertKind:

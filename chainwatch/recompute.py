@@ -24,7 +24,7 @@ from chainwatch.canonical import Replaced, SeenChain
 from chainwatch.chain import ChainEvent, Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, price_source_of
 from chainwatch.index import ExposureIndex, Target
-from chainwatch.model import Reading
+from chainwatch.model import PositionKey, Reading
 from chainwatch.multicall import Call
 from chainwatch.progress import Progress
 from chainwatch.protocols.base import (
@@ -88,6 +88,7 @@ class Engine:
         refresh: RefreshPolicy,
         load_directory: Callable[[], Awaitable[Directory]] | None = None,
         max_reorg_depth: int = 64,
+        unpriced_after: int = 3,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
@@ -106,6 +107,9 @@ class Engine:
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
         self._chain = SeenChain(max_reorg_depth)
+        self._unpriced_after = unpriced_after
+        self._failures: dict[PositionKey, int] = {}  # consecutive failed reads of a position (market "" = all)
+        self._told_unpriced: set[PositionKey] = set()
         self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
         self._head: Head | None = None
         self._sources_changed = False
@@ -417,10 +421,13 @@ class Engine:
                 unread.add(target)
                 continue
             if isinstance(outcome, ReadError):
-                self._note_unreadable(target, (Unreadable(market="", reason=str(outcome)),), block)
+                parts = (Unreadable(market="", reason=str(outcome)),)
+                self._note_unreadable(target, parts, block)
+                await self._count_failures(target, parts, (), block)
                 self._schedule.record_failure(target, block)
                 continue
             self._note_unreadable(target, outcome.unreadable, block)
+            await self._count_failures(target, outcome.unreadable, outcome.readings, block)
             self.index.set_exposure(target, outcome.exposure)
             self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
@@ -432,6 +439,29 @@ class Engine:
             self._pending |= unread
             log.error("recompute.read_partly_failed", block=block, unread=len(unread))
         return outcomes
+
+    async def _count_failures(
+        self, target: Target, parts: Sequence[Unreadable], readings: Sequence[Reading], block: int
+    ) -> None:  # fmt: skip
+        """After `unpriced_after` failed reads in a row the chats are told the position cannot be priced; when it
+        reads again, they are told that too."""
+        failing = {PositionKey(protocol=target.protocol, account=target.account, market=u.market): u.reason
+                   for u in parts}  # fmt: skip
+        for key, reason in failing.items():
+            count = self._failures[key] = self._failures.get(key, 0) + 1
+            if count >= self._unpriced_after and key not in self._told_unpriced:
+                self._told_unpriced.add(key)
+                await self._tracker.tell_unpriced(key, reason, count, block)
+        mine = [k for k in self._failures if (k.protocol, k.account) == (target.protocol, target.account)]
+        for key in mine:
+            if key in failing:
+                continue
+            del self._failures[key]
+            if key in self._told_unpriced:
+                self._told_unpriced.discard(key)
+                again = [r for r in readings if key.market in ("", r.key.market)]
+                if again:
+                    await self._tracker.tell_priced(min(again, key=lambda r: r.health_factor))
 
     def _note_unreadable(self, target: Target, unreadable: tuple[Unreadable, ...], block: int) -> None:
         """Keeps what could not be read visible; logs each part when it first fails (or fails otherwise) and

@@ -203,6 +203,19 @@ class Store:
         ) as cursor:
             return await cursor.fetchone() is not None
 
+    async def queue_notices(self, notices: Sequence[tuple[PositionKey, int, PendingMessage]]) -> None:
+        """Queues messages about positions that change no alert level (cannot be priced, priced again); each
+        supersedes its position's unsent messages of equal or lower urgency in that chat, as alerts do."""
+        now = time.time()
+        async with self._lock, _transaction(self._db):
+            for key, block, message in notices:
+                await self._db.execute(
+                    "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
+                    "WHERE position = ? AND chat_id IS ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
+                    (now, key.as_text(), message.chat_id, message.priority),
+                )
+                await self._insert_message(message, key.as_text(), block, now)
+
     async def queue_replies(self, chat_id: int, texts: Sequence[str], buttons: Keyboard = ()) -> None:
         """Queues a reply to a command (in parts, in order; the buttons go under the last part)."""
         now = time.time()

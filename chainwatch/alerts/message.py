@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from decimal import ROUND_FLOOR, Decimal
 
-from chainwatch.model import Alert, AlertKind, Reading
+from chainwatch.model import Alert, AlertKind, PositionKey, Reading
 from chainwatch.positions import LiquidationPrice, liquidation_prices
 
 _ICON = {
@@ -17,6 +17,8 @@ _ICON = {
     AlertKind.WARN: "\U0001f7e0",  # orange circle
     AlertKind.RECOVERED: "\U0001f7e2",  # green circle
     AlertKind.REPLACED: "\u21a9\ufe0f",  # leftwards arrow with hook
+    AlertKind.UNPRICED: "\u26a0\ufe0f",  # warning sign
+    AlertKind.PRICED: "\u2705",  # check mark
 }
 
 _CROSSED = {
@@ -25,6 +27,8 @@ _CROSSED = {
     AlertKind.WARN: "below warn threshold",
     AlertKind.RECOVERED: "back above warn threshold",
     AlertKind.REPLACED: "on the canonical chain",
+    AlertKind.UNPRICED: "",
+    AlertKind.PRICED: "readable again",
 }
 
 
@@ -39,7 +43,7 @@ def alert_text(alert: Alert) -> str:
         if alert.kind is AlertKind.REPLACED
         else []
     )
-    if alert.kind is AlertKind.REPLACED:
+    if alert.kind in (AlertKind.REPLACED, AlertKind.PRICED):
         crossing = _CROSSED[alert.kind]
     return "\n".join(
         [
@@ -52,6 +56,20 @@ def alert_text(alert: Alert) -> str:
             f"Block {reading.block}",
         ]
     )
+
+
+def unpriced_text(key: PositionKey, label: str | None, reason: str, failures: int, block: int) -> str:
+    """The message that a position cannot be priced: chainwatch cannot warn about it until it can."""
+    who = key.account + (f" ({label})" if label else "")
+    market = f" market {short_market(key.market)}" if key.market else ""
+    cause = reason if len(reason) <= 200 else reason[:199] + "…"
+    return "\n".join([
+        f"{_ICON[AlertKind.UNPRICED]} UNPRICED on {key.protocol}{market}",
+        f"Account {who}",
+        f"This position cannot be read or priced ({failures} reads in a row failed): {cause}",
+        "chainwatch keeps trying and tells you when it can price it again; until then it cannot warn you about it.",
+        f"Block {block}",
+    ])  # fmt: skip
 
 
 def _liquidation_line(reading: Reading) -> list[str]:

@@ -23,6 +23,9 @@ class Thresholds(Record, frozen=True, kw_only=True):
     critical: Annotated[float, Meta(gt=LIQUIDATION)] = 1.2
     # A level is left only once health is this fraction past its line, so a position hovering on it is quiet.
     hysteresis: Annotated[float, Meta(ge=0, lt=0.5)] = 0.02
+    # After this many consecutive failed reads (a pull oracle reverting as stale, a broken market) the chat is
+    # told once that the position cannot be priced, and again when it can: never taken for "healthy".
+    unpriced_after: Annotated[int, Meta(ge=1, le=1000)] = 3
 
     def __post_init__(self) -> None:
         if not self.critical < self.warn:

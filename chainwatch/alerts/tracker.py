@@ -15,7 +15,7 @@ import structlog
 from chainwatch import metrics
 from chainwatch.alerts.buttons import alert_buttons
 from chainwatch.alerts.directory import NO_CHAT, Directory, Subscription
-from chainwatch.alerts.message import alert_text
+from chainwatch.alerts.message import alert_text, unpriced_text
 from chainwatch.alerts.state import level_of, next_state
 from chainwatch.index import Target
 from chainwatch.model import Alert, AlertKind, Level, PositionKey, Reading
@@ -96,6 +96,37 @@ class Tracker:
             del self._levels[key]
         if stale:
             log.warning("tracker.levels_from_the_future", positions=len(stale), head=block)
+
+    async def tell_unpriced(self, key: PositionKey, reason: str, failures: int, block: int) -> None:
+        """Tells every chat watching `key` (unless muted) that it cannot be priced: never silence taken for health."""
+        await self._notify(key, AlertKind.UNPRICED, block,
+                           lambda s: unpriced_text(key, s.label, reason, failures, block))  # fmt: skip
+
+    async def tell_priced(self, reading: Reading) -> None:
+        """Tells the chats told of `tell_unpriced` that the position reads again, with its health."""
+
+        def text(subscription: Subscription) -> str:
+            thresholds = self._directory.thresholds(subscription, reading.key)
+            return alert_text(Alert(kind=AlertKind.PRICED, reading=reading, threshold=thresholds.warn,
+                                    label=subscription.label))  # fmt: skip
+
+        await self._notify(reading.key, AlertKind.PRICED, reading.block, text)
+
+    async def _notify(self, key: PositionKey, kind: AlertKind, block: int, text: Callable[[Subscription], str]) -> None:
+        now = self._clock()
+        notices = []
+        for subscription in self._directory.subscribers(key):
+            if self._directory.silences(subscription, kind, now):
+                continue
+            chat = None if subscription.chat_id == NO_CHAT else subscription.chat_id
+            buttons = alert_buttons(key) if self._buttons and chat is not None else ()
+            notices.append((key, block, PendingMessage(priority=kind.priority, chat_id=chat, text=text(subscription),
+                                                       kind=kind.value, buttons=buttons)))  # fmt: skip
+        if notices:
+            await self._store.queue_notices(notices)
+            log.warning("alert.position_unpriced" if kind is AlertKind.UNPRICED else "alert.position_priced",
+                        position=key.as_text(), block=block, chats=len(notices))  # fmt: skip
+            self._on_queued()
 
     def would_alert(self, reading: Reading) -> bool:
         """Whether observing `reading` would alert some chat (nothing is changed by asking)."""

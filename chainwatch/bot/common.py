@@ -10,6 +10,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Chat, User
 
 from chainwatch.alerts.directory import Directory, Subscription
+from chainwatch.alerts.message import short_market
 from chainwatch.bot import parse
 from chainwatch.bot.context import BotContext
 from chainwatch.bot.texts import check_lines, who
@@ -91,7 +92,14 @@ def health_report(
 
     lines = [who(address, label)]
     found = check_lines(readings, thresholds_of)
-    lines += found or ["  no position on " + ", ".join(sorted({t.protocol for t, _ in outcomes} - set(failed_names(failed))))]
+    partly = {t.protocol for t, o in outcomes if isinstance(o, AccountReading) and o.unreadable}
+    empty = sorted({t.protocol for t, _ in outcomes} - set(failed_names(failed)) - partly)
+    lines += found or (["  no position on " + ", ".join(empty)] if empty else [])
+    for target, outcome in outcomes:
+        if isinstance(outcome, AccountReading):
+            for part in outcome.unreadable:  # a market that cannot be read or priced is said so, never dropped
+                where = f"{target.protocol} market {short_market(part.market)}" if part.market else target.protocol
+                lines.append(f"  {where}: cannot be read or priced now ({part.reason[:120]})")
     if failed:
         lines.append("  could not be read now: " + ", ".join(sorted(failed_names(failed))) + " (try again shortly)")
     blocks = {r.block for r in readings}
