@@ -417,6 +417,9 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
             say(f"N={count:,}: baseline measured ({time.monotonic() - started:.0f} s so far)")
         finally:
             await rpc.aclose()
+            # Anvil's own cache of past states, removed with the node: what this N cost the disk at its peak.
+            used = sum(f.stat().st_size for f in node.cache_path.rglob("*") if f.is_file())
+            say(f"N={count:,}: Anvil state on disk at the end {used / 2**20:,.1f} MiB (removed with the node)")
     return Row(positions=count, alerts=len(market.exposed), setup_seconds=market.setup_seconds,
                run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline,
                scenario="mix" if market.mixed else "aave")  # fmt: skip

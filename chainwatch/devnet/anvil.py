@@ -35,6 +35,7 @@ class AnvilNode(msgspec.Struct, frozen=True, kw_only=True):
     http_url: str
     ws_url: str
     process: asyncio.subprocess.Process
+    cache_path: Path  # where this node persists past states; removed when it stops
 
 
 def anvil_binary() -> Path:
@@ -48,28 +49,37 @@ def anvil_binary() -> Path:
 
 @asynccontextmanager
 async def running_anvil(port: int | None = None, *, block_time: float | None = None) -> AsyncIterator[AnvilNode]:
-    """A fresh Anvil on 127.0.0.1 (chain id 31337, automine unless `block_time`), stopped on exit."""
+    """A fresh Anvil on 127.0.0.1 (chain id 31337, automine unless `block_time`), stopped on exit.
+
+    Anvil writes the states of past blocks to disk once its in-memory history is full, by default under
+    ~/.foundry/anvil/tmp, and never removes them: GBs per benchmark run, once a full disk. Each node gets its own
+    cache directory here, removed with the node, so no run leaves anything behind while block-pinned reads and
+    `anvil_reorg` keep the whole history.
+    """
     binary = anvil_binary()
-    with tempfile.TemporaryFile() as stderr:
-        node = await _start(binary, port, block_time, stderr)
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory(prefix="chainwatch-anvil-") as cache:
+        node = await _start(binary, port, block_time, stderr, Path(cache))
         try:
             yield node
         finally:
             await _stop(node.process)
 
 
-async def _start(binary: Path, port: int | None, block_time: float | None, stderr: IO[bytes]) -> AnvilNode:
+async def _start(
+    binary: Path, port: int | None, block_time: float | None, stderr: IO[bytes], cache: Path
+) -> AnvilNode:  # fmt: skip
     attempts = 1 if port is not None else _START_ATTEMPTS
     for attempt in range(1, attempts + 1):
         chosen = port if port is not None else _free_port()
-        args = ["--host", "127.0.0.1", "--port", str(chosen), "--chain-id", str(CHAIN_ID), "--silent"]
+        args = ["--host", "127.0.0.1", "--port", str(chosen), "--chain-id", str(CHAIN_ID), "--silent",
+                "--cache-path", str(cache)]  # fmt: skip
         if block_time is not None:
             args += ["--block-time", f"{block_time:g}"]
         process = await asyncio.create_subprocess_exec(
             binary, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
         )
         node = AnvilNode(port=chosen, http_url=f"http://127.0.0.1:{chosen}", ws_url=f"ws://127.0.0.1:{chosen}",
-                         process=process)  # fmt: skip
+                         process=process, cache_path=cache)  # fmt: skip
         try:
             ready = await _answers_chain_id(node)
         except BaseException:
