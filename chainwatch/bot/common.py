@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import Chat, User
+from aiogram.types import Chat, Message, User
 
 from chainwatch.alerts.directory import Directory, Subscription
 from chainwatch.alerts.message import short_market
@@ -38,6 +38,14 @@ async def may_change(bot: Bot, chat: Chat, user: User | None) -> bool:
     except TelegramAPIError:
         return False  # cannot tell: refuse rather than let anyone change a group's alerts
     return member.status in ("creator", "administrator")
+
+
+async def refuse_unless_admin(bot: Bot, ctx: BotContext, message: Message) -> bool:
+    """True (and the chat told why) when the sender may not change this chat's settings."""
+    if await may_change(bot, message.chat, message.from_user):
+        return False
+    await ctx.reply(message.chat.id, ADMINS_ONLY)
+    return True
 
 
 class Subject:

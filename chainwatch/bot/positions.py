@@ -14,6 +14,8 @@ from chainwatch.bot.context import BotContext, EngineBusy
 from chainwatch.bot.detail_texts import position_text, repay_text
 from chainwatch.bot.texts import usage
 from chainwatch.bot.watching import ENGINE_BUSY
+from chainwatch.index import Target
+from chainwatch.model import Reading
 
 
 
@@ -76,16 +78,24 @@ async def position(message: Message, command: CommandObject, ctx: BotContext) ->
     await _position(ctx, chat, addresses)
 
 
-async def _position(ctx: BotContext, chat: int, addresses: list[tuple[str, str | None]], tag: str | None = None) -> None:
+async def _detailed_read(
+    ctx: BotContext, chat: int, addresses: list[tuple[str, str | None]]
+) -> tuple[list[Reading], list[Target]] | None:  # fmt: skip
+    """The per-asset readings of `addresses` now; None once the chat has been told why there are none."""
     if not addresses:
         await ctx.reply(chat, "You watch no address yet. " + usage("add"))
-        return
+        return None
     try:
-        outcomes = await ctx.read_now([a for a, _ in addresses], detailed=True)
+        return readings_of(await ctx.read_now([a for a, _ in addresses], detailed=True))
     except EngineBusy:
         await ctx.reply(chat, ENGINE_BUSY)
+        return None
+
+
+async def _position(ctx: BotContext, chat: int, addresses: list[tuple[str, str | None]], tag: str | None = None) -> None:
+    if (read := await _detailed_read(ctx, chat, addresses)) is None:
         return
-    readings, failed = readings_of(outcomes)
+    readings, failed = read
     if tag is not None and any(position_tag(r.key) == tag for r in readings):
         readings = [r for r in readings if position_tag(r.key) == tag]
     await ctx.reply(chat, position_text(addresses, readings, failed))
@@ -102,15 +112,9 @@ async def repay(message: Message, command: CommandObject, ctx: BotContext) -> No
     except parse.BadArguments as error:
         await ctx.reply(chat, f"{error}.\n{usage('repay')}")
         return
-    if not addresses:
-        await ctx.reply(chat, "You watch no address yet. " + usage("add"))
+    if (read := await _detailed_read(ctx, chat, addresses)) is None:
         return
-    try:
-        outcomes = await ctx.read_now([a for a, _ in addresses], detailed=True)
-    except EngineBusy:
-        await ctx.reply(chat, ENGINE_BUSY)
-        return
-    readings, failed = readings_of(outcomes)
+    readings, failed = read
     directory = await ctx.directory()
     mine = {s.address: s for s in directory.subscriptions_of(chat)}
 

@@ -11,7 +11,7 @@ from aiogram.types import CallbackQuery, Message
 from chainwatch.alerts.buttons import Action
 from chainwatch.bot import parse
 from chainwatch.bot.callbacks import Callback
-from chainwatch.bot.common import ADMINS_ONLY, Subject, may_change, subject_and_rest, words_of
+from chainwatch.bot.common import ADMINS_ONLY, refuse_unless_admin, Subject, may_change, subject_and_rest, words_of
 from chainwatch.bot.context import BotContext, EngineBusy
 from chainwatch.bot.texts import format_duration, usage, who
 from chainwatch.chat_settings import ANY, Mute, ThresholdRule
@@ -35,8 +35,7 @@ def _protocol(ctx: BotContext, text: str) -> str:
 
 async def threshold(message: Message, command: CommandObject, bot: Bot, ctx: BotContext) -> None:
     chat = message.chat.id
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     try:
         subject, rest = await subject_and_rest(ctx, chat, words_of(command.args), allow_all=True)
@@ -74,8 +73,7 @@ async def threshold(message: Message, command: CommandObject, bot: Bot, ctx: Bot
 
 async def mute(message: Message, command: CommandObject, bot: Bot, ctx: BotContext) -> None:
     chat = message.chat.id
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     try:
         subject, rest = await subject_and_rest(ctx, chat, words_of(command.args), allow_all=True)
@@ -102,8 +100,7 @@ async def _mute(ctx: BotContext, chat: int, subject: Subject, seconds: int | Non
 
 async def unmute(message: Message, command: CommandObject, bot: Bot, ctx: BotContext) -> None:
     chat = message.chat.id
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     try:
         subject, rest = await subject_and_rest(ctx, chat, words_of(command.args), allow_all=True)

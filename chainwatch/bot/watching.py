@@ -11,7 +11,7 @@ from aiogram.types import CallbackQuery, Message
 from chainwatch.alerts.buttons import Action, forget_buttons, watch_button
 from chainwatch.bot import parse
 from chainwatch.bot.callbacks import Callback
-from chainwatch.bot.common import ADMINS_ONLY, health_report, may_change, readings_of, subject_and_rest, words_of
+from chainwatch.bot.common import ADMINS_ONLY, refuse_unless_admin, health_report, may_change, readings_of, subject_and_rest, words_of
 from chainwatch.bot.context import BotContext, EngineBusy
 from chainwatch.bot.texts import list_text, usage, who
 from chainwatch.chat_settings import AddOutcome
@@ -27,8 +27,7 @@ async def add(message: Message, command: CommandObject, bot: Bot, ctx: BotContex
     if not words:
         await ctx.reply(chat, "Which address? " + usage("add"))
         return
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     try:
         address, label = parse.address(words[0]), parse.label(words[1:])
@@ -77,8 +76,7 @@ async def remove(message: Message, command: CommandObject, bot: Bot, ctx: BotCon
     if not words:
         await ctx.reply(chat, "Which address? " + usage("remove"))
         return
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     try:
         subject, rest = await subject_and_rest(ctx, chat, words, allow_all=False)
@@ -142,8 +140,7 @@ async def watch_pressed(query: CallbackQuery, bot: Bot, ctx: BotContext, pressed
 
 async def stop(message: Message, bot: Bot, ctx: BotContext) -> None:
     chat = message.chat.id
-    if not await may_change(bot, message.chat, message.from_user):
-        await ctx.reply(chat, ADMINS_ONLY)
+    if await refuse_unless_admin(bot, ctx, message):
         return
     await ctx.reply(chat, "Forget every address, threshold and mute of this chat? This cannot be undone.", forget_buttons())
 

@@ -38,6 +38,13 @@ async def say(bot_api: BotApiServer, chat: int, text: str, **who: object) -> Sen
     return await bot_api.wait_for_message(chat, lambda m: not is_alert(m), after=after, timeout=DEADLINE)
 
 
+async def standard_borrower(chain: Chain) -> str:
+    """An Aave borrower of 1,000 USDC against 1 WETH (health 1.70 at WETH $2,000)."""
+    account = chain.accounts[0]
+    await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+    return account
+
+
 def is_alert(message: SentMessage) -> bool:
     words = message.text.split()
     return len(words) > 1 and words[1] in ALERT_KINDS
@@ -76,8 +83,7 @@ class TestWatching:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """/add of an Aave borrower replies with its health; a WETH drop then alerts that chat and no other."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         reply = await say(bot_api, ALICE, f"/add {account.lower()} my vault")
         assert f"Watching from the next block:\n{account} (my vault)" in reply.text
@@ -123,8 +129,7 @@ class TestWatching:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """After /remove by label, a crash of the price sends that chat nothing."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account} vault")
         assert "Stopped watching" in (await say(bot_api, ALICE, "/remove vault")).text
@@ -137,8 +142,7 @@ class TestWatching:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """One address, read once per pass: Alice (warn 1.8, critical 1.6) and Bob (defaults) hear different things."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account}")
         await say(bot_api, BOB, f"/add {account}")
@@ -153,8 +157,7 @@ class TestWatching:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """Muted, the chat hears nothing of WARN or CRITICAL, but LIQUIDATABLE comes through."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account} vault")
         assert "LIQUIDATABLE alerts still come through" in (await say(bot_api, ALICE, "/mute vault 2h")).text
@@ -170,8 +173,7 @@ class TestWatching:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """After a restart the chat's address, its threshold and its mute still apply, and nothing repeats."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account} vault")
         await say(bot_api, ALICE, "/threshold vault 1.8 1.6")
@@ -223,8 +225,7 @@ class TestReading:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """Pasting an address reads it once; its Watch button then watches it (and the press is answered)."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         reply = await say(bot_api, ALICE, account)
         assert shown_health(reply.text, "neverland") == Decimal("1.700")
@@ -242,8 +243,7 @@ class TestReading:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """Under an alert, Position shows the liquidation price, Check now reads again, Mute 1h mutes."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account}")
         await running.settled(await chain.actions.set_price("WETH", 1300))
@@ -430,8 +430,7 @@ class TestManyUsers:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """With 40 replies to 40 chats waiting (5 messages/s), a LIQUIDATABLE alert queued after them goes first."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot(messages_per_second=5)
         await say(bot_api, ALICE, f"/add {account}")
         ids = [bot_api.send_text(5000 + i, "/help") for i in range(40)]
@@ -446,8 +445,7 @@ class TestManyUsers:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """A 403 pauses the chat (no more sends to it, its watch kept); its next message resumes its alerts."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         running = await start_bot()
         await say(bot_api, ALICE, f"/add {account} vault")
         bot_api.block_chat(ALICE)
@@ -468,8 +466,7 @@ class TestService:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """The menu is registered at start; /status tells the block and counts; /stop forgets after its button."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         await start_bot()
         await bot_api.wait_until(lambda: len(bot_api.commands) == 13, "the command menu", DEADLINE)
         assert [c for c, _ in bot_api.commands][:3] == ["start", "help", "add"]
@@ -505,8 +502,7 @@ class TestIsolation:
         self, chain: Chain, start_bot: Callable[..., Awaitable[Running]], bot_api: BotApiServer
     ) -> None:
         """Within check_cooldown_seconds a second /check is refused with the wait; another chat is not held back."""
-        account = chain.accounts[0]
-        await chain.actions.open_position(account, supply={"WETH": 1}, borrow={"USDC": 1000})
+        account = await standard_borrower(chain)
         await start_bot(bot="check_cooldown_seconds = 600")
         assert "health 1.700" in (await say(bot_api, ALICE, f"/check {account}")).text
         assert re.search(r"try again in \d+ s", (await say(bot_api, ALICE, f"/check {account}")).text)

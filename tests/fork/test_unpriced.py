@@ -10,6 +10,18 @@ MAX_BLOCKS = 60  # bounded: the backoff doubles from one block, so a handful of 
 REVERT_ALWAYS = "0x60006000fd"  # PUSH1 0 PUSH1 0 REVERT: every call fails, as a stale pull oracle's price() does
 
 
+async def morpho_borrower(chain: Chain) -> tuple[str, str, str]:
+    """A Morpho WETH/USDC borrower (health 1.72): the account, the market's oracle, and the [[protocols]] TOML."""
+    morpho = chain.devnet.morpho_blue
+    assert morpho is not None
+    market = morpho.markets["WETH/USDC"]
+    borrower = chain.accounts[0]
+    async with MorphoActions(chain.node.http_url, morpho) as actions:
+        await actions.open_position(borrower, "WETH/USDC", collateral=1, borrow=1000)
+    protocol = f'[[protocols]]\nkind = "morpho_blue"\nname = "morpho"\nmorpho = "{morpho.morpho}"\nmarkets = ["{market.id}"]\n'
+    return borrower, market.oracle, protocol
+
+
 async def mine_until(chain: Chain, bot_api: BotApiServer, word: str, seen: int) -> None:
     """Mines blocks one at a time until a message whose state word is `word` arrives after `seen` messages."""
     for _ in range(MAX_BLOCKS):
@@ -29,22 +41,16 @@ async def test_reverting_oracle_is_told_once_as_unpriced_and_once_when_priced_ag
 ) -> None:
     """The Morpho oracle reverts on every read: after three failed reads one UNPRICED message (no OK, no
     RECOVERED); when it answers again, one PRICED message with the health factor."""
-    morpho = chain.devnet.morpho_blue
-    assert morpho is not None
-    market = morpho.markets["WETH/USDC"]
-    borrower = chain.accounts[0]
-    async with MorphoActions(chain.node.http_url, morpho) as actions:
-        await actions.open_position(borrower, "WETH/USDC", collateral=1, borrow=1000)
-    protocol = f'[[protocols]]\nkind = "morpho_blue"\nname = "morpho"\nmorpho = "{morpho.morpho}"\nmarkets = ["{market.id}"]\n'
+    borrower, oracle, protocol = await morpho_borrower(chain)
     await start_watcher(protocols=protocol, watched=[borrower], refresh_every_blocks=1)
-    code = await chain.web3.eth.get_code(market.oracle)
-    await chain.web3.provider.make_request("anvil_setCode", [market.oracle, REVERT_ALWAYS])  # type: ignore[arg-type]
+    code = await chain.web3.eth.get_code(oracle)
+    await chain.web3.provider.make_request("anvil_setCode", [oracle, REVERT_ALWAYS])  # type: ignore[arg-type]
     await mine_until(chain, bot_api, "UNPRICED", 0)
     unpriced = [m for m in bot_api.messages if m.text.split()[1] == "UNPRICED"]
     assert len(unpriced) == 1 and borrower in unpriced[0].text and "cannot be read or priced" in unpriced[0].text
     assert [m.text.split()[1] for m in bot_api.messages] == ["UNPRICED"]
     seen = len(bot_api.messages)
-    await chain.web3.provider.make_request("anvil_setCode", [market.oracle, "0x" + code.hex()])  # type: ignore[arg-type]
+    await chain.web3.provider.make_request("anvil_setCode", [oracle, "0x" + code.hex()])  # type: ignore[arg-type]
     await mine_until(chain, bot_api, "PRICED", seen)
     words = [m.text.split()[1] for m in bot_api.messages]
     assert words == ["UNPRICED", "PRICED"] and "Health factor 1.71" in bot_api.messages[-1].text  # 1,720 / 1,000 less a little interest
@@ -54,15 +60,9 @@ async def test_check_says_a_position_cannot_be_priced_instead_of_no_position(
     chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer
 ) -> None:
     """/check of an account whose only market's oracle reverts names that market as not priceable now."""
-    morpho = chain.devnet.morpho_blue
-    assert morpho is not None
-    market = morpho.markets["WETH/USDC"]
-    borrower = chain.accounts[0]
-    async with MorphoActions(chain.node.http_url, morpho) as actions:
-        await actions.open_position(borrower, "WETH/USDC", collateral=1, borrow=1000)
-    protocol = f'[[protocols]]\nkind = "morpho_blue"\nname = "morpho"\nmorpho = "{morpho.morpho}"\nmarkets = ["{market.id}"]\n'
+    borrower, oracle, protocol = await morpho_borrower(chain)
     await start_watcher(protocols=protocol, watched=[], bot="check_cooldown_seconds = 0")
-    await chain.web3.provider.make_request("anvil_setCode", [market.oracle, REVERT_ALWAYS])  # type: ignore[arg-type]
+    await chain.web3.provider.make_request("anvil_setCode", [oracle, REVERT_ALWAYS])  # type: ignore[arg-type]
     bot_api.send_text(1001, f"/check {borrower}")
     reply = await bot_api.wait_for_message(1001, timeout=20)
     assert "morpho market 0x" in reply.text and "cannot be read or priced now" in reply.text, reply.text
