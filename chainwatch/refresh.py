@@ -5,6 +5,7 @@ the closer to liquidation the more often. Pure: it only says which targets are d
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections.abc import Hashable
 from typing import Annotated
 
@@ -40,6 +41,9 @@ class RefreshPolicy(Record, frozen=True, kw_only=True):
     every_blocks: Blocks = 1500
     bands: tuple[RefreshBand, ...] = DEFAULT_BANDS
     market_event_min_blocks: Annotated[int, Meta(ge=0)] = 25
+    # Each target's due block is brought forward by up to this fraction of its interval, by a hash of the target:
+    # positions read together (all of them at start) then come due over a spread of blocks, not on the same one.
+    spread: Annotated[float, Meta(ge=0, lt=1)] = 0.25
 
     def __post_init__(self) -> None:
         for lower, upper in zip(self.bands, self.bands[1:]):
@@ -74,12 +78,17 @@ class RefreshSchedule:
     def record(self, target: Hashable, block: int, health_factor: float, *, partly_unread: bool = False) -> None:
         """`target` was read at `block` with (worst) `health_factor`; `partly_unread`: some of it could not be read,
         so it is due again at the sooner of its band's interval and its failure backoff."""
-        due = block + self._policy.interval_for(health_factor)
+        due = block + self._spread(target, self._policy.interval_for(health_factor))
         if partly_unread:
             due = min(due, block + self._backoff(target))
         else:
             self._failures.pop(target, None)
         self._set(target, due)
+
+    def _spread(self, target: Hashable, interval: int) -> int:
+        """`interval`, shortened by the target's own share of the spread (stable across runs and processes)."""
+        window = int(interval * self._policy.spread)
+        return interval - zlib.crc32(repr(target).encode()) % (window + 1) if window else interval
 
     def record_failure(self, target: Hashable, block: int) -> None:
         """`target` could not be read at `block`: try again after a backoff that doubles with each consecutive

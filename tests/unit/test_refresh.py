@@ -7,7 +7,8 @@ import pytest
 from chainwatch.refresh import RefreshBand, RefreshPolicy, RefreshSchedule
 
 POLICY = RefreshPolicy(
-    every_blocks=100, bands=(RefreshBand(below=1.1, every_blocks=2), RefreshBand(below=1.5, every_blocks=10))
+    every_blocks=100, bands=(RefreshBand(below=1.1, every_blocks=2), RefreshBand(below=1.5, every_blocks=10)),
+    spread=0,  # exact due blocks; the spread has its own test
 )
 
 
@@ -86,3 +87,27 @@ class TestFailureBackoff:
         schedule.record("risky", 0, 1.0, partly_unread=True)
         schedule.record("risky", 2, 1.0, partly_unread=True)
         assert self.next_due(schedule, 3) == 4  # band 2 is sooner than its backoff of 4
+
+
+class TestSpread:
+    def test_targets_read_together_come_due_over_a_spread_of_blocks(self) -> None:
+        """1,000 targets read at one block are due between 75 and 100 blocks later, no block with more than a
+        small share of them, and each target always at the same offset."""
+        import collections
+
+        policy = RefreshPolicy(every_blocks=100, bands=())
+        schedule = RefreshSchedule(policy)
+        for i in range(1000):
+            schedule.record(f"t{i}", 0, 3.0)
+        per_block = collections.Counter()
+        for block in range(0, 101):
+            per_block[block] = len(schedule.due_at(block))
+        assert sum(per_block.values()) == 1000
+        assert set(b for b, n in per_block.items() if n) <= set(range(75, 101))
+        assert max(per_block.values()) < 100  # spread over ~26 blocks: about 40 each, never all on one
+        dues = []
+        for _ in range(2):  # a fresh schedule (a restart) puts the same target at the same offset
+            again = RefreshSchedule(policy)
+            again.record("t7", 0, 3.0)
+            dues.append(next(b for b in range(101) if again.due_at(b)))
+        assert dues[0] == dues[1]
