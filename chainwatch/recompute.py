@@ -111,6 +111,7 @@ class Engine:
         self._failures: dict[PositionKey, int] = {}  # consecutive failed reads of a position (market "" = all)
         self._told_unpriced: set[PositionKey] = set()
         self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
+        self._drift_scanned: dict[tuple[str, str], int] = {}  # (protocol, key) -> block its holders were last marked
         self._head: Head | None = None
         self._sources_changed = False
         self.processed: BlockRef | None = None
@@ -284,6 +285,7 @@ class Engine:
         orphaned = self._chain.forget_above(ancestor)
         self._seen_logs = {k: b for k, b in self._seen_logs.items() if k[0] not in orphaned}
         self._newest_log_block = max(self._seen_logs.values(), default=0)
+        self._drift_scanned = {key: b for key, b in self._drift_scanned.items() if b <= ancestor}
         affected: set[Target] = set()
         for block in [b for b in self._touched_at if b > ancestor]:
             affected |= self._touched_at.pop(block)
@@ -334,9 +336,15 @@ class Engine:
                     named = (Target(protocol=protocol.name, account=account) for account in accounts)
                     touched |= {target for target in named if target in self._targets}
                 case MarketsTouched(keys=keys, drift=True):
+                    # A key scanned less than the spacing ago had every holder marked (or read) then, so none can
+                    # be due yet: a busy market's event on every block costs a lookup, not a scan of its holders.
                     horizon = event.block_number - self._drift_spacing
-                    holders = self.index.targets_holding(protocol.name, keys)
-                    touched |= {target for target in holders if self._read_at.get(target, -1) <= horizon}
+                    fresh = frozenset(k for k in keys if self._drift_scanned.get((protocol.name, k), -1) <= horizon)
+                    if fresh:
+                        for key in fresh:
+                            self._drift_scanned[(protocol.name, key)] = event.block_number
+                        holders = self.index.targets_holding(protocol.name, fresh)
+                        touched |= {target for target in holders if self._read_at.get(target, -1) <= horizon}
                 case MarketsTouched(keys=keys):
                     touched |= self.index.targets_holding(protocol.name, keys)
                 case SourcesChanged():
