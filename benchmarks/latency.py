@@ -339,7 +339,7 @@ def timeline(events: list[dict[str, Any]], move: PriceMove) -> dict[str, float]:
         return round(pick(stamps) - move.wall_at_origin, 4) if stamps else None
 
     return {
-        "first_alert_queued": after("alert.queued", min),
+        "first_alert_queued": after("alerts.queued", min),  # one line per pass, once its alerts are committed
         "read_and_all_queued": after("recompute.read", min),  # logged once the tracker has stored every level
         "first_alert_sent": after("alert.sent", min),
         "last_alert_sent": after("alert.sent", max),

@@ -167,28 +167,35 @@ class Store:
         the order they happened.
         """
         now = time.time()
+        # Three statements for the whole pass (each aiosqlite call is a round trip to its thread): a burst of a
+        # thousand alerts is one transaction of batched writes, not three thousand.
+        plain = [c for c in changes if c.message is not None and c.message.retracts_after is None]
         async with self._lock, _transaction(self._db):
+            await self._db.executemany(
+                "INSERT INTO levels (chat_id, protocol, account, market, level, health_factor, block) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id, protocol, account, market) DO UPDATE SET "
+                "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
+                [(c.chat_id, c.key.protocol, c.key.account, c.key.market, int(c.level.level),
+                  _finite(c.level.health_factor), c.level.block) for c in changes],
+            )  # fmt: skip
             for change in changes:
-                key, level, message = change.key, change.level, change.message
-                await self._db.execute(
-                    "INSERT INTO levels (chat_id, protocol, account, market, level, health_factor, block) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id, protocol, account, market) DO UPDATE SET "
-                    "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
-                    (change.chat_id, key.protocol, key.account, key.market, int(level.level),
-                     _finite(level.health_factor), level.block),
-                )  # fmt: skip
-                if message is None:
-                    continue
-                if message.retracts_after is not None:
-                    if await self._retract(key.as_text(), message.chat_id, message.retracts_after, now):
-                        await self._insert_message(message, key.as_text(), level.block, now)
-                    continue
-                await self._db.execute(
-                    "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
-                    "WHERE position = ? AND chat_id IS ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
-                    (now, key.as_text(), message.chat_id, message.priority),
-                )
-                await self._insert_message(message, key.as_text(), level.block, now)
+                message = change.message
+                if message is not None and message.retracts_after is not None:
+                    key = change.key.as_text()
+                    if await self._retract(key, message.chat_id, message.retracts_after, now):
+                        await self._insert_message(message, key, change.level.block, now)
+            # One message per (chat, position) in a pass, so superseding all before inserting any is the same as
+            # doing each in turn.
+            await self._db.executemany(
+                "UPDATE outbox SET failed_at = ?, last_error = 'superseded by a newer alert' "
+                "WHERE position = ? AND chat_id IS ? AND sent_at IS NULL AND failed_at IS NULL AND priority <= ?",
+                [(now, c.key.as_text(), c.message.chat_id, c.message.priority) for c in plain],  # type: ignore[union-attr]
+            )
+            await self._db.executemany(
+                "INSERT INTO outbox (priority, chat_id, text, position, kind, block, created_at, next_attempt_at, "
+                "buttons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_message_row(c.message, c.key.as_text(), c.level.block, now) for c in plain],  # type: ignore[arg-type]
+            )
 
     async def _retract(self, position: str, chat_id: int | None, after_block: int, now: float) -> bool:
         """Cancels the position's unsent alerts from replaced blocks; True when one of them had been sent."""
@@ -226,11 +233,10 @@ class Store:
                 await self._insert_message(message, "", 0, now)
 
     async def _insert_message(self, message: PendingMessage, position: str, block: int, now: float) -> None:
-        buttons = msgspec.json.encode(message.buttons).decode() if message.buttons else None
         await self._db.execute(
             "INSERT INTO outbox (priority, chat_id, text, position, kind, block, created_at, next_attempt_at, buttons) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (message.priority, message.chat_id, message.text, position, message.kind, block, now, now, buttons),
+            _message_row(message, position, block, now),
         )
 
     # -- outbox ---------------------------------------------------------------------------------------
@@ -306,6 +312,11 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
         await db.execute("PRAGMA foreign_keys = ON")
         await migrate(db)
         yield Store(db)
+
+
+def _message_row(message: PendingMessage, position: str, block: int, now: float) -> tuple[Any, ...]:
+    buttons = msgspec.json.encode(message.buttons).decode() if message.buttons else None
+    return (message.priority, message.chat_id, message.text, position, message.kind, block, now, now, buttons)
 
 
 def _finite(value: float) -> float:

@@ -161,13 +161,14 @@ class Tracker:
         for alert in alerts:
             if (latency := metrics.CHAIN.since(alert.reading.block)) is not None:
                 metrics.BLOCK_TO_QUEUED.observe(latency)
-            log.info(
-                "alert.queued",
-                kind=alert.kind.value,
-                position=alert.reading.key.as_text(),
-                health_factor=round(alert.reading.health_factor, 6),
-                block=alert.reading.block,
-            )
+            # Per alert only at debug: at a thousand alerts a pass, a line each costs more than queueing them.
+            log.debug("alert.queued", kind=alert.kind.value, position=alert.reading.key.as_text(),
+                      health_factor=round(alert.reading.health_factor, 6), block=alert.reading.block)  # fmt: skip
+        if alerts:
+            kinds: dict[str, int] = {}
+            for alert in alerts:
+                kinds[alert.kind.value] = kinds.get(alert.kind.value, 0) + 1
+            log.info("alerts.queued", block=max(a.reading.block for a in alerts), count=len(alerts), **kinds)
         if alerts:
             self._on_queued()
         return alerts
