@@ -6,6 +6,7 @@ Data flows one way: listener -> engine (targeted recompute) -> tracker (alert st
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 from contextlib import AsyncExitStack
@@ -82,7 +83,11 @@ class Watcher:
         metrics.CHAIN.reset()  # one watcher per process in production; tests run many, one after another
         async with AsyncExitStack() as stack:
             config = self.config
-            store = self.store = await stack.enter_async_context(open_store(config.storage.path))
+            try:
+                store = self.store = await stack.enter_async_context(open_store(config.storage.path))
+            except (OSError, sqlite3.Error) as error:
+                # Checked at load too; this is what changed since (permissions, a full disk, a foreign file).
+                raise StartupError(f"storage.path: cannot open {config.storage.path}: {error}") from None
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)
