@@ -6,6 +6,7 @@ Data flows one way: listener -> engine (targeted recompute) -> tracker (alert st
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 from contextlib import AsyncExitStack
@@ -82,7 +83,11 @@ class Watcher:
         metrics.CHAIN.reset()  # one watcher per process in production; tests run many, one after another
         async with AsyncExitStack() as stack:
             config = self.config
-            store = self.store = await stack.enter_async_context(open_store(config.storage.path))
+            try:
+                store = self.store = await stack.enter_async_context(open_store(config.storage.path))
+            except (OSError, sqlite3.Error) as error:
+                # Checked at load too; this is what changed since (permissions, a full disk, a foreign file).
+                raise StartupError(f"storage.path: cannot open {config.storage.path}: {error}") from None
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)
@@ -107,7 +112,7 @@ class Watcher:
                     log.warning("bot.chat_paused", chat_id=chat_id)
                     mailbox.put_nowait(WatchesChanged(reply=asyncio.get_running_loop().create_future()))
 
-            sender = self.sender = Sender(store, transport, on_chat_gone=chat_gone, **self._rate_limits())
+            sender = self.sender = Sender(store, transport, on_chat_gone=chat_gone, **self._send_limits())
             adopted = await store.adopt_legacy_levels(operator_chats(config))
             if adopted:
                 log.info("store.levels_adopted", levels=adopted)
@@ -197,11 +202,13 @@ class Watcher:
             return StdoutTransport()
         return TelegramTransport(token.reveal(), telegram.api_base, telegram.default_chat_id)
 
-    def _rate_limits(self) -> dict[str, float]:
+    def _send_limits(self) -> dict[str, float]:
         telegram = self.config.telegram
         if telegram is None or self.config.telegram_token() is None:
-            return {"per_chat_interval": 0.0, "messages_per_second": 1000.0}  # standard output has no limits
-        return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval}
+            # Standard output has no limits, and one print at a time keeps what is printed in order.
+            return {"per_chat_interval": 0.0, "messages_per_second": 1000.0, "concurrency": 1}
+        return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval,
+                "concurrency": telegram.concurrent_sends}  # fmt: skip
 
 
 async def _check_bot(transport: TelegramTransport | StdoutTransport) -> None:

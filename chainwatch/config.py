@@ -6,6 +6,7 @@ only reads the file, decodes it once and turns any failure into a one-line `Conf
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -169,6 +170,9 @@ class TelegramConfig(Record, frozen=True, kw_only=True):
     # Telegram's documented limits: about 30 messages/s overall and 1/s per chat; stay a little under.
     messages_per_second: Annotated[float, Meta(gt=0)] = 25.0
     per_chat_interval: Annotated[float, Meta(ge=0)] = 1.0
+    # Sends in flight at once, each to a different chat: a send takes 100-200 ms, so one at a time caps the bot
+    # near 5-10 messages/s; 8 reaches Telegram's limit with room to spare.
+    concurrent_sends: Annotated[int, Meta(ge=1, le=64)] = 8
 
     def __post_init__(self) -> None:
         if self.token is not None and self.token_env is not None:
@@ -332,13 +336,20 @@ class Config(Record, frozen=True, kw_only=True):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
+# A real config is a few KiB; anything this large is the wrong file, and parsing it whole would take seconds.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, decode and check the TOML file at `path`; raise `ConfigError` with a one-line message if it is unusable."""
     file = str(path)
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(file, f"cannot read: larger than {MAX_CONFIG_BYTES // 1024} KiB; is it the right file?")
+        text = data.decode("utf-8")
     except OSError as error:
         raise ConfigError(file, f"cannot read: {error.strerror or error}") from None
     except UnicodeDecodeError:
@@ -352,13 +363,40 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) ->
     secrets = _secrets_in(raw, environ)
     try:
         _require_kinds(raw)
+        _refuse_non_finite(raw)
         config = msgspec.convert(raw, Config, dec_hook=partial(_decode_custom, environ=environ))
     except msgspec.ValidationError as error:
         key, message = explain(str(error), raw, Config)
         raise ConfigError(file, _redact(message, secrets), key=key) from None
     # Absolute, so that the database does not move when the process changes its working directory.
     storage = msgspec.structs.replace(config.storage, path=path.absolute().parent / config.storage.path)
+    if (problem := _unusable_database_path(storage.path)) is not None:
+        raise ConfigError(file, f"storage.path: {problem}", key="storage.path")
     return msgspec.structs.replace(config, storage=storage)
+
+
+def _unusable_database_path(path: Path) -> str | None:
+    """Why SQLite could not create or open a file at `path` (None when it looks usable): caught here, at load, rather
+    than as a traceback from deep inside the start."""
+    if path.is_dir():
+        return f"is a directory: {path}"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is not a directory"
+    return None
+
+
+def _refuse_non_finite(raw: Any, at: str = "$") -> None:
+    # TOML allows nan and inf; no setting here means anything with them (a NaN threshold compares false with
+    # every health factor: the alert would never fire), so they are refused wherever they appear.
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise msgspec.ValidationError(f"must be a finite number, got {raw} - at `{at}`")
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            _refuse_non_finite(value, f"{at}.{key}")
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            _refuse_non_finite(value, f"{at}[{i}]")
 
 
 def _decode_custom(type_: type, value: Any, *, environ: Mapping[str, str]) -> Any:

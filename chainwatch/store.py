@@ -285,7 +285,15 @@ class Store:
         return {r[0]: (int(r[1]), max(0.0, now - r[2])) for r in rows}
 
     async def mark_sent(self, message_id: int, now: float) -> None:
-        await self._write("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?", (now, message_id))
+        await self.mark_sent_many([(message_id, now)])
+
+    async def mark_sent_many(self, sent: Sequence[tuple[int, float]]) -> None:
+        """Marks messages sent, each (id, when), in one transaction: one disk sync for a burst of answers."""
+        async with self._lock, _transaction(self._db):
+            await self._db.executemany(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                [(at, message_id) for message_id, at in sent],
+            )
 
     async def defer(self, message_id: int, until: float, error: str) -> None:
         """Puts a message back for a later attempt (rate limit, network trouble)."""

@@ -72,7 +72,10 @@ _DEFAULT_CHAT = "default"
 class Sender:
     """Drains the outbox through a transport: `run()` forever, `drain(deadline)` at shutdown, `wake()` on new rows.
 
-    `clock` is the wall clock the store's timestamps use; `monotonic` paces the limits and deadlines.
+    Up to `concurrency` sends are in flight at once, each to a different chat: Telegram answers a send in
+    100-200 ms, so one at a time would cap the bot far below its ~30 messages/s. A chat never has two in
+    flight, so per chat the order sent is the order picked. `clock` is the wall clock the store's timestamps
+    use; `monotonic` paces the limits and deadlines.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Sender:
         *,
         messages_per_second: float = 25,
         per_chat_interval: float = 1.0,
+        concurrency: int = 8,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         batch: int = 500,
@@ -89,18 +93,26 @@ class Sender:
         monotonic: Callable[[], float] = time.monotonic,
         on_chat_gone: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self._store = store
         self._on_chat_gone = on_chat_gone
         self._transport = transport
         self._limiter = RateLimiter(per_second=messages_per_second, per_chat_interval=per_chat_interval)
+        self._concurrency = concurrency
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._batch = batch
         self._clock = clock
         self._monotonic = monotonic
         self._wake = asyncio.Event()
-        # run() and drain() may overlap at shutdown; one pick-and-send at a time keeps a row from going twice.
+        # run() and drain() may overlap at shutdown; one pick at a time keeps a row from being started twice.
         self._turn = asyncio.Lock()
+        # Chat -> its send in flight. A chat stays here until its outcome is committed: picked again before,
+        # the store would still call the message unsent and it would go twice.
+        self._in_flight: dict[Hashable, asyncio.Task[None]] = {}
+        # Delivered but not yet marked sent: committed together, one transaction for a burst of answers.
+        self._delivered: list[tuple[OutboxMessage, float]] = []
         self._link_failures = 0
         # Set whenever a message leaves the outbox for good (sent or given up): lets others wait for quiet.
         self.settled = asyncio.Event()
@@ -110,46 +122,100 @@ class Sender:
         self._wake.set()
 
     async def run(self) -> NoReturn:
-        """Sends due messages forever, sleeping until woken or until the next message or limit allows."""
-        while True:
-            if (wait := await self._send_next()) > 0:
-                await self._wait(wait)
+        """Sends due messages forever, sleeping until woken, a send ends, or the next message or limit allows."""
+        try:
+            while True:
+                if (wait := await self._dispatch()) > 0:
+                    await self._wait(wait)
+        finally:
+            await _finish_even_if_cancelled(self._settle_in_flight())
 
     async def drain(self, deadline: float) -> int:
-        """Sends until the outbox is empty or `deadline` (on the monotonic clock) passes; returns messages left."""
-        while (pending := await self._store.pending_count()) > 0:
-            left = deadline - self._monotonic()
-            if left <= 0:
-                return pending
-            wait = await self._send_next()
-            if wait > left:  # nothing more can go before the deadline: stop now rather than at it
-                return pending
-            if wait > 0:
-                await self._wait(wait)
-        return 0
+        """Sends until the outbox is empty or `deadline` (on the monotonic clock) passes; returns messages left.
 
-    async def _send_next(self) -> float:
-        """Sends what may go now, most urgent first; returns 0 after any send, else seconds to wait."""
+        Sends already in flight at the deadline are waited for and recorded: one that reached Telegram and
+        were not marked sent would go again after a restart."""
+        try:
+            while True:
+                wait = await self._dispatch()
+                if not self._in_flight and await self._store.pending_count() == 0:
+                    return 0
+                left = deadline - self._monotonic()
+                if left <= 0 or (not self._in_flight and wait > left):
+                    break  # nothing more can go before the deadline: stop now rather than at it
+                if wait > 0:
+                    await self._wait(min(wait, left))
+        finally:
+            await _finish_even_if_cancelled(self._settle_in_flight())
+        return await self._store.pending_count()
+
+    async def _dispatch(self) -> float:
+        """Records finished sends and starts what may go now, most urgent first; returns 0 after starting any,
+        else seconds until a message or limit allows one (a send ending wakes the sender sooner)."""
         async with self._turn:
-            return await self._send_next_locked()
+            self._wake.clear()
+            await _finish_even_if_cancelled(self._commit_delivered())
+            if len(self._in_flight) >= self._concurrency:
+                return math.inf
+            wall = self._clock()
+            # One message per chat, most urgent first (chats in flight included: they are skipped here).
+            due = await self._store.due_messages(wall, self._batch + len(self._in_flight))
+            held, started = math.inf, False
+            for message in due:
+                chat = _chat_key(message)
+                if chat in self._in_flight:
+                    continue
+                if len(self._in_flight) >= self._concurrency:
+                    break
+                delay = self._limiter.delay_for(chat, self._monotonic())
+                if delay == 0:
+                    self._start(chat, message)
+                    started = True
+                else:
+                    held = min(held, delay)
+            if started:
+                return 0.0
+            return min(held, await self._until_next_due(wall))
 
-    async def _send_next_locked(self) -> float:
-        self._wake.clear()
-        wall = self._clock()
-        # One message per chat, most urgent first: each may go now unless its chat or the global budget says
-        # wait. Sending the whole batch before asking the store again keeps a burst of alerts fast.
-        due = await self._store.due_messages(wall, self._batch)
-        held, sent = math.inf, False
-        for message in due:
-            delay = self._limiter.delay_for(_chat_key(message), self._monotonic())
-            if delay == 0:
-                await _finish_even_if_cancelled(self._deliver(message))
-                sent = True
-            else:
-                held = min(held, delay)
-        if sent:
-            return 0.0
-        return min(held, await self._until_next_due(wall))
+    def _start(self, chat: Hashable, message: OutboxMessage) -> None:
+        # The attempt counts against the limits whatever its outcome: Telegram counted it too.
+        self._limiter.record(chat, self._monotonic())
+        # Not a child of run(): cancelling run() must not cut a send short (see `_finish_even_if_cancelled`).
+        task = asyncio.ensure_future(self._deliver(chat, message))
+        self._in_flight[chat] = task
+        # A finished send frees a slot (and maybe its chat): the loop picks again at once.
+        task.add_done_callback(lambda _: self._wake.set())
+
+    async def _settle_in_flight(self) -> None:
+        """Waits for every send in flight and commits their outcomes (at shutdown, or when run() ends)."""
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()))
+            await self._commit_delivered()
+            self._raise_crashed_sends()
+        await self._commit_delivered()
+
+    async def _commit_delivered(self) -> None:
+        self._raise_crashed_sends()
+        if not self._delivered:
+            return
+        delivered, self._delivered = self._delivered, []
+        await self._store.mark_sent_many([(message.id, at) for message, at in delivered])
+        for message, _ in delivered:
+            self._in_flight.pop(_chat_key(message), None)
+            metrics.TELEGRAM_SENDS.labels("sent").inc()
+            if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
+                metrics.BLOCK_TO_SENT.observe(latency)
+            log.info("alert.sent", **_facts(message))
+        self.settled.set()
+
+    def _raise_crashed_sends(self) -> None:
+        # A send that raised something other than the three transport errors (the store failing) is a bug or a
+        # broken disk: it stops the sender loudly rather than leaving its chat blocked forever.
+        for chat, task in list(self._in_flight.items()):
+            if task.done() and (task.cancelled() or task.exception() is not None):
+                del self._in_flight[chat]
+                if not task.cancelled():
+                    raise task.exception()  # type: ignore[misc]
 
     async def _until_next_due(self, wall: float) -> float:
         soonest = await self._store.next_attempt_after(wall)
@@ -161,29 +227,22 @@ class Sender:
         except TimeoutError:
             pass
 
-    async def _deliver(self, message: OutboxMessage) -> None:
-        chat = _chat_key(message)
-        # The attempt counts against the limits whatever its outcome: Telegram counted it too.
-        self._limiter.record(chat, self._monotonic())
-        facts = dict(
-            message_id=message.id,
-            chat_id=message.chat_id,
-            kind=message.kind,
-            position=message.position,
-            block=message.block,
-            attempts=message.attempts + 1,
-        )
+    async def _deliver(self, chat: Hashable, message: OutboxMessage) -> None:
+        """One send and, unless it succeeded (committed in a batch later), its outcome; frees the chat after."""
+        facts = _facts(message)
         try:
             await self._transport.send(message.chat_id, message.text, message.buttons)
         except RetryLater as e:
             wait = self._hold_back(chat, e)
             until = self._clock() + wait
             await self._store.defer(message.id, until, e.reason)
+            self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("retry_later").inc()
             log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason, **facts)
         except Undeliverable as e:
             self._link_failures = 0
             await self._store.mark_failed(message.id, self._clock(), e.reason)
+            self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("undeliverable").inc()
             self.settled.set()
             log.error("alert.failed", reason=e.reason, **facts)
@@ -191,12 +250,7 @@ class Sender:
                 await self._on_chat_gone(message.chat_id)
         else:
             self._link_failures = 0
-            await self._store.mark_sent(message.id, self._clock())
-            metrics.TELEGRAM_SENDS.labels("sent").inc()
-            if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
-                metrics.BLOCK_TO_SENT.observe(latency)
-            self.settled.set()
-            log.info("alert.sent", **facts)
+            self._delivered.append((message, self._clock()))
 
     def _hold_back(self, chat: Hashable, error: RetryLater) -> float:
         """Pauses what `error` says must wait and returns the message's wait in seconds."""
@@ -219,6 +273,17 @@ class Sender:
 
 def _chat_key(message: OutboxMessage) -> Hashable:
     return _DEFAULT_CHAT if message.chat_id is None else message.chat_id
+
+
+def _facts(message: OutboxMessage) -> dict[str, object]:
+    return dict(
+        message_id=message.id,
+        chat_id=message.chat_id,
+        kind=message.kind,
+        position=message.position,
+        block=message.block,
+        attempts=message.attempts + 1,
+    )
 
 
 async def _finish_even_if_cancelled(delivery: Coroutine[object, object, None]) -> None:

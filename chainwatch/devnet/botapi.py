@@ -134,6 +134,14 @@ class BotApiServer:
     allowed_updates: list[str] | None = None
     # Tracebacks of bugs in this server (answered as a JSON 500), so a test can assert there were none.
     server_errors: list[str] = field(default_factory=list)
+    # Seconds each sendMessage takes to answer (the real Bot API takes 100-200 ms). The message is accepted
+    # first and answered after: a client killed meanwhile has delivered a message it never heard about.
+    send_delay: float = 0.0
+    # sendMessage calls being answered now, and the most seen at once (overall and to any one chat).
+    sends_in_flight: int = 0
+    peak_sends_in_flight: int = 0
+    peak_sends_in_flight_per_chat: int = 0
+    _in_flight_per_chat: dict[Any, int] = field(default_factory=dict)
     _faults: deque[_Fault] = field(default_factory=deque)
     _blocked: set[int] = field(default_factory=set)
     _migrated: dict[int, int] = field(default_factory=dict)
@@ -369,7 +377,10 @@ class BotApiServer:
         params: dict[str, Any] = {}
         try:
             params = await _params_of(request)
-            status, body = await self._answer(method, token_ok, params)
+            if method == "sendMessage":
+                status, body = await self._timed_send(token_ok, params)
+            else:
+                status, body = await self._answer(method, token_ok, params)
         except _BadRequest as e:
             status, body = _error(e.status, e.description)
         except Exception:  # a bug here: still answer as Telegram would, and keep the traceback for the test
@@ -378,6 +389,23 @@ class BotApiServer:
         self.requests.append(Request(method, token_ok, params, status, received_at))
         self._changed()
         return web.json_response(body, status=status)
+
+    async def _timed_send(self, token_ok: bool, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """sendMessage, counted while in flight and answered `send_delay` seconds after it was accepted."""
+        chat = params.get("chat_id")
+        self.sends_in_flight += 1
+        self._in_flight_per_chat[chat] = self._in_flight_per_chat.get(chat, 0) + 1
+        self.peak_sends_in_flight = max(self.peak_sends_in_flight, self.sends_in_flight)
+        self.peak_sends_in_flight_per_chat = max(self.peak_sends_in_flight_per_chat, self._in_flight_per_chat[chat])
+        try:
+            answer = await self._answer("sendMessage", token_ok, params)
+            if self.send_delay > 0:
+                self._changed()  # an accepted message is visible to waiters before it is answered
+                await asyncio.sleep(self.send_delay)
+            return answer
+        finally:
+            self.sends_in_flight -= 1
+            self._in_flight_per_chat[chat] -= 1
 
     async def _answer(self, method: str, token_ok: bool, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not token_ok:

@@ -156,6 +156,36 @@ class TestConfigErrors:
         assert err.decode().strip().splitlines() == [f"chainwatch: {config}: unknown key chain.wsurl"]
 
 
+    async def test_corpus_files_are_one_line_status_2_without_the_token(self, tmp_path: Path) -> None:
+        """Broken files from the corpus (bad TOML, NaN, a 50 MB file, a directory as storage, binary) exit 2 with
+        one line each, no traceback and no token; a file that is not SQLite fails the start the same way."""
+        from tests.unit.test_config_corpus import FULL, TOKEN as CORPUS_TOKEN
+
+        (tmp_path / "db-dir").mkdir()
+        (tmp_path / "not-sqlite.db").write_bytes(b"not a database, just bytes" * 100)
+        huge = FULL + f"# {CORPUS_TOKEN}\n" * (50 * 1024 * 1024 // 50)
+        cases = {
+            "syntax.toml": (FULL.replace("[bot]", "[bot"), "invalid TOML"),
+            "nan.toml": (FULL.replace("warn = 1.5", "warn = nan"), "alerts.warn: must be a finite number"),
+            "huge.toml": (huge, "larger than 1024 KiB"),
+            "dir.toml": (FULL.replace('path = "chainwatch.db"', 'path = "db-dir"'), "storage.path: is a directory"),
+            "binary.toml": (bytes(range(256)) + CORPUS_TOKEN.encode(), "not UTF-8"),
+            "foreign.toml": (FULL.replace('path = "chainwatch.db"', 'path = "not-sqlite.db"'),
+                             "storage.path: cannot open"),
+        }  # fmt: skip
+        for name, (content, expected) in cases.items():
+            config = tmp_path / name
+            config.write_bytes(content if isinstance(content, bytes) else content.encode())
+            async with chainwatch_process("run", "--config", str(config)) as process:
+                async with asyncio.timeout(DEADLINE):
+                    out, err = await process.communicate()
+            text = err.decode()
+            assert process.returncode == 2, (name, text)
+            (line,) = text.strip().splitlines()
+            assert line.startswith("chainwatch: ") and expected in line, (name, line)
+            assert CORPUS_TOKEN not in text + out.decode() and CORPUS_TOKEN.partition(":")[2] not in text, name
+
+
 class TestDevnetDeploy:
     async def test_writes_devnet_json(self, tmp_path: Path) -> None:
         """`chainwatch devnet deploy` deploys onto a running Anvil and writes the addresses file."""

@@ -338,3 +338,63 @@ class TestWaking:
         assert message.received_at - woken < 0.5
         [row] = await outbox_rows(db_path)
         assert row["sent_at"] is not None
+
+
+class TestConcurrency:
+    async def test_many_chats_are_sent_to_concurrently_each_in_order(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """With 100 ms per request, sends to different chats overlap (at most `concurrency`); one chat's go one by one."""
+        bot_api.send_delay = 0.1
+        queued = {chat: [await queue(store, AlertKind.WARN, chat) for _ in range(3)] for chat in range(1, 13)}
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, concurrency=4)
+        assert await sender.drain(soon(20)) == 0
+        assert 1 < bot_api.peak_sends_in_flight <= 4
+        assert bot_api.peak_sends_in_flight_per_chat == 1
+        assert {chat: [m.text for m in bot_api.messages_to(chat)] for chat in queued} == queued
+
+    async def test_the_most_urgent_chats_go_first(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """The first sends in flight are to the chats with the most urgent messages, whatever the queue order."""
+        bot_api.send_delay = 0.1
+        kinds = [AlertKind.RECOVERED, AlertKind.WARN, AlertKind.LIQUIDATABLE, AlertKind.WARN, AlertKind.CRITICAL]
+        for chat, kind in enumerate(kinds, start=1):
+            await queue(store, kind, chat)
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, concurrency=2)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id for m in bot_api.messages[:2]} == {3, 5}
+        assert bot_api.messages[-1].chat_id == 1
+
+    async def test_a_throttled_or_blocked_chat_does_not_hold_back_the_others(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """Chat 1 is told to retry in 30 s and chat 2 blocked the bot: chats 3-10 all get theirs meanwhile."""
+        bot_api.send_delay = 0.05
+        bot_api.fail_next(1, status=429, retry_after=30)
+        bot_api.block_chat(2)
+        await queue(store, AlertKind.LIQUIDATABLE, 1)  # the most urgent: the first request, the one throttled
+        await queue(store, AlertKind.CRITICAL, 2)
+        rest = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(3, 11)}
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, concurrency=4)
+        assert await sender.drain(soon(10)) == 1  # chat 1's, deferred past the deadline
+        assert {m.chat_id: m.text for m in bot_api.messages} == rest
+        rows = {r["chat_id"]: r for r in await outbox_rows(db_path)}
+        assert rows[1]["sent_at"] is None and rows[1]["failed_at"] is None
+        assert rows[2]["failed_at"] is not None
+
+    async def test_cancelled_while_sends_are_in_flight_they_finish_and_are_marked_sent(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """Cancelling run() with four sends in flight waits for their answers and records all four as sent."""
+        bot_api.send_delay = 0.3
+        for chat in range(1, 5):
+            await queue(store, AlertKind.WARN, chat)
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, concurrency=4)
+        running = asyncio.create_task(sender.run())
+        await bot_api.wait_until(lambda: bot_api.sends_in_flight == 4, "four sends in flight")
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert bot_api.sends_in_flight == 0
+        assert [r["sent_at"] is not None for r in await outbox_rows(db_path)] == [True] * 4
