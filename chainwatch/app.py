@@ -26,7 +26,10 @@ from chainwatch.protocols.registry import protocol_from_config
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.recompute import Engine, Mail, WatchesChanged, read_targets
 from chainwatch.rpc import Rpc, RpcError
-from chainwatch.store import Store, open_store
+from chainwatch.postgres_url import StorageUnavailable
+from chainwatch.schema import SchemaTooNew
+from chainwatch.storage import open_store
+from chainwatch.storage_port import StorePort
 
 if TYPE_CHECKING:
     from chainwatch.bot.service import BotService
@@ -65,7 +68,7 @@ class Watcher:
         self.ready = asyncio.Event()
         self.engine: Engine | None = None
         self.listener: ChainListener | None = None
-        self.store: Store | None = None
+        self.store: StorePort | None = None
         self.sender: Sender | None = None
         self.bot: BotService | None = None
         self.metrics_address: str | None = None  # HOST:PORT actually bound, when [metrics] is set
@@ -79,15 +82,20 @@ class Watcher:
             if await self.store.pending_count():
                 await self.sender.settled.wait()
 
+    async def _open_store(self, stack: AsyncExitStack) -> StorePort:
+        try:
+            return await stack.enter_async_context(open_store(self.config))
+        except (StorageUnavailable, SchemaTooNew) as error:
+            raise StartupError(f"storage: {error}") from None
+        except (OSError, sqlite3.Error) as error:
+            # Checked at load too; this is what changed since (permissions, a full disk, a foreign file).
+            raise StartupError(f"storage.path: cannot open {self.config.storage.path}: {error}") from None
+
     async def serve(self, stop: asyncio.Event) -> None:
         metrics.CHAIN.reset()  # one watcher per process in production; tests run many, one after another
         async with AsyncExitStack() as stack:
             config = self.config
-            try:
-                store = self.store = await stack.enter_async_context(open_store(config.storage.path))
-            except (OSError, sqlite3.Error) as error:
-                # Checked at load too; this is what changed since (permissions, a full disk, a foreign file).
-                raise StartupError(f"storage.path: cannot open {config.storage.path}: {error}") from None
+            store = self.store = await self._open_store(stack)
             rpc = Rpc(config.chain.rpc_http_urls)
             stack.push_async_callback(rpc.close)
             await self._check_chain(rpc)

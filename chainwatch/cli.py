@@ -1,4 +1,4 @@
-"""The `chainwatch` command: run, check, demo, devnet deploy.
+"""The `chainwatch` command: run, check, demo, migrate, devnet deploy.
 
 Bad input ends with status 2 and one line saying what is wrong and where; nothing runs at import.
 """
@@ -19,6 +19,7 @@ from eth_utils import is_address, to_checksum_address
 from chainwatch.alerts.state import Thresholds
 from chainwatch.config import Config, ConfigError, load_config
 from chainwatch.logs import configure_logging, register_secret
+from chainwatch.postgres_url import password_of
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, type=Path)
     check.add_argument("address")
     commands.add_parser("demo", help="run on a local Anvil chain with a price crash, no accounts needed")
+    migrate = commands.add_parser(
+        "migrate", help="copy a chain's state from its SQLite file into PostgreSQL (stop the watcher first)"
+    )
+    migrate.add_argument("--from", dest="source", required=True, type=Path, metavar="SQLITE_PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRESQL_URL")
+    migrate.add_argument("--chain-id", required=True, type=int, help="the chain the SQLite file watched")
     devnet = commands.add_parser("devnet", help="local chain tooling")
     devnet_commands = devnet.add_subparsers(dest="devnet_command", required=True)
     deploy = devnet_commands.add_parser("deploy", help="deploy the devnet contracts onto a running Anvil")
@@ -63,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from chainwatch.demo import run_demo
 
                 return asyncio.run(run_demo())
+            case "migrate":
+                return asyncio.run(_migrate(args.source, args.target, args.chain_id))
             case "devnet":
                 from chainwatch.devnet.cli import deploy_command
 
@@ -79,6 +88,8 @@ def _load(path: Path) -> Config:
     token = config.telegram_token()
     if token is not None:
         register_secret(token.reveal())
+    if config.storage.url is not None and (password := password_of(config.storage.url.reveal())):
+        register_secret(password)
     for url in (*config.chain.ws_urls, *config.chain.rpc_http_urls):
         # Providers put API keys in the path or query: neither may reach a log line.
         register_secret(url)
@@ -87,6 +98,28 @@ def _load(path: Path) -> Config:
         if len(secret_part) >= 8:
             register_secret(secret_part)
     return config
+
+
+async def _migrate(source: Path, target: str, chain_id: int) -> int:
+    from chainwatch.postgres_url import StorageUnavailable, is_postgres_url, password_of, redacted
+    from chainwatch.schema import SchemaTooNew
+
+    if not is_postgres_url(target):
+        raise UsageError(f"--to: expected a postgresql:// URL, got {target[:20]!r}")
+    if password := password_of(target):
+        register_secret(password)
+    try:
+        from chainwatch.store_copy import CopyRefused, copy_sqlite_to_postgres
+    except ImportError:
+        raise UsageError("migrate needs asyncpg: pip install 'chainwatch[postgres]'") from None
+    try:
+        copied = await copy_sqlite_to_postgres(source, target, chain_id)
+    except (CopyRefused, StorageUnavailable, SchemaTooNew) as error:
+        print(f"chainwatch: migrate: {error}", file=sys.stderr)
+        return 1
+    summary = ", ".join(f"{n} {table}" for table, n in copied.items())
+    print(f"copied chain {chain_id} from {source} to {redacted(target)}: {summary}")
+    return 0
 
 
 def _address_argument(text: str) -> str:

@@ -23,6 +23,7 @@ from chainwatch.alerts.state import Thresholds
 from chainwatch.refresh import RefreshPolicy
 from chainwatch.config_errors import explain, show, toml_type
 from chainwatch.model import Record
+from chainwatch.postgres_url import is_postgres_url, password_of
 
 __all__ = [
     "AaveV3Config",
@@ -203,9 +204,17 @@ class MetricsConfig(Record, frozen=True, kw_only=True):
 
 
 class StorageConfig(Record, frozen=True, kw_only=True):
-    """`[storage]`: where the SQLite file lives (relative paths are relative to the config file)."""
+    """`[storage]`: where chainwatch keeps its state. `url` is a postgresql:// URL or a SQLite path; without it,
+    `path` names the SQLite file. Relative paths are relative to the config file."""
 
     path: Path = Path("chainwatch.db")
+    # A Secret: a postgresql:// URL may hold a password, and a config is printed in reprs and tracebacks.
+    url: Secret | None = None
+
+    @property
+    def target(self) -> str | Path:
+        """What `storage.open_store` opens: the PostgreSQL URL if one is set, else the SQLite file."""
+        return self.url.reveal() if self.url is not None else self.path
 
 
 class AaveV3Config(Record, frozen=True, kw_only=True, tag_field="kind", tag="aave_v3"):
@@ -370,7 +379,9 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) ->
         raise ConfigError(file, _redact(message, secrets), key=key) from None
     # Absolute, so that the database does not move when the process changes its working directory.
     storage = msgspec.structs.replace(config.storage, path=path.absolute().parent / config.storage.path)
-    if (problem := _unusable_database_path(storage.path)) is not None:
+    if storage.url is not None and not is_postgres_url(storage.url.reveal()):  # a SQLite path given as url
+        storage = msgspec.structs.replace(storage, path=path.absolute().parent / storage.url.reveal(), url=None)
+    if storage.url is None and (problem := _unusable_database_path(storage.path)) is not None:
         raise ConfigError(file, f"storage.path: {problem}", key="storage.path")
     return msgspec.structs.replace(config, storage=storage)
 
@@ -435,12 +446,15 @@ def _require_kinds(raw: dict[str, Any]) -> None:
 
 def _secrets_in(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
     """The token values this file may lead to, so that no error message can echo one by accident."""
+    candidates: list[object] = []
+    storage = raw.get("storage")
+    if isinstance(storage, dict) and isinstance(url := storage.get("url"), str):
+        candidates.append(password_of(url))
     telegram = raw.get("telegram")
-    if not isinstance(telegram, dict):
-        return []
-    candidates = [telegram.get("token")]
-    if isinstance(name := telegram.get("token_env"), str):
-        candidates.append(environ.get(name))
+    if isinstance(telegram, dict):
+        candidates.append(telegram.get("token"))
+        if isinstance(name := telegram.get("token_env"), str):
+            candidates.append(environ.get(name))
     return [c for c in candidates if isinstance(c, str) and c]
 
 

@@ -142,6 +142,25 @@ class TestLoadConfig:
         path = write(MINIMAL)
         assert load_config(path, environ={}).storage.path == path.parent / "chainwatch.db"
 
+    def test_storage_url_picks_postgres_and_never_shows_its_password(self, write) -> None:
+        """A postgresql:// url is the store's target; the config's repr does not carry its password."""
+        url = "postgresql://watcher:hunter2@db.internal:5432/chainwatch"
+        config = load_config(write(MINIMAL + f'[storage]\nurl = "{url}"\n'), environ={})
+        assert config.storage.target == url
+        assert "hunter2" not in repr(config)
+
+    def test_storage_url_that_is_a_path_is_a_sqlite_file_beside_the_config(self, write) -> None:
+        """A url that is not postgresql:// is a SQLite path, relative to the config file like path."""
+        path = write(MINIMAL + '[storage]\nurl = "data/state.db"\n')
+        assert load_config(path, environ={}).storage.target == path.parent / "data" / "state.db"
+
+    def test_storage_url_password_not_in_config_errors(self, write) -> None:
+        """A config error elsewhere in a file with a postgres password does not echo the password."""
+        url = "postgresql://watcher:hunter2@db/chainwatch"
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(MINIMAL + f'[storage]\nurl = "{url}"\npath = 5\n'), environ={})
+        assert "hunter2" not in str(caught.value) and "storage" in str(caught.value)
+
     def test_protocol_is_tagged_by_kind(self, write) -> None:
         """A [[protocols]] table decodes to the struct for its kind."""
         (protocol,) = load_config(write(MINIMAL), environ={}).protocols

@@ -1,0 +1,127 @@
+"""The PostgreSQL schema, versioned like the SQLite one: each migration turns version N-1 into N, in one
+transaction together with its number in `schema_version`.
+
+Every table is keyed by chain id, so that one database can serve the watchers of several chains; the schema itself
+is shared by all of them, hence one version for the whole database.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from chainwatch.schema import SchemaTooNew
+
+# Version 1 is what the SQLite schema is at its version 2 (per-chat levels, the bot's tables), plus the chain id.
+_V1 = """
+CREATE TABLE cursor (
+    chain_id BIGINT PRIMARY KEY,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL
+);
+CREATE TABLE levels (
+    chain_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    market TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    health_factor DOUBLE PRECISION NOT NULL,
+    block BIGINT NOT NULL,
+    PRIMARY KEY (chain_id, chat_id, protocol, account, market)
+);
+CREATE TABLE outbox (
+    id BIGSERIAL PRIMARY KEY,
+    chain_id BIGINT NOT NULL,
+    priority INTEGER NOT NULL,
+    chat_id BIGINT,
+    text TEXT NOT NULL,
+    position TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    block BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at DOUBLE PRECISION,
+    failed_at DOUBLE PRECISION,
+    buttons TEXT
+);
+CREATE INDEX outbox_pending ON outbox (chain_id, priority DESC, id) WHERE sent_at IS NULL AND failed_at IS NULL;
+-- The supersede UPDATE looks pending messages up by position and chat.
+CREATE INDEX outbox_by_position ON outbox (chain_id, position, chat_id) WHERE sent_at IS NULL AND failed_at IS NULL;
+CREATE TABLE chats (
+    chain_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    paused_at DOUBLE PRECISION,
+    PRIMARY KEY (chain_id, chat_id)
+);
+-- seq breaks ties between watches added within one clock tick, so a chat's list keeps the order they were added.
+CREATE TABLE chat_watches (
+    chain_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    address TEXT NOT NULL,
+    label TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    seq BIGSERIAL NOT NULL,
+    PRIMARY KEY (chain_id, chat_id, address),
+    FOREIGN KEY (chain_id, chat_id) REFERENCES chats (chain_id, chat_id)
+);
+-- '' in address, protocol or market means "any": a rule for the whole chat, or for all of an address's protocols.
+CREATE TABLE thresholds (
+    chain_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    address TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    market TEXT NOT NULL,
+    warn DOUBLE PRECISION NOT NULL,
+    critical DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (chain_id, chat_id, address, protocol, market),
+    FOREIGN KEY (chain_id, chat_id) REFERENCES chats (chain_id, chat_id)
+);
+-- until NULL: muted until /unmute.
+CREATE TABLE mutes (
+    chain_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    address TEXT NOT NULL,
+    until DOUBLE PRECISION,
+    PRIMARY KEY (chain_id, chat_id, address),
+    FOREIGN KEY (chain_id, chat_id) REFERENCES chats (chain_id, chat_id)
+);
+"""
+
+MIGRATIONS = (_V1,)
+LATEST = len(MIGRATIONS)
+
+# Any constant shared by every chainwatch: watchers of several chains starting at once on one database take turns
+# migrating it instead of racing to create the same tables.
+_MIGRATION_LOCK = 0x63776D67  # "cwmg"
+
+
+async def schema_version(db: asyncpg.Connection) -> int:
+    """The database's schema version; 0 for a database chainwatch never opened."""
+    if await db.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0
+    return int(await db.fetchval("SELECT version FROM schema_version"))
+
+
+async def migrate(db: asyncpg.Connection) -> int:
+    """Brings the database to the latest schema; returns the version it was at."""
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        found = await schema_version(db)
+    if found > LATEST:
+        raise SchemaTooNew(f"the database has schema version {found}, this chainwatch knows up to {LATEST}")
+    for version in range(found + 1, LATEST + 1):
+        async with db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if await schema_version(db) >= version:  # another watcher took this step while we waited for the lock
+                continue
+            await db.execute(MIGRATIONS[version - 1])
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
+                "DELETE FROM schema_version;"
+            )
+            await db.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return found
