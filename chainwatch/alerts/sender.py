@@ -222,8 +222,11 @@ class Sender:
         return math.inf if soonest is None else max(0.0, soonest - wall)
 
     async def _wait(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
+        # awaited event is set (a send finishing sets it), and run() then never stops: a shutdown that hangs.
         try:
-            await asyncio.wait_for(self._wake.wait(), None if math.isinf(timeout) else timeout)
+            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+                await self._wake.wait()
         except TimeoutError:
             pass
 

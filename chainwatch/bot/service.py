@@ -187,7 +187,8 @@ class BotService:
 
     async def _pause(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for, which can swallow a cancellation on Python 3.11
+                await self._stopping.wait()
         except TimeoutError:
             pass
 

@@ -112,6 +112,7 @@ def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
     refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
+    storage_url: str | None = None,
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
@@ -142,6 +143,7 @@ messages_per_second = {messages_per_second}
 
 [storage]
 path = "{path.parent / 'chainwatch.db'}"
+{f'url = "{storage_url}"' if storage_url else ""}
 
 [bot]
 {bot}
