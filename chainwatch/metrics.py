@@ -28,6 +28,7 @@ BLOCK_TO_SENT = Histogram(
 )  # fmt: skip
 POSITIONS_WATCHED = Gauge("chainwatch_positions_watched", "Watched (account, protocol) targets.", ["protocol"])
 PASS_POSITIONS = Histogram("chainwatch_pass_positions", "Positions read per read pass.", buckets=_SIZE_BUCKETS)
+READ_BATCH_LIMIT = Gauge("chainwatch_read_batch_limit_calls", "Calls per aggregate3 the reader uses now (learnt).")
 PASS_ETH_CALLS = Histogram("chainwatch_pass_eth_calls", "eth_call requests per read pass.", buckets=_SIZE_BUCKETS)
 RPC_REQUESTS = Counter(
     "chainwatch_rpc_requests_total", "JSON-RPC requests by endpoint (its index in the config), method and outcome.",
