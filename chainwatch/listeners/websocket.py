@@ -161,6 +161,7 @@ class ChainListener:
     async def reconnect(self) -> None:
         """Drops the connection so the listener subscribes again (with a fresh log filter) and backfills."""
         if self._socket is not None:
+            log.info("listener.resubscribing", endpoint=f"ws_urls[{self.endpoint}]")
             self._planned_reconnect = True
             await self._socket.close()
 
@@ -190,7 +191,7 @@ class ChainListener:
         # Taken before subscribing: a head that arrives meanwhile must not move the start of the backfill.
         finished = self._resume_from()
         log_filter = self._log_filter()
-        subscriptions, early_heads = await self._subscribe(socket, log_filter)
+        subscriptions, early_heads = await self._subscribe(socket, log_filter, f"ws_urls[{index}]")
         self.connections += 1
         if self.connections > 1:
             metrics.RECONNECTS.inc()
@@ -202,21 +203,27 @@ class ChainListener:
             await self._complete(head, log_filter)
         backoff.reset()
         self._on_subscribed()
+        loop = asyncio.get_running_loop()
+        stalls_at = loop.time() + self._stall_seconds
         while True:
             try:
-                async with asyncio.timeout(self._stall_seconds):
+                # Only a usable frame moves the deadline: a node sending nothing but garbage has stalled too.
+                async with asyncio.timeout_at(stalls_at):
                     raw = await socket.recv()
             except TimeoutError:
-                raise Stalled(f"nothing received for {self._stall_seconds:g} s") from None
+                raise Stalled(f"nothing usable received for {self._stall_seconds:g} s") from None
             try:
                 head = self._route(message_from_frame(raw), subscriptions)
             except Malformed as error:
                 self.malformed.note(error, f"ws_urls[{index}]")
                 continue
+            stalls_at = loop.time() + self._stall_seconds
             if head is not None:
                 await self._complete(head, log_filter)
 
-    async def _subscribe(self, socket: ClientConnection, log_filter: LogFilter) -> tuple[dict[str, str], list[Head]]:
+    async def _subscribe(
+        self, socket: ClientConnection, log_filter: LogFilter, endpoint: str
+    ) -> tuple[dict[str, str], list[Head]]:
         """Subscribes to heads and logs; heads that come before both answers are returned, to follow the backfill."""
         requests = {1: ["newHeads"], 2: ["logs", log_filter.as_rpc()]}
         for request_id, params in requests.items():
@@ -233,7 +240,7 @@ class ChainListener:
                             early_heads.append(head)
                         continue
                 except Malformed as error:
-                    self.malformed.note(error, "subscribing")
+                    self.malformed.note(error, endpoint)
                     continue
                 if message.id in requests:
                     if message.error is not None or not isinstance(message.result, str):

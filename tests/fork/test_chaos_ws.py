@@ -140,6 +140,42 @@ class TestMalformedFrames:
         assert [(e["from_block"], e["to_block"]) for e in logs if e["event"] == "listener.gap_filled"] == [(block, block)]
         assert kinds(bot_api) == ["CRITICAL"] and exposed in bot_api.messages[0].text
 
+    async def test_a_skipped_real_log_is_recovered_through_its_block(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """The crash's price log arrives without its blockHash and is skipped: its head's bloom still says the block
+        holds a relevant log, the block's logs are fetched, and the alert comes without a reconnect."""
+        exposed, _ = await open_standard_positions(chain)
+        running = await start_watcher()
+        listener = listener_of(running)
+        connections = listener.connections
+        proxy.corrupt_next_logs = 1
+        block = await chain.actions.set_price("WETH", 1300)
+        await running.settled(block)
+        assert listener.malformed.counts == {"log": 1} and proxy.corrupt_next_logs == 0
+        assert listener.connections == connections
+        assert kinds(bot_api) == ["CRITICAL"] and exposed in bot_api.messages[0].text
+
+    async def test_a_node_sending_only_garbage_counts_as_stalled(
+        self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
+    ) -> None:
+        """Malformed frames keep arriving but nothing usable does: after stall_seconds the connection is reopened."""
+        await open_standard_positions(chain)
+        running = await start_watcher(chain_extra="stall_seconds = 1.5")
+        listener = listener_of(running)
+        connections = listener.connections
+        with capture_logs() as logs:
+            for _ in range(400):  # bounded: 40 s of garbage at most, far past the deadline below
+                if listener.connections > connections:
+                    break
+                await proxy.send_malformed("not_json")
+                await asyncio.sleep(0.1)  # the garbage's pace, not a wait for a condition
+            await until(lambda: listener.connections > connections, "the reopened connection", running)
+        (stalled,) = [e for e in logs if e["event"] == "listener.disconnected"]
+        assert "Stalled" in stalled["error"]
+        await running.settled(await chain.actions.set_price("WETH", 1300))
+        assert kinds(bot_api) == ["CRITICAL"]
+
     async def test_an_oversized_frame_costs_a_reconnect_with_backfill(
         self, chain: Chain, start_watcher: StartWatcher, proxy: RpcProxy, bot_api: BotApiServer
     ) -> None:

@@ -38,8 +38,10 @@ class RpcProxy:
         self._subscriptions: dict[web.WebSocketResponse, dict[str, str]] = {}
         self._cutter: asyncio.Task[None] | None = None
         self.websocket_cuts = 0
-        # The next this many real newHeads notifications go out with a hash one byte short (and cannot be used).
+        # The next this many real newHeads notifications go out with a hash one byte short (and cannot be used),
+        # and the next this many real logs notifications without their blockHash.
         self.corrupt_next_heads = 0
+        self.corrupt_next_logs = 0
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
         self.ws_url = ""
@@ -118,13 +120,20 @@ class RpcProxy:
                 sent += 1
         return sent
 
-    def _corrupted_head(self, text: str) -> str:
-        if self.corrupt_next_heads <= 0 or '"parentHash"' not in text or '"eth_subscription"' not in text:
+    def _corrupted(self, text: str) -> str:
+        if '"eth_subscription"' not in text:
             return text
-        self.corrupt_next_heads -= 1
-        payload = json.loads(text)
-        payload["params"]["result"]["hash"] = payload["params"]["result"]["hash"][:-2]
-        return json.dumps(payload)
+        if self.corrupt_next_heads > 0 and '"parentHash"' in text:
+            self.corrupt_next_heads -= 1
+            payload = json.loads(text)
+            payload["params"]["result"]["hash"] = payload["params"]["result"]["hash"][:-2]
+            return json.dumps(payload)
+        if self.corrupt_next_logs > 0 and '"logIndex"' in text:
+            self.corrupt_next_logs -= 1
+            payload = json.loads(text)
+            del payload["params"]["result"]["blockHash"]
+            return json.dumps(payload)
+        return text
 
     def _note_subscribe_request(self, text: str, pending: dict[object, str]) -> None:
         if '"eth_subscribe"' not in text:
@@ -190,7 +199,7 @@ class RpcProxy:
                         if message.type != aiohttp.WSMsgType.TEXT or client.closed:
                             break
                         self._note_subscribe_answer(message.data, subscribing, client)
-                        await client.send_str(self._downstream_text(self._corrupted_head(message.data)))
+                        await client.send_str(self._downstream_text(self._corrupted(message.data)))
                     await client.close()
 
                 pump_down = asyncio.create_task(downstream())
