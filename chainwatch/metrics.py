@@ -35,7 +35,8 @@ RPC_REQUESTS = Counter(
     ["endpoint", "method", "outcome"],
 )  # fmt: skip
 RECONNECTS = Counter("chainwatch_websocket_reconnects_total", "WebSocket connections lost and opened again.")
-WEBSOCKET_ENDPOINT = Gauge("chainwatch_websocket_endpoint_index", "Index in ws_urls of the WebSocket in use (0: primary).")
+WEBSOCKET_ENDPOINT = Gauge("chainwatch_websocket_endpoint_index",
+                           "Index in ws_urls of the WebSocket in use (0: the primary).")  # fmt: skip
 MALFORMED_PAYLOADS = Counter("chainwatch_malformed_payloads_total", "WebSocket frames skipped as malformed, by kind.",
                              ["kind"])  # fmt: skip
 BACKFILLED_BLOCKS = Counter("chainwatch_backfilled_blocks_total", "Blocks replayed with eth_getLogs after a reconnect.")

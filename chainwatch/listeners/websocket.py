@@ -120,43 +120,46 @@ class ChainListener:
     async def run(self) -> None:
         backoff = Backoff()
         index = 0
-        fallback_since: float | None = None
+        left_primary_at: float | None = None  # monotonic, while on a fallback: how long it lasted is logged
         while True:
-            self._planned_reconnect = self._back_to_primary = False
-            probing: asyncio.Task[None] | None = None
-            try:
-                async with connect(self._urls[index], ping_interval=20, ping_timeout=20, max_size=MAX_FRAME_BYTES) as socket:
-                    self._socket = socket
-                    if index != 0:
-                        probing = asyncio.create_task(self._probe_primary(socket))
-                    await self._listen(socket, index, backoff)
-            except InvalidURI:
-                # A config mistake, not weather: retrying cannot help. The URI itself may hold an API key.
-                raise BadEndpoint(f"ws_urls[{index}] is not a valid WebSocket URI") from None
-            except (OSError, TimeoutError, WebSocketException, SubscribeFailed, Stalled, RpcError) as error:
-                if not self._planned_reconnect:
-                    log.warning("listener.disconnected", endpoint=f"ws_urls[{index}]", error=_describe(error))
-            finally:
-                if probing is not None:
-                    probing.cancel()
-                self._socket = None
-                self.endpoint = None
+            await self._connection(index, backoff)
             if self._back_to_primary:
-                on_fallback = None if fallback_since is None else round(time.monotonic() - fallback_since, 3)
+                on_fallback = None if left_primary_at is None else round(time.monotonic() - left_primary_at, 3)
                 log.info("listener.back_to_primary", from_endpoint=f"ws_urls[{index}]", seconds_on_fallback=on_fallback)
-                index, fallback_since = 0, None
-                continue
-            if self._planned_reconnect:
-                continue
-            next_index = (index + 1) % len(self._urls)
-            if next_index != index:
-                log.warning("listener.failover", from_endpoint=f"ws_urls[{index}]", to_endpoint=f"ws_urls[{next_index}]")
-            if next_index != 0 and fallback_since is None:
-                fallback_since = time.monotonic()
-            if next_index == 0:
-                fallback_since = None
-            index = next_index
-            await asyncio.sleep(backoff.next_delay())
+                index, left_primary_at = 0, None
+            elif not self._planned_reconnect:
+                following = (index + 1) % len(self._urls)
+                if following != index:
+                    log.warning("listener.failover", from_endpoint=f"ws_urls[{index}]",
+                                to_endpoint=f"ws_urls[{following}]")  # fmt: skip
+                index = following
+                if index == 0:
+                    left_primary_at = None
+                elif left_primary_at is None:
+                    left_primary_at = time.monotonic()
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _connection(self, index: int, backoff: Backoff) -> None:
+        """One connection to ws_urls[index], from connect to close; returns when it ends for any expected reason."""
+        self._planned_reconnect = self._back_to_primary = False
+        probing: asyncio.Task[None] | None = None
+        try:
+            async with connect(self._urls[index], ping_interval=20, ping_timeout=20, max_size=MAX_FRAME_BYTES) as ws:
+                self._socket = ws
+                if index != 0:
+                    probing = asyncio.create_task(self._probe_primary(ws))
+                await self._listen(ws, index, backoff)
+        except InvalidURI:
+            # A config mistake, not weather: retrying cannot help. The URI itself may hold an API key.
+            raise BadEndpoint(f"ws_urls[{index}] is not a valid WebSocket URI") from None
+        except (OSError, TimeoutError, WebSocketException, SubscribeFailed, Stalled, RpcError) as error:
+            if not self._planned_reconnect:
+                log.warning("listener.disconnected", endpoint=f"ws_urls[{index}]", error=_describe(error))
+        finally:
+            if probing is not None:
+                probing.cancel()
+            self._socket = None
+            self.endpoint = None
 
     async def reconnect(self) -> None:
         """Drops the connection so the listener subscribes again (with a fresh log filter) and backfills."""

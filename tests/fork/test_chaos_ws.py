@@ -96,6 +96,10 @@ class TestPrimaryDown:
         assert primary.count("eth_subscribe") == 2 and primary.websocket_connections >= 2  # a probe, then the listener
         events = [e["event"] for e in logs]
         assert events.index("listener.failover") < events.index("listener.back_to_primary")
+        after_switch = logs[events.index("listener.back_to_primary"):]
+        subscribed = [e for e in after_switch if e["event"] == "listener.subscribed"]
+        assert subscribed[0]["endpoint"] == "ws_urls[0]"
+        assert any(e["event"] == "listener.backfilled" for e in after_switch)  # the switch backfilled: no block skipped
         (back,) = [e for e in logs if e["event"] == "listener.back_to_primary"]
         assert back["from_endpoint"] == "ws_urls[1]" and back["seconds_on_fallback"] is not None  # a duration, logged
         assert not any(e["event"] == "listener.disconnected" and e["endpoint"] == "ws_urls[1]" for e in logs)
