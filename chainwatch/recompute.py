@@ -198,7 +198,8 @@ class Engine:
         """How long the loop may wait for mail: a failed read or resolve is retried even when the chain is quiet."""
         waits = [_RETRY_AFTER_FAILURE] if self._pending else []
         if self._to_resolve:
-            waits.append(max(0.0, self._resolve_due - time.monotonic()))
+            # A floor, so that a retry that is due while the pass waits for a head does not spin the loop.
+            waits.append(max(0.05, self._resolve_due - time.monotonic()))
         return min(waits, default=None)
 
     async def _answer(self, command: EngineCommand) -> None:

@@ -4,10 +4,12 @@ injects its fault through the loopback proxy, stops by itself, and checks that e
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from chainwatch.alerts.state import Thresholds, level_of
@@ -20,6 +22,8 @@ from tests.support.botapi import BotApiServer
 from tests.support.rpcproxy import RpcProxy, running_proxy
 
 THRESHOLDS = Thresholds(warn=1.5, critical=1.2)
+# Durations are recorded for whoever reads the test output; no test asserts on them.
+report = structlog.get_logger("chaos")
 
 
 async def until(condition: Callable[[], bool], what: str, running: Running | None = None) -> None:
@@ -58,6 +62,7 @@ class TestConnectionsCut:
         listener = listener_of(running)
         expected: dict[str, list[str]] = {b: [] for b in borrowers}
         proxy.start_cutting_websockets(2.0, times=30)
+        started = time.monotonic()
         with capture_logs() as logs:
             for price in (1800, 1600, 1450, 1300, 1150, 1050):
                 cuts = proxy.websocket_cuts
@@ -69,6 +74,8 @@ class TestConnectionsCut:
                     if level != Level.OK and level.name not in expected[borrower]:
                         expected[borrower].append(level.name)
         proxy.stop_cutting_websockets()
+        report.info("chaos.crash_under_cuts", seconds=round(time.monotonic() - started, 2), cuts=proxy.websocket_cuts,
+                    connections=listener.connections)  # fmt: skip
         assert proxy.websocket_cuts >= 6 and listener.connections > 6
         assert any(e["event"] == "listener.backfilled" for e in logs)
         received = {b: [m.text.split()[1] for m in bot_api.messages if b in m.text] for b in borrowers}
@@ -90,8 +97,11 @@ class TestPrimaryDown:
             assert listener.endpoint == 1
             await running.settled(await chain.actions.set_price("WETH", 1700))  # WARN, through the fallback
             primary.refuse_websockets = False
+            recovered = time.monotonic()
             await until(lambda: listener.endpoint == 0, "the switch back to ws_urls[0]", running)
+            switched_after = round(time.monotonic() - recovered, 2)
             await running.settled(await chain.actions.set_price("WETH", 1300))  # CRITICAL, through the primary
+        report.info("chaos.primary_down", seconds_from_recovery_to_switch=switched_after)
         assert kinds(bot_api) == ["WARN", "CRITICAL"] and all(exposed in m.text for m in bot_api.messages)
         assert primary.count("eth_subscribe") == 2 and primary.websocket_connections >= 2  # a probe, then the listener
         events = [e["event"] for e in logs]
