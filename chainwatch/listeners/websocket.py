@@ -238,17 +238,17 @@ class ChainListener:
             while len(subscriptions) < len(requests):
                 try:
                     message = message_from_frame(await socket.recv())
-                    if message.id not in requests:
-                        if (head := self._route(message, subscriptions)) is not None:
-                            early_heads.append(head)
-                        continue
+                    head = None if message.id in requests else self._route(message, subscriptions)
                 except Malformed as error:
                     self.malformed.note(error, endpoint)
                     continue
-                if message.id in requests:
-                    if message.error is not None or not isinstance(message.result, str):
-                        raise SubscribeFailed(f"eth_subscribe {requests[message.id][0]} refused: {message.error}")
-                    subscriptions[message.result] = requests[message.id][0]
+                if message.id not in requests:
+                    if head is not None:
+                        early_heads.append(head)
+                    continue
+                if message.error is not None or not isinstance(message.result, str):
+                    raise SubscribeFailed(f"eth_subscribe {requests[message.id][0]} refused: {message.error}")
+                subscriptions[message.result] = requests[message.id][0]
         return subscriptions, early_heads
 
     async def _backfill(self, log_filter: LogFilter, finished: BlockRef | None) -> None:
