@@ -149,6 +149,7 @@ class Watcher:
                 resume_from=engine.resume_from,
                 max_log_range=config.chain.max_log_range,
                 stall_seconds=config.chain.stall_seconds,
+                primary_probe_seconds=config.chain.primary_probe_seconds,
                 on_subscribed=self.ready.set,
             )
             engine.on_sources_changed = listener.reconnect

@@ -6,9 +6,10 @@ the rest of chainwatch whichever way it arrived.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from chainwatch.bloom import may_hold
 from chainwatch.model import Record
@@ -61,17 +62,48 @@ class _RpcLog(msgspec.Struct, rename="camel"):
     removed: bool = False
 
 
+# Notifications are checked for shape as they are decoded: a pushed hash of the wrong length would otherwise become
+# a block nobody can fetch. (HTTP results are answers to our own questions and are taken as they come.)
+_Quantity = Annotated[str, Meta(pattern=r"^0x[0-9a-fA-F]{1,64}$")]
+_Hash = Annotated[str, Meta(pattern=r"^0x[0-9a-fA-F]{64}$")]
+_Address = Annotated[str, Meta(pattern=r"^0x[0-9a-fA-F]{40}$")]
+_Bloom = Annotated[str, Meta(pattern=r"^(0x([0-9a-fA-F]{512})?)?$")]
+_Data = Annotated[str, Meta(pattern=r"^0x([0-9a-fA-F]{2})*$")]
+
+
+class _PushedHead(msgspec.Struct, rename="camel"):
+    number: _Quantity
+    hash: _Hash
+    parent_hash: _Hash
+    logs_bloom: _Bloom = ""
+
+
+class _PushedLog(msgspec.Struct, rename="camel"):
+    address: _Address
+    topics: list[_Hash]
+    data: _Data
+    block_number: _Quantity
+    block_hash: _Hash
+    log_index: _Quantity
+    transaction_hash: _Hash
+    removed: bool = False
+
+
+_decode_pushed_head = msgspec.json.Decoder(_PushedHead).decode
+_decode_pushed_log = msgspec.json.Decoder(_PushedLog).decode
+
+
 def head_from_rpc(raw: Any) -> Head:
     """A head from an `eth_getBlockByNumber` result (already parsed JSON)."""
     return _head(msgspec.convert(raw, _RpcHead))
 
 
 def head_from_json(raw: bytes | msgspec.Raw) -> Head:
-    """A head from a `newHeads` notification's raw JSON."""
-    return _head(msgspec.json.decode(raw, type=_RpcHead))
+    """A head from a `newHeads` notification's raw JSON; msgspec.ValidationError when its shape is wrong."""
+    return _head(_decode_pushed_head(raw))  # type: ignore[arg-type]
 
 
-def _head(rpc: _RpcHead) -> Head:
+def _head(rpc: _RpcHead | _PushedHead) -> Head:
     return Head(
         number=int(rpc.number, 16),
         hash=rpc.hash.lower(),
@@ -86,11 +118,11 @@ def log_from_rpc(raw: Any) -> Log:
 
 
 def log_from_json(raw: bytes | msgspec.Raw) -> Log:
-    """A log from a `logs` notification's raw JSON."""
-    return _log(msgspec.json.decode(raw, type=_RpcLog))
+    """A log from a `logs` notification's raw JSON; msgspec.ValidationError when its shape is wrong."""
+    return _log(_decode_pushed_log(raw))  # type: ignore[arg-type]
 
 
-def _log(rpc: _RpcLog) -> Log:
+def _log(rpc: _RpcLog | _PushedLog) -> Log:
     return Log(
         address=rpc.address.lower(),
         topics=tuple(topic.lower() for topic in rpc.topics),

@@ -150,6 +150,8 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     gas_per_call: Positive = 20_000_000
     # A WebSocket that sends nothing (not even a head) for this long is treated as dead and reopened.
     stall_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    # While on a fallback WebSocket, how often to try the primary (ws_urls[0]) again, and go back once it answers.
+    primary_probe_seconds: Annotated[float, Meta(gt=0)] = 30.0
     # Replaced blocks up to this deep are undone precisely (what they touched is read again); deeper, everything is.
     max_reorg_depth: Annotated[int, Meta(ge=1, le=10_000)] = 64
 

@@ -28,12 +28,17 @@ BLOCK_TO_SENT = Histogram(
 )  # fmt: skip
 POSITIONS_WATCHED = Gauge("chainwatch_positions_watched", "Watched (account, protocol) targets.", ["protocol"])
 PASS_POSITIONS = Histogram("chainwatch_pass_positions", "Positions read per read pass.", buckets=_SIZE_BUCKETS)
+READ_BATCH_LIMIT = Gauge("chainwatch_read_batch_limit_calls", "Calls per aggregate3 the reader uses now (learnt).")
 PASS_ETH_CALLS = Histogram("chainwatch_pass_eth_calls", "eth_call requests per read pass.", buckets=_SIZE_BUCKETS)
 RPC_REQUESTS = Counter(
     "chainwatch_rpc_requests_total", "JSON-RPC requests by endpoint (its index in the config), method and outcome.",
     ["endpoint", "method", "outcome"],
 )  # fmt: skip
 RECONNECTS = Counter("chainwatch_websocket_reconnects_total", "WebSocket connections lost and opened again.")
+WEBSOCKET_ENDPOINT = Gauge("chainwatch_websocket_endpoint_index",
+                           "Index in ws_urls of the WebSocket in use (0: the primary).")  # fmt: skip
+MALFORMED_PAYLOADS = Counter("chainwatch_malformed_payloads_total", "WebSocket frames skipped as malformed, by kind.",
+                             ["kind"])  # fmt: skip
 BACKFILLED_BLOCKS = Counter("chainwatch_backfilled_blocks_total", "Blocks replayed with eth_getLogs after a reconnect.")
 REORGS = Counter("chainwatch_reorgs_total", "Replaced blocks noticed (reorgs, abandoned proposals).")
 REORG_DEPTH = Histogram("chainwatch_reorg_depth_blocks", "How many blocks each reorg replaced.",

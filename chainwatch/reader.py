@@ -1,13 +1,21 @@
-"""Batched, block-pinned reads: many view calls as a few `aggregate3` eth_calls, run concurrently."""
+"""Batched, block-pinned reads: many view calls as a few `aggregate3` eth_calls, run concurrently.
+
+The size of those calls adapts: an aggregate3 the node refuses for its size (out of gas, a response too large,
+a timeout) is split and retried, and the reader remembers the largest size that then worked, starting from it
+next time and growing back slowly after successes. The Rpc fails over between endpoints on its own, so what is
+learnt is per reader, not per endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from eth_abi.exceptions import DecodingError
 
+from chainwatch import metrics
 from chainwatch.multicall import (
     Call,
     CallResult,
@@ -18,6 +26,53 @@ from chainwatch.multicall import (
 from chainwatch.rpc import Rpc, RpcError
 
 log = structlog.get_logger(__name__)
+
+# Full-size chunks read in a row before the learnt limit grows by an eighth: slow, so a limit found by a refusal
+# is not lost to the next burst of small, cheap reads.
+GROW_AFTER_SUCCESSES = 20
+
+
+class BatchLimit:
+    """How many calls an aggregate3 may hold: the configured ceiling, lowered by refusals for size, regrown slowly."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.calls = ceiling
+        self._full_successes = 0
+        self._proven = 0  # the largest chunk read whole since the last refusal: where a failed growth falls back to
+        metrics.READ_BATCH_LIMIT.set(ceiling)
+
+    def refused(self, size: int, largest_read: int) -> None:
+        """A chunk of `size` calls was refused for its size; its parts of up to `largest_read` calls were read."""
+        known_good = max(largest_read, self._proven if self._proven < size else 0)
+        lowered = max(1, min(self.calls, known_good, size - 1))
+        self._full_successes = 0
+        self._proven = lowered
+        if lowered < self.calls:
+            log.warning("reader.batch_limit_lowered", refused_calls=size, limit=lowered, ceiling=self.ceiling)
+            self.calls = lowered
+            metrics.READ_BATCH_LIMIT.set(lowered)
+
+    def read(self, size: int) -> None:
+        self._proven = max(self._proven, size)
+        if size < self.calls or self.calls >= self.ceiling:
+            return
+        self._full_successes += 1
+        if self._full_successes >= GROW_AFTER_SUCCESSES:
+            self._full_successes = 0
+            self.calls = min(self.ceiling, self.calls + max(1, self.calls // 8))
+            log.info("reader.batch_limit_raised", limit=self.calls, ceiling=self.ceiling)
+            metrics.READ_BATCH_LIMIT.set(self.calls)
+
+
+@dataclass
+class _Chunked:
+    """What reading one chunk (and the parts it was split into) gave: results, the largest part read whole, and
+    whether a refusal came down to one call (a gas-burning view) rather than to the chunk's size."""
+
+    results: list[CallResult | None]
+    largest_read: int = 0
+    call_to_blame: bool = False
 
 
 class ReadFailed(Exception):
@@ -41,7 +96,7 @@ class Reader:
     ) -> None:
         self._rpc = rpc
         self._multicall = multicall
-        self._max_calls = max_calls
+        self.limit = BatchLimit(max_calls)
         self._max_gas = max_gas
         self._limit = asyncio.Semaphore(concurrency)
 
@@ -62,33 +117,41 @@ class Reader:
         ReadFailed only when nothing at all could be read."""
         if not calls:
             return []
-        chunks = list(chunked(calls, max_calls=self._max_calls, max_gas=self._max_gas))
+        chunks = list(chunked(calls, max_calls=self.limit.calls, max_gas=self._max_gas))
         attempt = _Pass(self, block)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._read_isolating(chunk, attempt)) for chunk in chunks]
-        results = [result for task in tasks for result in task.result()]
+        results = [result for task in tasks for result in task.result().results]
         if attempt.reasons and all(result is None for result in results):
             raise ReadFailed(block, len(calls), attempt.reasons[0])
         return results
 
-    async def _read_isolating(self, chunk: Sequence[Call], attempt: _Pass) -> list[CallResult | None]:
+    async def _read_isolating(self, chunk: Sequence[Call], attempt: _Pass) -> _Chunked:
         try:
-            return await self._read_chunk(chunk, attempt.block)
+            read = _Chunked(await self._read_chunk(chunk, attempt.block), largest_read=len(chunk))
+            self.limit.read(len(chunk))
+            return read
         except RpcError as error:
-            # Only the node's own refusal is split: a transport failure (a 429) would just cost more requests.
-            if not error.answered or not await attempt.block_readable():
+            # Only a refusal that a smaller request can avoid is split: a rate limit (429) would just cost more.
+            if not _refused_for_size(error) or not await attempt.block_readable():
                 attempt.reasons.append(str(error))
-                return [None] * len(chunk)
+                return _Chunked([None] * len(chunk))
             halves = _halves(chunk)
             if halves is None:
+                if not error.answered:
+                    attempt.reasons.append(str(error))  # a call that times out alone is unknown, not reverted
+                    return _Chunked([None] * len(chunk), call_to_blame=True)
                 log.warning("reader.call_isolated", block=attempt.block, target=chunk[0].target, calls=len(chunk),
                             error=str(error))  # fmt: skip
-                return [CallResult(success=False, data=b"")] * len(chunk)
+                return _Chunked([CallResult(success=False, data=b"")] * len(chunk), call_to_blame=True)
             first, second = await asyncio.gather(*(self._read_isolating(half, attempt) for half in halves))
-            return first + second
+            if not (first.call_to_blame or second.call_to_blame):
+                self.limit.refused(len(chunk), max(first.largest_read, second.largest_read))
+            return _Chunked(first.results + second.results, call_to_blame=first.call_to_blame or second.call_to_blame,
+                            largest_read=max(first.largest_read, second.largest_read))  # fmt: skip
         except (ValueError, DecodingError) as error:
             attempt.reasons.append(str(error))
-            return [None] * len(chunk)
+            return _Chunked([None] * len(chunk))
 
     async def _read_chunk(self, chunk: Sequence[Call], block: int) -> list[CallResult]:
         async with self._limit:
@@ -118,6 +181,12 @@ class _Pass:
         except (RpcError, ValueError, DecodingError):
             return False
         return True
+
+
+def _refused_for_size(error: RpcError) -> bool:
+    """Whether a smaller aggregate3 may succeed where this one failed: the node refused to execute it (out of gas,
+    a response over its cap) or it timed out. A transport failure such as a 429 is not about size."""
+    return error.answered or "TimeoutError" in error.reason
 
 
 def _halves(chunk: Sequence[Call]) -> tuple[Sequence[Call], Sequence[Call]] | None:

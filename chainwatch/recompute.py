@@ -44,6 +44,10 @@ from chainwatch.store import BlockRef, Store
 log = structlog.get_logger(__name__)
 
 _RETRY_AFTER_FAILURE = 2.0
+# Resolving after a source change that keeps failing (a node refusing the reads) is retried after 2, 4, 8... s, up
+# to a minute: every try re-reads each failing protocol's whole configuration.
+RESOLVE_RETRY_FIRST = 2.0
+RESOLVE_RETRY_CAP = 60.0
 _SEEN_LOGS_WINDOW = 1_000  # blocks of log identities kept to drop duplicates from backfill overlap
 _START_BATCH = 2_000  # accounts per discovery call and targets per read at start: progress shows between them
 
@@ -89,6 +93,7 @@ class Engine:
         load_directory: Callable[[], Awaitable[Directory]] | None = None,
         max_reorg_depth: int = 64,
         unpriced_after: int = 3,
+        resolve_retry: tuple[float, float] = (RESOLVE_RETRY_FIRST, RESOLVE_RETRY_CAP),
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
@@ -113,7 +118,11 @@ class Engine:
         self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
         self._drift_scanned: dict[tuple[str, str], int] = {}  # (protocol, key) -> block its holders were last marked
         self._head: Head | None = None
-        self._sources_changed = False
+        # Protocols whose sources changed and are not yet resolved again; retried with backoff while that fails.
+        self._to_resolve: set[str] = set()
+        self._resolve_retry = resolve_retry
+        self._resolve_failures = 0
+        self._resolve_due = 0.0  # monotonic time of the next try
         self.processed: BlockRef | None = None
         self.processed_at: float | None = None  # wall clock, for /status
         self._progress = asyncio.Condition()
@@ -173,7 +182,7 @@ class Engine:
     async def run(self, queue: asyncio.Queue[Mail]) -> None:
         while True:
             try:
-                async with asyncio.timeout(_RETRY_AFTER_FAILURE if self._pending or self._sources_changed else None):
+                async with asyncio.timeout(self._idle_timeout()):
                     first = await queue.get()
                 mail = [first, *_drain(queue)]
             except TimeoutError:
@@ -189,6 +198,14 @@ class Engine:
             for command in commands:  # people asking go ahead of the scheduled re-reads
                 await self._answer(command)
             await self._process()
+
+    def _idle_timeout(self) -> float | None:
+        """How long the loop may wait for mail: a failed read or resolve is retried even when the chain is quiet."""
+        waits = [_RETRY_AFTER_FAILURE] if self._pending else []
+        if self._to_resolve:
+            # A floor, so that a retry that is due while the pass waits for a head does not spin the loop.
+            waits.append(max(0.05, self._resolve_due - time.monotonic()))
+        return min(waits, default=None)
 
     async def _answer(self, command: EngineCommand) -> None:
         """Carries out a bot command; its failure goes back to the asker, never stops the engine."""
@@ -348,7 +365,7 @@ class Engine:
                 case MarketsTouched(keys=keys):
                     touched |= self.index.targets_holding(protocol.name, keys)
                 case SourcesChanged():
-                    self._sources_changed = True
+                    self._to_resolve.add(protocol.name)
                 case None:
                     pass
         return touched
@@ -357,7 +374,7 @@ class Engine:
         head = self._head
         if head is None or self._newest_log_block > head.number:
             return  # logs of a block whose head has not come yet: wait for it, so the read includes them
-        if self._sources_changed:
+        if self._to_resolve and time.monotonic() >= self._resolve_due:
             await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         if self._pending:
@@ -371,24 +388,37 @@ class Engine:
         await self._finish(head)
 
     async def _on_sources_changed(self, head: Head) -> None:
-        """Resolves every protocol again. One protocol's lasting trouble (a token whose `decimals()` reverts)
-        keeps its previous feeds and is logged; it must never stop the others, nor the reads. A transport
-        failure is tried again at the next pass."""
-        self._sources_changed = False
-        for protocol in self._protocols.values():
+        """Resolves again the protocols whose sources changed, and re-reads their positions. One protocol's lasting
+        trouble (a token whose `decimals()` reverts) keeps its previous feeds and is logged; it must never stop the
+        others, nor the reads. A transport failure is tried again later, backing off, for that protocol alone. The
+        listener resubscribes only when the log filter actually changed."""
+        before = self.log_filter()
+        failed: dict[str, str] = {}
+        for name in sorted(self._to_resolve):
+            protocol = self._protocols[name]
             try:
                 await protocol.resolve(self._reader, head.number)
             except ReadFailed as error:
-                self._sources_changed = True
-                log.error("recompute.resolve_failed", protocol=protocol.name, block=head.number, error=str(error))
+                failed[name] = str(error)
                 continue
             except ReadError as error:
-                log.error("recompute.resolve_refused", protocol=protocol.name, block=head.number, error=str(error))
+                log.error("recompute.resolve_refused", protocol=name, block=head.number, error=str(error))
                 continue
-            self.index.set_feeds(protocol.name, protocol.price_feeds())
-        self._pending |= self._targets
-        log.info("recompute.sources_changed", block=head.number)
-        if self.on_sources_changed is not None:
+            self.index.set_feeds(name, protocol.price_feeds())
+            self._pending |= {target for target in self._targets if target.protocol == name}
+        self._to_resolve = set(failed)
+        if failed:
+            self._resolve_failures += 1
+            first, cap = self._resolve_retry
+            delay = min(cap, first * 2 ** (self._resolve_failures - 1))
+            self._resolve_due = time.monotonic() + delay
+            for name, error in failed.items():
+                log.error("recompute.resolve_failed", protocol=name, block=head.number, attempt=self._resolve_failures,
+                          retry_in=delay, error=error)  # fmt: skip
+        else:
+            self._resolve_failures = 0
+            log.info("recompute.sources_changed", block=head.number)
+        if self.log_filter() != before and self.on_sources_changed is not None:
             await self.on_sources_changed()
 
     async def _finish(self, head: Head) -> None:

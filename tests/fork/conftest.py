@@ -7,6 +7,7 @@ to a local Bot API server over HTTP; its state is a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -113,11 +114,13 @@ def write_config(
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
     refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
     storage_url: str | None = None,
+    ws_urls: list[str] | None = None, chain_extra: str = "",
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
-    TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML)."""
+    TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML); `ws_urls` replaces the
+proxy's WebSocket URL (e.g. two proxies, primary first); `chain_extra` adds keys to [chain] (TOML)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -125,10 +128,11 @@ def write_config(
     path.write_text(f"""
 [chain]
 chain_id = {chain.devnet.chain_id}
-ws_urls = ["{proxy.ws_url}"]
+ws_urls = {json.dumps(ws_urls or [proxy.ws_url])}
 http_urls = ["{proxy.http_url}"]
 multicall3 = "{chain.devnet.multicall3}"
 max_log_range = 7
+{chain_extra}
 
 [refresh]
 every_blocks = {refresh_every_blocks}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -18,7 +18,7 @@ from chainwatch.index import Target
 from chainwatch.model import Level, PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, ReadPlan, SourcesChanged, Touch
-from chainwatch.reader import Reader
+from chainwatch.reader import ReadFailed, Reader
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
 from chainwatch.store import ChatPosition, Store, open_store
@@ -184,3 +184,91 @@ class TestAPoisonedRead:
         finally:
             running.cancel()
         assert len(node.sizes) == requests  # B waits out its backoff instead of being read on every pass
+
+
+FLAKY_TOPIC = "0x" + "f1" * 32
+NEW_EMITTER = "0x" + "ed" * 20
+
+
+class FlakyResolve(StandIn):
+    """A stand-in whose sources change on FLAKY_TOPIC (when `reports_changes`), whose resolve after that fails
+    `failures` times as a transport failure would, and which, once resolved again, emits from `new_emitter`."""
+
+    def __init__(self, name: str, *, failures: int, reports_changes: bool = True, new_emitter: str | None = None) -> None:
+        super().__init__(name, {1: 2.0, 2: 2.0})
+        self.failures = failures
+        self.reports_changes = reports_changes
+        self.new_emitter = new_emitter
+        self.resolves = 0
+        self._changed = False
+
+    async def resolve(self, reader: Reader, block: int) -> None:
+        self.resolves += 1
+        if self.resolves > 1 and self.failures > 0:
+            self.failures -= 1
+            raise ReadFailed(block, 1, "eth_call failed: http_urls[0]: TimeoutError")
+        self._changed = self.resolves > 1
+
+    def log_filter(self) -> LogFilter:
+        emitters = (EMITTER, self.new_emitter) if self._changed and self.new_emitter else (EMITTER,)
+        return LogFilter(addresses=emitters, topic0s=(SOURCES_TOPIC, ACCOUNT_TOPIC))
+
+    def touched_by(self, log: Log) -> Touch | None:
+        if log.topic0 == FLAKY_TOPIC:
+            return SourcesChanged() if self.reports_changes else None
+        return super().touched_by(log)
+
+
+class TestResolveBackoff:
+    async def run_source_change(self, store: Store, flaky: FlakyResolve, done: Callable[[], bool]) -> tuple[FlakyResolve, int]:
+        """Starts an engine with `flaky` and a steady protocol, sends a source change at block 2, runs until `done`;
+        the steady protocol and how many times the listener was asked to resubscribe."""
+        steady = FlakyResolve("steady", failures=0, reports_changes=False)
+        directory = Directory([Subscription(chat_id=0, address="0xA", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["flaky", "steady"])  # fmt: skip
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"flaky": flaky, "steady": steady},  # type: ignore[dict-item]
+                        {Target(protocol="flaky", account="0xA"), Target(protocol="steady", account="0xA")},
+                        Reader(EchoNode(set()), EMITTER), tracker, store,  # type: ignore[arg-type]
+                        refresh=RefreshPolicy(every_blocks=10**6, bands=()), resolve_retry=(0.01, 0.04))  # fmt: skip
+        resubscribed = 0
+
+        async def resubscribe() -> None:
+            nonlocal resubscribed
+            resubscribed += 1
+
+        engine.on_sources_changed = resubscribe
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        for event in (log_at(2, FLAKY_TOPIC), head(2)):
+            queue.put_nowait(event)
+        running = asyncio.create_task(engine.run(queue))
+        try:
+            async with asyncio.timeout(5):
+                await engine.wait_processed(2)  # a failing resolve holds no block back
+                while not done():
+                    await asyncio.sleep(0.01)
+        finally:
+            running.cancel()
+        return steady, resubscribed
+
+    async def test_failures_back_off_and_only_a_changed_filter_resubscribes(self, store: Store) -> None:
+        """Four failed resolves are retried after 0.01, 0.02, 0.04, 0.04 s (capped), only the failing protocol is
+        resolved again, and the listener resubscribes once: when the fifth try changes the filter."""
+        flaky = FlakyResolve("flaky", failures=4, new_emitter=NEW_EMITTER)
+        with capture_logs() as logs:
+            steady, resubscribed = await self.run_source_change(store, flaky, lambda: flaky.resolves == 6)
+        failures = [(e["attempt"], e["retry_in"]) for e in logs if e["event"] == "recompute.resolve_failed"]
+        assert failures == [(1, 0.01), (2, 0.02), (3, 0.04), (4, 0.04)]
+        assert steady.resolves == 1 and resubscribed == 1
+        assert [e["event"] for e in logs].count("recompute.sources_changed") == 1
+
+    async def test_a_source_change_that_leaves_the_filter_alone_does_not_resubscribe(self, store: Store) -> None:
+        """Resolved again with the same emitters: the positions are re-read, the subscription is left as it is."""
+        flaky = FlakyResolve("flaky", failures=0)
+        with capture_logs() as logs:
+            _, resubscribed = await self.run_source_change(
+                store, flaky, lambda: any(e["event"] == "recompute.sources_changed" for e in logs)
+            )
+        assert flaky.resolves == 2 and resubscribed == 0
+        assert any(e["event"] == "recompute.read" and e["block"] == 2 for e in logs)

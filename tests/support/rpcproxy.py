@@ -1,12 +1,15 @@
 """A JSON-RPC proxy between chainwatch and Anvil, for tests: counts requests by method and can cut WebSockets.
 
 HTTP requests are forwarded as they are; a WebSocket is pumped both ways to a WebSocket of its own on Anvil.
-`drop_websockets()` closes every live client connection, as a flaky provider would.
+`drop_websockets()` closes every live client connection, as a flaky provider would. The WebSocket faults (a cutter
+that drops every connection every few seconds, malformed or oversized frames pushed to the client) are kept
+apart from the HTTP ones, in their own section below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -31,6 +34,14 @@ class RpcProxy:
         # HTTP requests of these methods are answered with a JSON-RPC error, as by a provider in trouble.
         self.fail_methods: set[str] = set()
         self._sockets: set[web.WebSocketResponse] = set()
+        # WebSocket faults: each client's subscription ids by kind ("newHeads", "logs"), and the cutter's state.
+        self._subscriptions: dict[web.WebSocketResponse, dict[str, str]] = {}
+        self._cutter: asyncio.Task[None] | None = None
+        self.websocket_cuts = 0
+        # The next this many real newHeads notifications go out with a hash one byte short (and cannot be used),
+        # and the next this many real logs notifications without their blockHash.
+        self.corrupt_next_heads = 0
+        self.corrupt_next_logs = 0
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
         self.ws_url = ""
@@ -45,6 +56,100 @@ class RpcProxy:
             await socket.close(code=1011, message=b"proxy dropped the connection")
         return len(sockets)
 
+    # -- WebSocket faults ------------------------------------------------------------------------------------------
+    def start_cutting_websockets(self, every: float, *, times: int) -> None:
+        """Drops every client WebSocket every `every` seconds, at most `times` times (so a scenario ends by itself)."""
+
+        async def cut() -> None:
+            for _ in range(times):
+                await asyncio.sleep(every)
+                if await self.drop_websockets():
+                    self.websocket_cuts += 1
+
+        self.stop_cutting_websockets()
+        self._cutter = asyncio.create_task(cut())
+
+    def stop_cutting_websockets(self) -> None:
+        if self._cutter is not None:
+            self._cutter.cancel()
+            self._cutter = None
+
+    MALFORMED_KINDS = ("head_bad_hash", "log_missing_field", "wrong_type", "envelope", "not_json")
+
+    def malformed_frame(self, kind: str, subscriptions: dict[str, str]) -> str | bytes:
+        """A frame of a malformed `kind` addressed to a client's real subscriptions (so it is read, not ignored)."""
+        heads, logs = subscriptions.get("newHeads", "0x0"), subscriptions.get("logs", "0x0")
+        head = {"number": "0x1", "hash": "0x" + "ab" * 31, "parentHash": "0x" + "cd" * 32, "logsBloom": "0x" + "00" * 256}
+        item = {"address": "0x" + "11" * 20, "topics": ["0x" + "22" * 32], "data": "0x", "blockNumber": "0x1",
+                "logIndex": "0x0", "transactionHash": "0x" + "33" * 32}  # fmt: skip  # no blockHash
+        notifications = {
+            "head_bad_hash": (heads, head),
+            "log_missing_field": (logs, item),
+            "wrong_type": (logs, 12345),
+        }
+        if kind == "not_json":
+            return b"\x00{this is not json"
+        if kind == "envelope":
+            return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription", "params": {"result": 1}})
+        subscription, result = notifications[kind]
+        return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                           "params": {"subscription": subscription, "result": result}})  # fmt: skip
+
+    async def send_malformed(self, kind: str) -> int:
+        """Pushes one malformed frame of `kind` to every client WebSocket; returns how many got it."""
+        sent = 0
+        for socket, subscriptions in list(self._subscriptions.items()):
+            frame = self.malformed_frame(kind, subscriptions)
+            if socket.closed:
+                continue
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await (socket.send_bytes(frame) if isinstance(frame, bytes) else socket.send_str(frame))
+                sent += 1
+        return sent
+
+    async def send_oversized(self, size: int) -> int:
+        """Pushes one valid-JSON text frame of `size` bytes to every client WebSocket; returns how many got it."""
+        head, tail = '{"jsonrpc": "2.0", "padding": "', '"}'
+        frame = head + "x" * max(0, size - len(head) - len(tail)) + tail
+        sent = 0
+        for socket in list(self._subscriptions):
+            if socket.closed:
+                continue
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await socket.send_str(frame)
+                sent += 1
+        return sent
+
+    def _corrupted(self, text: str) -> str:
+        if '"eth_subscription"' not in text:
+            return text
+        if self.corrupt_next_heads > 0 and '"parentHash"' in text:
+            self.corrupt_next_heads -= 1
+            payload = json.loads(text)
+            payload["params"]["result"]["hash"] = payload["params"]["result"]["hash"][:-2]
+            return json.dumps(payload)
+        if self.corrupt_next_logs > 0 and '"logIndex"' in text:
+            self.corrupt_next_logs -= 1
+            payload = json.loads(text)
+            del payload["params"]["result"]["blockHash"]
+            return json.dumps(payload)
+        return text
+
+    def _note_subscribe_request(self, text: str, pending: dict[object, str]) -> None:
+        if '"eth_subscribe"' not in text:
+            return
+        request = json.loads(text)
+        pending[request.get("id")] = request["params"][0]
+
+    def _note_subscribe_answer(self, text: str, pending: dict[object, str], client: web.WebSocketResponse) -> None:
+        if not pending or '"method"' in text:
+            return
+        answer = json.loads(text)
+        kind = pending.pop(answer.get("id"), None)
+        if kind is not None and isinstance(answer.get("result"), str):
+            self._subscriptions.setdefault(client, {})[kind] = answer["result"]
+
+    # -- HTTP and notification rewriting -----------------------------------------------------------------------------
     def _downstream_text(self, text: str) -> str:
         if not self.empty_blooms or '"logsBloom"' not in text:
             return text
@@ -83,6 +188,8 @@ class RpcProxy:
         await client.prepare(request)
         self.websocket_connections += 1
         self._sockets.add(client)
+        self._subscriptions[client] = {}
+        subscribing: dict[object, str] = {}  # request id -> subscription kind, until the node answers
         assert self._session is not None
         try:
             async with self._session.ws_connect(self.upstream_ws, max_msg_size=2**24) as upstream:
@@ -91,7 +198,8 @@ class RpcProxy:
                     async for message in upstream:
                         if message.type != aiohttp.WSMsgType.TEXT or client.closed:
                             break
-                        await client.send_str(self._downstream_text(message.data))
+                        self._note_subscribe_answer(message.data, subscribing, client)
+                        await client.send_str(self._downstream_text(self._corrupted(message.data)))
                     await client.close()
 
                 pump_down = asyncio.create_task(downstream())
@@ -99,10 +207,12 @@ class RpcProxy:
                     if message.type != aiohttp.WSMsgType.TEXT:
                         break
                     self._count_body(message.data)
+                    self._note_subscribe_request(message.data, subscribing)
                     await upstream.send_str(message.data)
                 pump_down.cancel()
         finally:
             self._sockets.discard(client)
+            self._subscriptions.pop(client, None)
         return client
 
 
@@ -123,5 +233,6 @@ async def running_proxy(upstream_http: str, upstream_ws: str) -> AsyncIterator[R
         try:
             yield proxy
         finally:
+            proxy.stop_cutting_websockets()
             await proxy.drop_websockets()
             await runner.cleanup()

@@ -443,7 +443,7 @@ class TestMonadLimits:
         config = load_config(write(MINIMAL), environ={})
         reader = _reader(config, rpc=None)  # type: ignore[arg-type]
         calls = [Call(target=MULTICALL3, data=b"", gas=6_000_000)] * 7
-        sizes = [len(c) for c in chunked(calls, max_calls=reader._max_calls, max_gas=reader._max_gas)]
+        sizes = [len(c) for c in chunked(calls, max_calls=reader.limit.calls, max_gas=reader._max_gas)]
         assert sizes == [3, 3, 1]
 
     def test_commented_monad_example_loads(self, tmp_path) -> None:

@@ -104,3 +104,66 @@ class TestIsolatingAFailingCall:
         node = EchoNode(failing_first_bytes={0})
         results = await Reader(node, TARGET, max_calls=4).read_what_can_be_read(calls(8), 100)  # type: ignore[arg-type]
         assert node.requests == 2 and results[:4] == [None] * 4
+
+
+class SizeCappedNode(EchoNode):
+    """Refuses every aggregate3 of more than `cap` calls, as a node over its gas or response cap does (`answered`),
+    or by timing out (not answered, as a request that takes too long)."""
+
+    def __init__(self, cap: int, *, reason: str = "out of gas", answered: bool = True) -> None:
+        super().__init__(set())
+        self.cap = cap
+        self.reason = reason
+        self.answered = answered
+        self.refused: list[int] = []
+
+    async def call(self, to: str, data: bytes, block: int) -> bytes:
+        (batch,) = decode(["(address,bool,bytes)[]"], data[4:])
+        if len(batch) > self.cap:
+            self.refused.append(len(batch))
+            raise RpcError("eth_call", f"http_urls[0]: {self.reason}", answered=self.answered)
+        return await super().call(to, data, block)
+
+
+def echoed(count: int) -> list[CallResult]:
+    return [CallResult(success=True, data=bytes([i])) for i in range(count)]
+
+
+class TestAdaptiveBatching:
+    @pytest.mark.parametrize(("reason", "answered"), [("out of gas", True), ("response size exceeded", True),
+                                                      ("TimeoutError", False)])  # fmt: skip
+    async def test_refused_for_size_is_split_and_the_size_that_worked_is_kept(self, reason: str, answered: bool) -> None:
+        """16 calls against a node that takes at most 5: all are read; the next pass starts at 4 and is never refused."""
+        node = SizeCappedNode(5, reason=reason, answered=answered)
+        reader = Reader(node, TARGET, max_calls=16)  # type: ignore[arg-type]
+        assert await reader.read_what_can_be_read(calls(16), 100) == echoed(16)
+        assert node.refused == [16, 8, 8] and reader.limit.calls == 4
+        node.refused.clear()
+        assert await reader.read_what_can_be_read(calls(16), 101) == echoed(16)
+        assert node.refused == []
+
+    async def test_the_limit_grows_back_slowly_and_falls_back_to_what_worked(self) -> None:
+        """From 4, 20 full chunks raise the limit to 5, 20 more to 6; the node refuses 6, and the limit is 5 again."""
+        node = SizeCappedNode(5)
+        reader = Reader(node, TARGET, max_calls=16)  # type: ignore[arg-type]
+        await reader.read_what_can_be_read(calls(16), 100)
+        limits = []
+        for block in range(101, 112):
+            assert await reader.read_what_can_be_read(calls(20), block) == echoed(20)
+            limits.append(reader.limit.calls)
+        assert limits == [4, 4, 4, 5, 5, 5, 5, 5, 6, 5, 5]
+        assert node.refused == [16, 8, 8, 6, 6, 6]
+
+    async def test_a_call_timing_out_alone_is_unread_not_reverted(self) -> None:
+        """A node that times out on every call but answers an empty batch: split to single calls, none is taken for
+        a revert; the pass fails, to be tried again."""
+        node = SizeCappedNode(0, reason="TimeoutError", answered=False)
+        with pytest.raises(ReadFailed, match="TimeoutError"):
+            await Reader(node, TARGET, max_calls=2).read_what_can_be_read(calls(2), 100)  # type: ignore[arg-type]
+        assert node.refused == [2, 1, 1]
+
+    async def test_a_poisoned_call_does_not_lower_the_limit(self) -> None:
+        """A refusal that comes down to one gas-burning call is that call's fault: the limit stays where it was."""
+        reader = Reader(RefusingNode(poisoned={bytes([5])}), TARGET, max_calls=8)  # type: ignore[arg-type]
+        await reader.read_what_can_be_read(calls(8), 100)
+        assert reader.limit.calls == 8
