@@ -102,9 +102,3 @@ class ChainProgress:
 
 
 CHAIN = ChainProgress()
-
-
-def since_block(number: int) -> float | None:
-    """Seconds since block `number` reached chainwatch; None when it was not seen by this process."""
-    seen = _seen_at.get(number)
-    return None if seen is None else time.monotonic() - seen
