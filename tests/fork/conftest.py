@@ -112,11 +112,13 @@ def write_config(
     path: Path, chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, *, refresh_every_blocks: int = 10_000,
     warn: float = 1.5, critical: float = 1.2, protocols: str | None = None, watched: list[str] | None = None,
     refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
+    http_urls: str | None = None,
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
-    TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML)."""
+    TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML); `http_urls` the TOML
+    value of [chain] http_urls (default: the proxy alone)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -125,7 +127,7 @@ def write_config(
 [chain]
 chain_id = {chain.devnet.chain_id}
 ws_urls = ["{proxy.ws_url}"]
-http_urls = ["{proxy.http_url}"]
+http_urls = {http_urls if http_urls is not None else f'["{proxy.http_url}"]'}
 multicall3 = "{chain.devnet.multicall3}"
 max_log_range = 7
 
