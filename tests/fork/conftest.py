@@ -27,6 +27,9 @@ from tests.support.rpcproxy import RpcProxy, running_proxy
 TOKEN = "123456:TEST-token-never-logged"
 CHAT = 4242
 DEADLINE = 20.0
+# Requests/s to the proxy in front of a local Anvil: no provider's limit applies on loopback, and tests that read
+# block by block would otherwise see heads coalesced while reads wait for the public endpoints' budget.
+LOOPBACK_BUDGET = 1000
 
 
 @dataclass
@@ -118,7 +121,7 @@ def write_config(
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
     TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML); `http_urls` the TOML
-    value of [chain] http_urls (default: the proxy alone)."""
+    value of [chain] http_urls (default: the proxy alone, at LOOPBACK_BUDGET)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -127,7 +130,7 @@ def write_config(
 [chain]
 chain_id = {chain.devnet.chain_id}
 ws_urls = ["{proxy.ws_url}"]
-http_urls = {http_urls if http_urls is not None else f'["{proxy.http_url}"]'}
+http_urls = {http_urls if http_urls is not None else f'[{{ url = "{proxy.http_url}", requests_per_second = {LOOPBACK_BUDGET} }}]'}
 multicall3 = "{chain.devnet.multicall3}"
 max_log_range = 7
 
