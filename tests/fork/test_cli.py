@@ -195,6 +195,17 @@ class TestStartupErrors:
         assert any(e["event"] == "watcher.stopped" for e in lines)
         assert "127.0.0.1:9" not in "".join(logs) + remaining
 
+    async def test_wrong_chain_id_is_one_line_not_retried(self, tmp_path: Path, chain: Chain) -> None:
+        """A node on another chain is not a transient failure: one line, status 2, without a single retry."""
+        config = plain_config(tmp_path / "other-chain.toml", chain, [])
+        config.write_text(config.read_text().replace(f"chain_id = {chain.devnet.chain_id}", "chain_id = 143"))
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            async with asyncio.timeout(DEADLINE):
+                _, err = await process.communicate()
+        assert process.returncode == 2
+        (line,) = err.decode().strip().splitlines()
+        assert line == f"chainwatch: chain.chain_id is 143 but the node reports {chain.devnet.chain_id}"
+
     async def test_wrong_provider_address_is_one_line(self, tmp_path: Path, chain: Chain) -> None:
         """A pool_addresses_provider that is not one fails at start with one line naming the call that failed."""
         config = plain_config(tmp_path / "wrong.toml", chain, [])
