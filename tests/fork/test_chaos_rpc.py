@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
+from structlog.testing import capture_logs
 
 from chainwatch.app import Watcher
 from chainwatch.config import load_config
@@ -159,3 +160,23 @@ class TestFailover:
         assert raised.value.answered and "http_urls[0]" in str(raised.value)
         assert primary.count("eth_call") == 1 and proxy.count("eth_call") == 0
         assert primary.count("eth_blockNumber") == 2 and proxy.count("eth_blockNumber") == 0
+
+    async def test_a_failing_endpoint_is_named_by_index_never_by_url(self, chain: Chain, proxy: RpcProxy) -> None:
+        """An endpoint whose URL holds a key fails (404, then refused): no log, error or metric shows the key."""
+        key = "v2/SECRETKEY0123456789"
+        async with running_proxy(chain.node.http_url, chain.node.ws_url) as primary:
+            only_keyed = Rpc([f"{primary.http_url}{key}"], max_attempts=2)
+            both = Rpc([f"{primary.http_url}{key}", proxy.http_url])
+            with capture_logs() as logs:
+                try:
+                    with pytest.raises(RpcError) as raised:
+                        await only_keyed.block_number()  # the proxy answers only "/": HTTP 404 for the keyed path
+                    await primary.go_dead("refuse")
+                    assert await both.block_number() > 0  # failed over to the second
+                finally:
+                    await only_keyed.close()
+                    await both.close()
+        assert "http_urls[0]: HTTP 404" in str(raised.value)
+        told = str(raised.value) + repr(logs) + generate_latest(REGISTRY).decode()
+        assert "SECRETKEY" not in told and primary.http_url not in told
+        assert any(e["event"] == "rpc.endpoint_resting" and e["endpoint"] == "http_urls[0]" for e in logs)
