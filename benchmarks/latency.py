@@ -84,7 +84,7 @@ def chainwatch_config(market: Market, proxy: RpcProxy, bot: BotApiServer, messag
     return f"""[chain]
 chain_id = {market.devnet.chain_id}
 ws_urls = ["{proxy.ws_url}"]
-http_urls = ["{proxy.http_url}"]
+http_urls = [{{ url = "{proxy.http_url}", requests_per_second = 1000 }}]  # loopback: measure chainwatch, not a budget
 multicall3 = "{market.devnet.multicall3}"
 
 [telegram]

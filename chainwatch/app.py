@@ -18,6 +18,7 @@ from chainwatch.alerts.directory import NO_CHAT, Directory, build_directory
 from chainwatch.alerts.sender import RetryLater, Sender, TransportBroken
 from chainwatch.alerts.telegram import StdoutTransport, TelegramTransport
 from chainwatch.alerts.tracker import Tracker
+from chainwatch.chain import Head
 from chainwatch.config import Config, Watch
 from chainwatch.index import Target
 from chainwatch.listeners.websocket import BadEndpoint, ChainListener
@@ -30,6 +31,7 @@ from chainwatch.postgres_url import StorageUnavailable
 from chainwatch.schema import SchemaTooNew
 from chainwatch.storage import open_store
 from chainwatch.storage_port import StorePort
+from chainwatch.startup import StopRequested, retry_until_up
 
 if TYPE_CHECKING:
     from chainwatch.bot.service import BotService
@@ -96,9 +98,13 @@ class Watcher:
         async with AsyncExitStack() as stack:
             config = self.config
             store = self.store = await self._open_store(stack)
-            rpc = Rpc(config.chain.rpc_http_urls)
+            rpc = Rpc(config.chain.rpc_endpoints)
             stack.push_async_callback(rpc.close)
-            await self._check_chain(rpc)
+            try:
+                await retry_until_up("chain_id", lambda: self._check_chain(rpc), stop)
+            except StopRequested:
+                log.info("watcher.stopped", during="start-up")
+                return
             if config.metrics is not None:
                 from chainwatch.health import OutboxStats, serving
 
@@ -134,9 +140,17 @@ class Watcher:
                 unpriced_after=config.alerts.unpriced_after,
             )  # fmt: skip
             previous = await store.cursor()
-            try:
+
+            async def first_read() -> Head:
                 head = await rpc.head()
                 await engine.start(head, rpc)
+                return head
+
+            try:
+                head = await retry_until_up("first_read", first_read, stop)
+            except StopRequested:
+                log.info("watcher.stopped", during="start-up")
+                return
             except (RpcError, ReadFailed, ReadError) as error:
                 raise StartupError(f"cannot read the configured protocols on chain: {error}") from None
             log.info("watcher.started", block=head.number, resumed_after=None if previous is None else previous.number,
@@ -197,10 +211,13 @@ class Watcher:
         log.info("watcher.stopped", unsent=pending)
 
     async def _check_chain(self, rpc: Rpc) -> None:
+        """The node's chain id is the configured one; a node that cannot be reached raises RpcError (retried)."""
         try:
             actual = await rpc.chain_id()
         except RpcError as error:
-            raise StartupError(f"cannot reach the chain: {error}") from None
+            if not error.answered:
+                raise
+            raise StartupError(f"cannot ask the chain its id: {error}") from None
         if actual != self.config.chain.chain_id:
             raise StartupError(f"chain.chain_id is {self.config.chain.chain_id} but the node reports {actual}")
 
@@ -248,7 +265,7 @@ async def read_once(
 ) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
     """Reads one address on every configured protocol at the latest block (for `chainwatch check`; `detailed`:
     with each reading's per-asset lines, for the bot's /position and /repay)."""
-    rpc = Rpc(config.chain.rpc_http_urls)
+    rpc = Rpc(config.chain.rpc_endpoints)
     try:
         head = await rpc.head()
         reader = _reader(config, rpc)

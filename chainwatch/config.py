@@ -34,6 +34,7 @@ __all__ = [
     "MorphoBlueConfig",
     "Address",
     "ChainConfig",
+    "HttpEndpoint",
     "Config",
     "ConfigError",
     "EnvSecret",
@@ -135,12 +136,23 @@ MULTICALL3 = Address("0xcA11bde05977b3631167028862bE2a173976CA11")
 # --- the tree -----------------------------------------------------------------------------------------------------
 
 
+class HttpEndpoint(Record, frozen=True, kw_only=True):
+    """One `[chain] http_urls` entry: a URL, and how hard chainwatch may use it (a plain string takes the defaults)."""
+
+    url: HttpUrl
+    # Monad's public endpoints document 15-25 requests/s per client; 10 stays under the strictest of them with room
+    # for a second tool on the same key, and still reads thousands of positions a second through Multicall3.
+    requests_per_second: Annotated[float, Meta(gt=0)] = 10.0
+    # A request with no answer for this long counts as a failure of the endpoint (it is then rested, see rpc.py).
+    timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
+
+
 class ChainConfig(Record, frozen=True, kw_only=True):
     """`[chain]`: which chain to watch and how hard to read it."""
 
     chain_id: Positive
     ws_urls: Annotated[tuple[WsUrl, ...], Meta(min_length=1)]  # the first is primary, the rest are fallbacks
-    http_urls: Annotated[tuple[HttpUrl, ...], Meta(min_length=1)] | None = None
+    http_urls: Annotated[tuple[HttpUrl | HttpEndpoint, ...], Meta(min_length=1)] | None = None
     multicall3: Address = MULTICALL3
     max_log_range: Positive = 100
     calls_per_batch: Positive = 200
@@ -156,11 +168,16 @@ class ChainConfig(Record, frozen=True, kw_only=True):
     max_reorg_depth: Annotated[int, Meta(ge=1, le=10_000)] = 64
 
     @property
+    def rpc_endpoints(self) -> tuple[HttpEndpoint, ...]:
+        """`http_urls` as tables, or when absent the websocket URLs with their scheme swapped (ws->http, wss->https)."""
+        if self.http_urls is None:
+            return tuple(HttpEndpoint(url="http" + url.removeprefix("ws")) for url in self.ws_urls)
+        return tuple(HttpEndpoint(url=entry) if isinstance(entry, str) else entry for entry in self.http_urls)
+
+    @property
     def rpc_http_urls(self) -> tuple[str, ...]:
-        """`http_urls`, or when absent the websocket URLs with their scheme swapped (ws->http, wss->https)."""
-        if self.http_urls is not None:
-            return self.http_urls
-        return tuple("http" + url.removeprefix("ws") for url in self.ws_urls)
+        """The URL of every HTTP endpoint, in config order."""
+        return tuple(endpoint.url for endpoint in self.rpc_endpoints)
 
 
 class TelegramConfig(Record, frozen=True, kw_only=True):

@@ -85,6 +85,8 @@ def _config_text(node_ws: str, devnet: Devnet, db: Path, bot_api: str | None = N
 [chain]
 chain_id = {devnet.chain_id}
 ws_urls = ["{node_ws}"]
+# A local Anvil has no provider's limit: the default budget (10 requests/s) would only slow the story down.
+http_urls = [{{ url = "{"http" + node_ws.removeprefix("ws")}", requests_per_second = 1000 }}]
 multicall3 = "{devnet.multicall3}"
 
 [storage]

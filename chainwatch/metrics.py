@@ -30,6 +30,9 @@ POSITIONS_WATCHED = Gauge("chainwatch_positions_watched", "Watched (account, pro
 PASS_POSITIONS = Histogram("chainwatch_pass_positions", "Positions read per read pass.", buckets=_SIZE_BUCKETS)
 READ_BATCH_LIMIT = Gauge("chainwatch_read_batch_limit_calls", "Calls per aggregate3 the reader uses now (learnt).")
 PASS_ETH_CALLS = Histogram("chainwatch_pass_eth_calls", "eth_call requests per read pass.", buckets=_SIZE_BUCKETS)
+# outcome: ok; answered (the node's own JSON-RPC error, e.g. a revert: not the endpoint's fault); and the endpoint's
+# failures, each resting it: 429, 5xx, timeout, malformed (a body that is not JSON-RPC), error (no connection, or
+# another HTTP status).
 RPC_REQUESTS = Counter(
     "chainwatch_rpc_requests_total", "JSON-RPC requests by endpoint (its index in the config), method and outcome.",
     ["endpoint", "method", "outcome"],

@@ -28,6 +28,9 @@ from tests.support.rpcproxy import RpcProxy, running_proxy
 TOKEN = "123456:TEST-token-never-logged"
 CHAT = 4242
 DEADLINE = 20.0
+# Requests/s to the proxy in front of a local Anvil: no provider's limit applies on loopback, and tests that read
+# block by block would otherwise see heads coalesced while reads wait for the public endpoints' budget.
+LOOPBACK_BUDGET = 1000
 
 
 @dataclass
@@ -115,12 +118,14 @@ def write_config(
     refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
     storage_url: str | None = None,
     ws_urls: list[str] | None = None, chain_extra: str = "",
+    http_urls: str | None = None,
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
     TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML); `ws_urls` replaces the
-proxy's WebSocket URL (e.g. two proxies, primary first); `chain_extra` adds keys to [chain] (TOML)."""
+    proxy's WebSocket URL (e.g. two proxies, primary first); `chain_extra` adds keys to [chain] (TOML); `http_urls`
+    the TOML value of [chain] http_urls (default: the proxy alone, at LOOPBACK_BUDGET)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -129,7 +134,7 @@ proxy's WebSocket URL (e.g. two proxies, primary first); `chain_extra` adds keys
 [chain]
 chain_id = {chain.devnet.chain_id}
 ws_urls = {json.dumps(ws_urls or [proxy.ws_url])}
-http_urls = ["{proxy.http_url}"]
+http_urls = {http_urls if http_urls is not None else f'[{{ url = "{proxy.http_url}", requests_per_second = {LOOPBACK_BUDGET} }}]'}
 multicall3 = "{chain.devnet.multicall3}"
 max_log_range = 7
 {chain_extra}

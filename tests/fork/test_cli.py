@@ -49,9 +49,9 @@ async def chainwatch_process(*args: str, env: dict[str, str] | None = None) -> A
             await process.wait()
 
 
-async def read_until(stream: asyncio.StreamReader, needle: str, seen: list[str]) -> str:
+async def read_until(stream: asyncio.StreamReader, needle: str, seen: list[str], deadline: float = DEADLINE) -> str:
     """Reads lines until one contains `needle` (deadline-bound); every line read is kept in `seen`."""
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(deadline):
         while line := (await stream.readline()).decode():
             seen.append(line)
             if needle in line:
@@ -205,16 +205,36 @@ class TestDevnetDeploy:
 
 
 class TestStartupErrors:
-    async def test_unreachable_node_is_one_line(self, tmp_path: Path, chain: Chain) -> None:
-        """With no node at the configured URL, `run` says so in one line (naming no URL) and exits 2."""
+    async def test_unreachable_node_is_retried_until_sigterm(self, tmp_path: Path, chain: Chain) -> None:
+        """With no node at the configured URL, `run` keeps retrying with a log line naming no URL; SIGTERM ends it, 0."""
         config = plain_config(tmp_path / "down.toml", chain, [])
         config.write_text(config.read_text().replace(chain.node.ws_url, "ws://127.0.0.1:9/"))
+        async with chainwatch_process("run", "--config", str(config)) as process:
+            assert process.stderr is not None
+            logs: list[str] = []
+            # The first retry comes once a request has given up on the endpoint (rpc.PATIENCE_SECONDS).
+            await read_until(process.stderr, "watcher.startup_retry", logs, deadline=DEADLINE + 20)
+            process.send_signal(signal.SIGTERM)  # in the middle of the retries: the wait, or the next attempt
+            async with asyncio.timeout(DEADLINE):
+                remaining = (await process.stderr.read()).decode()
+                code = await process.wait()
+        assert code == 0
+        lines = [json.loads(line) for line in [*logs, *remaining.splitlines()] if line.startswith("{")]
+        (retry, *_) = [e for e in lines if e["event"] == "watcher.startup_retry"]
+        assert retry["step"] == "chain_id" and retry["attempt"] == 1 and "http_urls[0]" in retry["error"]
+        assert any(e["event"] == "watcher.stopped" for e in lines)
+        assert "127.0.0.1:9" not in "".join(logs) + remaining
+
+    async def test_wrong_chain_id_is_one_line_not_retried(self, tmp_path: Path, chain: Chain) -> None:
+        """A node on another chain is not a transient failure: one line, status 2, without a single retry."""
+        config = plain_config(tmp_path / "other-chain.toml", chain, [])
+        config.write_text(config.read_text().replace(f"chain_id = {chain.devnet.chain_id}", "chain_id = 143"))
         async with chainwatch_process("run", "--config", str(config)) as process:
             async with asyncio.timeout(DEADLINE):
                 _, err = await process.communicate()
         assert process.returncode == 2
         (line,) = err.decode().strip().splitlines()
-        assert line.startswith("chainwatch: cannot reach the chain: eth_chainId failed: http_urls[0]")
+        assert line == f"chainwatch: chain.chain_id is 143 but the node reports {chain.devnet.chain_id}"
 
     async def test_wrong_provider_address_is_one_line(self, tmp_path: Path, chain: Chain) -> None:
         """A pool_addresses_provider that is not one fails at start with one line naming the call that failed."""

@@ -2,8 +2,9 @@
 
 HTTP requests are forwarded as they are; a WebSocket is pumped both ways to a WebSocket of its own on Anvil.
 `drop_websockets()` closes every live client connection, as a flaky provider would. The WebSocket faults (a cutter
-that drops every connection every few seconds, malformed or oversized frames pushed to the client) are kept
-apart from the HTTP ones, in their own section below.
+that drops every connection every few seconds, malformed or oversized frames pushed to the client) and the HTTP
+faults (a seeded mix of 429s, 503s and bodies that are not JSON-RPC; an endpoint that refuses connections or never
+answers: `inject_http_faults()`, `go_dead()`) are kept apart, each in its own section below.
 """
 
 from __future__ import annotations
@@ -11,12 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 from aiohttp import web
+
+
+@dataclass(frozen=True)
+class HttpFaults:
+    """Shares of HTTP JSON-RPC requests answered with a fault instead of the node's answer, drawn from a seeded
+    random sequence: the same seed gives the same sequence of answers."""
+
+    too_many_requests: float = 0.0  # 429 with `Retry-After: retry_after`
+    unavailable: float = 0.0  # 503, no Retry-After
+    not_json_rpc: float = 0.0  # 200 with an HTML error page or JSON that is not a JSON-RPC response
+    retry_after: str = "1"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        assert self.too_many_requests + self.unavailable + self.not_json_rpc <= 1.0
+
+
+DeadMode = Literal["refuse", "hang"]
 
 
 class RpcProxy:
@@ -45,6 +67,58 @@ class RpcProxy:
         self._session: aiohttp.ClientSession | None = None
         self.http_url = ""
         self.ws_url = ""
+        # HTTP faults, kept apart from the rest: see inject_http_faults() and go_dead().
+        self.http_requests = 0  # HTTP JSON-RPC requests that reached the proxy, faulted or not
+        self.http_answers: Counter[str] = Counter()  # by what was answered: forwarded, 429, 503, not_json_rpc, hung
+        self._faults: HttpFaults | None = None
+        self._fault_rng = random.Random(0)
+        self._dead: DeadMode | None = None
+        self._hung_release = asyncio.Event()  # set to let every hung request go (with a 503)
+        self._site: web.TCPSite | None = None
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    # -- HTTP faults -------------------------------------------------------------------------------------------
+    def inject_http_faults(self, faults: HttpFaults | None) -> None:
+        """From now on, answer HTTP requests with `faults`' mix (None: forward everything again)."""
+        self._faults = faults
+        self._fault_rng = random.Random(faults.seed if faults else 0)
+
+    async def go_dead(self, mode: DeadMode) -> None:
+        """"refuse": stop listening, so connections are refused; "hang": accept requests and never answer."""
+        self._dead = mode
+        self._hung_release.clear()
+        if mode == "refuse" and self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def revive(self) -> None:
+        """Answer again, on the same port; requests hung meanwhile get a 503."""
+        self._dead = None
+        self._hung_release.set()
+        if self._site is None and self._runner is not None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+            await self._site.start()
+
+    def _fault_for(self, request_id: object) -> web.Response | None:
+        faults = self._faults
+        if faults is None:
+            return None
+        draw = self._fault_rng.random()
+        if draw < faults.too_many_requests:
+            self.http_answers["429"] += 1
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": faults.retry_after})
+        draw -= faults.too_many_requests
+        if draw < faults.unavailable:
+            self.http_answers["503"] += 1
+            return web.Response(status=503, text="Service Unavailable")
+        draw -= faults.unavailable
+        if draw < faults.not_json_rpc:
+            self.http_answers["not_json_rpc"] += 1
+            if self._fault_rng.random() < 0.5:
+                return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+            return web.json_response({"status": "ok", "id": request_id})
+        return None
 
     def count(self, method: str) -> int:
         return self.calls[method]
@@ -173,6 +247,13 @@ class RpcProxy:
             return await self._pump(request)
         body = await request.read()
         self._count_body(body)
+        self.http_requests += 1
+        if self._dead == "hang":
+            self.http_answers["hung"] += 1
+            await self._hung_release.wait()
+            return web.Response(status=503, text="was hung by the test proxy")
+        if (fault := self._fault_for(_request_id(body))) is not None:
+            return fault
         if self.fail_methods and any(f'"{method}"'.encode() in body for method in self.fail_methods):
             failure = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32000, "message": "injected failure"}}
             return web.json_response(failure)
@@ -180,6 +261,7 @@ class RpcProxy:
             refusal = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32602, "message": "blockHash not supported"}}
             return web.json_response(refusal)
         assert self._session is not None
+        self.http_answers["forwarded"] += 1
         async with self._session.post(self.upstream_http, data=body, headers={"Content-Type": "application/json"}) as upstream:
             return web.Response(body=await upstream.read(), status=upstream.status, content_type="application/json")
 
@@ -216,6 +298,14 @@ class RpcProxy:
         return client
 
 
+def _request_id(body: bytes) -> object:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload.get("id") if isinstance(payload, dict) else None
+
+
 @asynccontextmanager
 async def running_proxy(upstream_http: str, upstream_ws: str) -> AsyncIterator[RpcProxy]:
     proxy = RpcProxy(upstream_http, upstream_ws)
@@ -228,11 +318,13 @@ async def running_proxy(upstream_http: str, upstream_ws: str) -> AsyncIterator[R
         proxy._session = session
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        proxy._site, proxy._runner, proxy._port = site, runner, port
         proxy.http_url = f"http://127.0.0.1:{port}/"
         proxy.ws_url = f"ws://127.0.0.1:{port}/"
         try:
             yield proxy
         finally:
             proxy.stop_cutting_websockets()
+            proxy._hung_release.set()  # no request stays hung past the test
             await proxy.drop_websockets()
             await runner.cleanup()

@@ -117,6 +117,32 @@ class TestLoadConfig:
             text = text.replace("[[protocols]]", f"http_urls = {http_urls}\n\n[[protocols]]")
         assert load_config(write(text), environ={}).chain.rpc_http_urls == expected
 
+    def test_http_urls_mix_strings_and_tables(self, write) -> None:
+        """A plain URL takes the default budget; a table sets its own budget and timeout."""
+        tables = '["https://a.example/k1", { url = "https://b.example/k2", requests_per_second = 3, timeout_seconds = 2 }]'
+        text = MINIMAL.replace("[[protocols]]", f"http_urls = {tables}\n\n[[protocols]]")
+        first, second = load_config(write(text), environ={}).chain.rpc_endpoints
+        assert (first.url, first.requests_per_second, first.timeout_seconds) == ("https://a.example/k1", 10.0, 10.0)
+        assert (second.url, second.requests_per_second, second.timeout_seconds) == ("https://b.example/k2", 3.0, 2.0)
+
+    @pytest.mark.parametrize(
+        ("entry", "expected"),
+        [
+            ('{ url = "ftp://a.example/SECRETKEY" }', "chain.http_urls[0].url: expected an http:// or https:// URL"),
+            ('{ url = "https://a.example/SECRETKEY", requests_per_second = 0 }',
+             "chain.http_urls[0].requests_per_second: expected a number > 0.0, got 0"),
+            ('{ url = "https://a.example/SECRETKEY", rps = 5 }', "unknown key chain.http_urls[0].rps"),
+        ],
+        ids=["bad-url", "zero-budget", "unknown-key"],
+    )  # fmt: skip
+    def test_bad_http_url_table_is_one_line_without_the_url(self, write, entry: str, expected: str) -> None:
+        """A wrong http_urls table is one line naming its key, and never the URL (it may hold an API key)."""
+        text = MINIMAL.replace("[[protocols]]", f"http_urls = [{entry}]\n\n[[protocols]]")
+        with pytest.raises(ConfigError) as raised:
+            load_config(write(text), environ={})
+        message = str(raised.value)
+        assert expected in message and "\n" not in message and "SECRETKEY" not in message
+
     @pytest.mark.parametrize("written", [ACCOUNT.lower(), "0x" + ACCOUNT[2:].upper(), ACCOUNT])
     def test_addresses_are_stored_checksummed(self, write, written: str) -> None:
         """Lowercase, uppercase and correctly checksummed addresses all decode to the checksum form."""
