@@ -14,18 +14,17 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 import structlog
 
 from chainwatch import metrics
 from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
-from chainwatch.chain import ChainEvent, Head, Log, LogFilter
+from chainwatch.chain import Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, price_source_of
 from chainwatch.index import ExposureIndex, Target
-from chainwatch.model import PositionKey, Reading
-from chainwatch.multicall import Call
+from chainwatch.model import Reading
+from chainwatch.engine_commands import CheckNow, EngineCommand, Mail, WatchesChanged
 from chainwatch.progress import Progress
 from chainwatch.protocols.base import (
     AccountReading,
@@ -36,10 +35,15 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Unreadable,
 )
+from chainwatch.read_pass import Outcome, read_targets, readings_of
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
 from chainwatch.store import BlockRef, Store
+from chainwatch.unreadable import UnreadableLedger
+
+# Re-exported: the bot and the tests take the mailbox messages and the pass reader from here.
+__all__ = ["CheckNow", "Engine", "EngineCommand", "Mail", "Outcome", "WatchesChanged", "read_targets"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,30 +54,6 @@ RESOLVE_RETRY_FIRST = 2.0
 RESOLVE_RETRY_CAP = 60.0
 _SEEN_LOGS_WINDOW = 1_000  # blocks of log identities kept to drop duplicates from backfill overlap
 _START_BATCH = 2_000  # accounts per discovery call and targets per read at start: progress shows between them
-
-Outcome = tuple[Target, "AccountReading | ReadError | ReadFailed"]
-
-
-class WatchesChanged(msgspec.Struct, frozen=True, kw_only=True, tag="watches"):
-    """The chats' watches, thresholds or mutes changed in the store: rebuild the directory, start (or stop)
-    reading what it adds (or drops), and answer `reply` with readings of `accounts` at the head."""
-
-    accounts: tuple[str, ...] = ()
-    reply: asyncio.Future[list[Outcome]]
-
-
-class CheckNow(msgspec.Struct, frozen=True, kw_only=True, tag="check"):
-    """Read `accounts` on every protocol at the head, ahead of any scheduled re-read, and answer `reply`.
-    `detailed` asks for per-asset lines (for /position and /repay)."""
-
-    accounts: tuple[str, ...]
-    detailed: bool = False
-    reply: asyncio.Future[list[Outcome]]
-
-
-EngineCommand = WatchesChanged | CheckNow
-Mail = ChainEvent | EngineCommand
-
 
 class Engine:
     """Owns the watched set and the exposure index: only its own loop changes them, so nothing races a pass.
@@ -108,13 +88,10 @@ class Engine:
         self._pending: set[Target] = set()
         self._read_at: dict[Target, int] = {}
         # What could not be read at the last read of each target (a whole target: market ""), for /check and logs.
-        self.unreadable: dict[Target, tuple[Unreadable, ...]] = {}
         self._seen_logs: dict[tuple[str, int], int] = {}
         self._newest_log_block = 0
         self._chain = SeenChain(max_reorg_depth)
-        self._unpriced_after = unpriced_after
-        self._failures: dict[PositionKey, int] = {}  # consecutive failed reads of a position (market "" = all)
-        self._told_unpriced: set[PositionKey] = set()
+        self._unreadable = UnreadableLedger(tracker, unpriced_after)
         self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
         self._drift_scanned: dict[tuple[str, str], int] = {}  # (protocol, key) -> block its holders were last marked
         self._head: Head | None = None
@@ -237,7 +214,7 @@ class Engine:
             self.index.set_exposure(target, frozenset())
             self._read_at.pop(target, None)
             self._schedule.forget(target)
-            self.unreadable.pop(target, None)
+            self._unreadable.forget(target)
         self._pending -= removed
         self._targets = frozenset(wanted)
         self._count_watched()
@@ -440,13 +417,13 @@ class Engine:
     # -- reading --------------------------------------------------------------------------------------
     async def read(self, targets: Iterable[Target], block: int) -> list[Reading]:
         """Reads `targets` at `block` in one batched pass; refreshes their exposure in the index."""
-        return _readings_of(await self._apply(await read_targets(self._protocols, self._reader, targets, block), block))
+        return readings_of(await self._apply(await read_targets(self._protocols, self._reader, targets, block), block))
 
     async def _read_outcomes(self, targets: Iterable[Target], block: int, *, detailed: bool = False) -> list[Outcome]:
         """Reads `targets` (watched or not) at `block`; the watched ones are indexed and tracked as any read."""
         outcomes = await read_targets(self._protocols, self._reader, targets, block, detailed=detailed)
         watched = await self._apply([(t, o) for t, o in outcomes if t in self._targets], block)
-        readings = await self._with_asset_lines(_readings_of(watched), block)
+        readings = await self._with_asset_lines(readings_of(watched), block)
         await self._tracker.observe(readings)  # a fresh reading of a watched position is as good as any
         log.info("recompute.read", block=block, positions=len(readings), asked=True)
         return outcomes
@@ -459,13 +436,10 @@ class Engine:
                 unread.add(target)
                 continue
             if isinstance(outcome, ReadError):
-                parts = (Unreadable(market="", reason=str(outcome)),)
-                self._note_unreadable(target, parts, block)
-                await self._count_failures(target, parts, (), block)
+                await self._unreadable.record(target, (Unreadable(market="", reason=str(outcome)),), (), block)
                 self._schedule.record_failure(target, block)
                 continue
-            self._note_unreadable(target, outcome.unreadable, block)
-            await self._count_failures(target, outcome.unreadable, outcome.readings, block)
+            await self._unreadable.record(target, outcome.unreadable, outcome.readings, block)
             self.index.set_exposure(target, outcome.exposure)
             self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
@@ -477,46 +451,6 @@ class Engine:
             self._pending |= unread
             log.error("recompute.read_partly_failed", block=block, unread=len(unread))
         return outcomes
-
-    async def _count_failures(
-        self, target: Target, parts: Sequence[Unreadable], readings: Sequence[Reading], block: int
-    ) -> None:  # fmt: skip
-        """After `unpriced_after` failed reads in a row the chats are told the position cannot be priced; when it
-        reads again, they are told that too."""
-        failing = {PositionKey(protocol=target.protocol, account=target.account, market=u.market): u.reason
-                   for u in parts}  # fmt: skip
-        for key, reason in failing.items():
-            count = self._failures[key] = self._failures.get(key, 0) + 1
-            if count >= self._unpriced_after and key not in self._told_unpriced:
-                self._told_unpriced.add(key)
-                await self._tracker.tell_unpriced(key, reason, count, block)
-        mine = [k for k in self._failures if (k.protocol, k.account) == (target.protocol, target.account)]
-        for key in mine:
-            if key in failing:
-                continue
-            del self._failures[key]
-            if key in self._told_unpriced:
-                self._told_unpriced.discard(key)
-                again = [r for r in readings if key.market in ("", r.key.market)]
-                if again:
-                    await self._tracker.tell_priced(min(again, key=lambda r: r.health_factor))
-
-    def _note_unreadable(self, target: Target, unreadable: tuple[Unreadable, ...], block: int) -> None:
-        """Keeps what could not be read visible; logs each part when it first fails (or fails otherwise) and
-        when it reads again, not at every retry."""
-        before = {u.market: u.reason for u in self.unreadable.get(target, ())}
-        for part in unreadable:
-            if before.get(part.market) != part.reason:
-                log.error("recompute.position_unreadable", protocol=target.protocol, account=target.account,
-                          market=part.market, block=block, reason=part.reason)  # fmt: skip
-        for market in before.keys() - {u.market for u in unreadable}:
-            log.info("recompute.position_readable", protocol=target.protocol, account=target.account, market=market,
-                     block=block)  # fmt: skip
-        if unreadable:
-            self.unreadable[target] = unreadable
-        else:
-            self.unreadable.pop(target, None)
-        metrics.UNREADABLE_POSITIONS.set(len(self.unreadable))
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         readings = await self._with_asset_lines(await self.read(targets, block), block)
@@ -542,50 +476,17 @@ class Engine:
         for name in self._protocols:
             metrics.POSITIONS_WATCHED.labels(name).set(sum(1 for t in self._targets if t.protocol == name))
 
+    @property
+    def unreadable(self) -> dict[Target, tuple[Unreadable, ...]]:
+        """Targets whose last read left parts unread, with what and why (shown, never dropped)."""
+        return self._unreadable.parts
+
     def watched_count(self) -> int:
         return len(self._targets)
 
 
 def _slices(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
-
-
-def _readings_of(outcomes: Iterable[Outcome]) -> list[Reading]:
-    return [r for _, outcome in outcomes if isinstance(outcome, AccountReading) for r in outcome.readings]
-
-
-async def read_targets(
-    protocols: Mapping[str, LendingProtocol], reader: Reader, targets: Iterable[Target], block: int, *,
-    detailed: bool = False,
-) -> list[tuple[Target, AccountReading | ReadError | ReadFailed]]:
-    """Each target's reading at `block`, all targets' calls in one batched pass (`detailed`: with per-asset lines).
-
-    Identical calls (a market's state, an oracle's prices) are made once per pass and shared by every account
-    that asked for them. A target whose calls fell in a chunk that could not be read gets ReadFailed (the rest
-    are still read); ReadFailed is raised only when nothing could be read.
-    """
-    plans = [(target, protocols[target.protocol].plan(target.account, detailed=detailed)) for target in sorted(targets)]
-    unique: dict[tuple[str, bytes], Call] = {}
-    for _, plan in plans:
-        for call in plan.calls:
-            unique.setdefault(_call_key(call), call)
-    slot = {key: index for index, key in enumerate(unique)}
-    results = await reader.read_what_can_be_read(list(unique.values()), block)
-    outcomes: list[tuple[Target, AccountReading | ReadError | ReadFailed]] = []
-    for target, plan in plans:
-        mine = [results[slot[_call_key(call)]] for call in plan.calls]
-        if any(result is None for result in mine):
-            outcomes.append((target, ReadFailed(block, len(plan.calls), "its batch could not be read")))
-            continue
-        try:
-            outcomes.append((target, plan.decode(mine, block)))  # type: ignore[arg-type]
-        except ReadError as error:
-            outcomes.append((target, error))
-    return outcomes
-
-
-def _call_key(call: Call) -> tuple[str, bytes]:
-    return (call.target.lower(), call.data)
 
 
 def _drain(queue: asyncio.Queue[Mail]) -> Sequence[Mail]:

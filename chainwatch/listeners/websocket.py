@@ -17,7 +17,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 import structlog

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 
 import pytest
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chainwatch.model import Level, PositionKey
 from chainwatch.schema import _V1, LATEST
-from chainwatch.store import ChatPosition, LevelChange, StoredLevel, open_store
+from chainwatch.store import ChatPosition, StoredLevel, open_store
 
 ACCOUNT = "0x52908400098527886E0F7030069857D2E4169EE7"
 OTHER = "0x" + "11" * 20
