@@ -235,3 +235,16 @@ def health_and_block(text: str) -> tuple[Decimal, int]:
     health, block = _HEALTH.search(text), _BLOCK.search(text)
     assert health and block, f"message lacks health factor or block: {text!r}"
     return Decimal(health.group(1)), int(block.group(1))
+
+
+@pytest.fixture
+def start_bot(start_watcher: StartWatcher, chain: Chain) -> Callable[..., Awaitable[Running]]:
+    """chainwatch with the bot on, Aave and Morpho configured, and no operator watch: chats bring their own."""
+    from tests.fork.bot_support import morpho_protocol
+
+    async def start(**overrides: object) -> Running:
+        overrides.setdefault("protocols", aave_protocol(chain) + morpho_protocol(chain))
+        overrides.setdefault("bot", "check_cooldown_seconds = 0")
+        return await start_watcher(watched=[], **overrides)
+
+    return start
