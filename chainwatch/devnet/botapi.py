@@ -1,4 +1,5 @@
-"""A local HTTP server speaking enough of the Telegram Bot API for tests and the demo, with fault injection.
+"""A local HTTP server speaking enough of the Telegram Bot API for tests and the demo, with fault injection (what it
+records and how it reads parameters is in botapi_wire.py).
 
 `async with running_bot_api(token) as server:` then point a bot at `server.base_url` (for aiogram:
 `AiohttpSession(api=TelegramAPIServer.from_base(server.base_url))`). It answers `POST /bot<token>/<method>`
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import re
 import time
 import traceback
 from collections import deque
@@ -25,99 +24,35 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from chainwatch.devnet.botapi_wire import (
+    BadRequest,
+    COMMAND_RE,
+    CallbackAnswer,
+    ChatType,
+    Fault,
+    NOT_MODIFIED,
+    Request,
+    SentMessage,
+    TOO_OLD,
+    Update,
+    bool_param,
+    commands_key,
+    default_chat_type,
+    error,
+    int_param,
+    json_list_param,
+    ok,
+    params_of,
+    reply_markup_of,
+    text_param,
+    utf16_len,
+)
+
 __all__ = [
     "BOT_USER", "BotApiServer", "CallbackAnswer", "ChatType", "Request", "SentMessage", "Update", "running_bot_api",
 ]
 
 BOT_USER = {"id": 0, "is_bot": True, "first_name": "chainwatch test", "username": "chainwatch_test_bot"}
-
-ChatType = Literal["private", "group", "supergroup"]
-Buttons = list[list[tuple[str, str | None]]]
-
-# Telegram's own limits, so a bot that breaks them fails here as it would in production.
-_MAX_TEXT = 4096
-_MAX_CALLBACK_DATA = 64
-_COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")
-_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
-_NOT_MODIFIED = (
-    "Bad Request: message is not modified: specified new message content and reply markup are exactly "
-    "the same as a current content and reply markup of the message"
-)
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    """A message the bot sent and the server accepted; `received_at` is on `time.monotonic()`.
-
-    Edits replace the record in `BotApiServer.messages` (same position) with `text`/`buttons` updated and the
-    earlier texts in `history`, oldest first. `buttons` are the inline keyboard as (text, callback_data) rows.
-    """
-
-    message_id: int
-    chat_id: int
-    text: str
-    received_at: float
-    buttons: Buttons = field(default_factory=list)
-    parse_mode: str | None = None
-    reply_markup: dict[str, Any] | None = None
-    date: int = 0
-    history: tuple[str, ...] = ()
-    edited_at: float | None = None
-    edit_date: int | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    """Any request that reached the server, accepted or not; `received_at` is when it arrived."""
-
-    method: str
-    token_ok: bool
-    params: dict[str, Any]
-    status: int
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Update:
-    """An update a test injected, as the bot receives it: `{"update_id": ..., kind: payload}`."""
-
-    update_id: int
-    kind: Literal["message", "callback_query"]
-    payload: dict[str, Any]
-    injected_at: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {"update_id": self.update_id, self.kind: self.payload}
-
-    def describe(self) -> str:
-        said = self.payload.get("text") if self.kind == "message" else self.payload.get("data")
-        return f"{self.update_id} {self.kind} in chat {_chat_id_of(self.payload)}: {said!r}"
-
-
-@dataclass(frozen=True)
-class CallbackAnswer:
-    """An accepted answerCallbackQuery: what the pressing user was shown."""
-
-    callback_query_id: str
-    text: str | None
-    show_alert: bool
-    received_at: float
-
-
-@dataclass(frozen=True)
-class _Fault:
-    status: int
-    retry_after: int | None
-
-
-class _BadRequest(Exception):
-    """Raised while reading params; becomes a Telegram-shaped error answer instead of a 500."""
-
-    def __init__(self, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-
 
 @dataclass
 class BotApiServer:
@@ -142,7 +77,7 @@ class BotApiServer:
     peak_sends_in_flight: int = 0
     peak_sends_in_flight_per_chat: int = 0
     _in_flight_per_chat: dict[Any, int] = field(default_factory=dict)
-    _faults: deque[_Fault] = field(default_factory=deque)
+    _faults: deque[Fault] = field(default_factory=deque)
     _blocked: set[int] = field(default_factory=set)
     _migrated: dict[int, int] = field(default_factory=dict)
     _chats: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -162,7 +97,7 @@ class BotApiServer:
     # -- faults -------------------------------------------------------------------------------------
     def fail_next(self, n: int = 1, status: int = 429, retry_after: int | None = 2) -> None:
         """Answers the next `n` sendMessage calls with `status` (a 429 carries `retry_after` as Telegram does)."""
-        self._faults.extend(_Fault(status, retry_after if status == 429 else None) for _ in range(n))
+        self._faults.extend(Fault(status, retry_after if status == 429 else None) for _ in range(n))
 
     def migrate_chat(self, old: int, new: int) -> None:
         """Answers sendMessage to `old` as Telegram does for a group upgraded to a supergroup with id `new`."""
@@ -191,7 +126,7 @@ class BotApiServer:
         }
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
-            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
         return self._inject("message", message)
 
     def press_button(
@@ -228,7 +163,7 @@ class BotApiServer:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The chat and sender objects of an injected update, remembered for later answers (getChat, replies)."""
         known = self._chats.get(chat_id)
-        kind = chat_type or (known["type"] if known else _default_chat_type(chat_id))
+        kind = chat_type or (known["type"] if known else default_chat_type(chat_id))
         if kind == "private":
             if chat_id <= 0 or (user_id is not None and user_id != chat_id):
                 raise ValueError(f"a private chat's id is its user's id, positive: chat {chat_id}, user {user_id}")
@@ -376,16 +311,16 @@ class BotApiServer:
         token_ok = request.match_info["token"] == self.token
         params: dict[str, Any] = {}
         try:
-            params = await _params_of(request)
+            params = await params_of(request)
             if method == "sendMessage":
                 status, body = await self._timed_send(token_ok, params)
             else:
                 status, body = await self._answer(method, token_ok, params)
-        except _BadRequest as e:
-            status, body = _error(e.status, e.description)
+        except BadRequest as e:
+            status, body = error(e.status, e.description)
         except Exception:  # a bug here: still answer as Telegram would, and keep the traceback for the test
             self.server_errors.append(traceback.format_exc())
-            status, body = _error(500, "Internal Server Error")
+            status, body = error(500, "Internal Server Error")
         self.requests.append(Request(method, token_ok, params, status, received_at))
         self._changed()
         return web.json_response(body, status=status)
@@ -409,11 +344,11 @@ class BotApiServer:
 
     async def _answer(self, method: str, token_ok: bool, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not token_ok:
-            return _error(401, "Unauthorized")
+            return error(401, "Unauthorized")
         if method == "getUpdates":
             return await self._get_updates(params)
         answer = {
-            "getMe": lambda p: _ok(BOT_USER),
+            "getMe": lambda p: ok(BOT_USER),
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -423,22 +358,22 @@ class BotApiServer:
             "deleteMyCommands": self._delete_my_commands,
             "getChatMember": self._get_chat_member,
             "getChat": self._get_chat,
-            "deleteWebhook": lambda p: _ok(True),
-            "getWebhookInfo": lambda p: _ok(
+            "deleteWebhook": lambda p: ok(True),
+            "getWebhookInfo": lambda p: ok(
                 {"url": "", "has_custom_certificate": False, "pending_update_count": len(self.pending_updates)}
             ),
         }.get(method)
         if answer is None:
-            return _error(404, "Not Found")
+            return error(404, "Not Found")
         return answer(params)
 
     async def _get_updates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        offset = _int(params, "offset", 0)
-        limit = min(max(_int(params, "limit", 100), 1), 100)  # Telegram clamps rather than refuses
-        timeout = max(_int(params, "timeout", 0), 0)
+        offset = int_param(params, "offset", 0)
+        limit = min(max(int_param(params, "limit", 100), 1), 100)  # Telegram clamps rather than refuses
+        timeout = max(int_param(params, "timeout", 0), 0)
         if params.get("allowed_updates"):
             # Telegram applies it to updates created later; these are injected on purpose, so all are delivered.
-            self.allowed_updates = _json_list(params, "allowed_updates")
+            self.allowed_updates = json_list_param(params, "allowed_updates")
         if offset < 0:
             # -k: the last k pending updates, forgetting every earlier one.
             pending = self.pending_updates
@@ -455,16 +390,16 @@ class BotApiServer:
             while True:
                 batch = [u for u in self.pending_updates if u.update_id >= offset][:limit]
                 if batch or self._closed:
-                    return _ok([u.as_json() for u in batch])
+                    return ok([u.as_json() for u in batch])
                 if generation != self._poll_generation:
-                    return _error(409, "Conflict: terminated by other getUpdates request; "
+                    return error(409, "Conflict: terminated by other getUpdates request; "
                                        "make sure that only one bot instance is running")
                 if not waiting:
                     waiting = True
                     self._polls_waiting += 1
                     self._changed()
                 if not await self._wait_changed(deadline - time.monotonic()):
-                    return _ok([])
+                    return ok([])
         finally:
             if waiting:
                 self._polls_waiting -= 1
@@ -473,50 +408,50 @@ class BotApiServer:
         if self._faults:
             fault = self._faults.popleft()
             if fault.retry_after is not None:
-                return _error(
+                return error(
                     429, f"Too Many Requests: retry after {fault.retry_after}", retry_after=fault.retry_after
                 )
-            return _error(fault.status, "Internal Server Error" if fault.status >= 500 else "Injected error")
+            return error(fault.status, "Internal Server Error" if fault.status >= 500 else "Injected error")
         try:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError, TypeError):
-            return _error(400, "Bad Request: chat not found")
-        text = _text(params)
+            return error(400, "Bad Request: chat not found")
+        text = text_param(params)
         if chat_id in self._blocked:
-            return _error(403, "Forbidden: bot was blocked by the user")
+            return error(403, "Forbidden: bot was blocked by the user")
         if chat_id in self._migrated:
-            status, body = _error(400, "Bad Request: group chat was upgraded to a supergroup chat")
+            status, body = error(400, "Bad Request: group chat was upgraded to a supergroup chat")
             body["parameters"] = {"migrate_to_chat_id": self._migrated[chat_id]}
             return status, body
-        markup, buttons = _reply_markup(params)
+        markup, buttons = reply_markup_of(params)
         message = SentMessage(
             message_id=next(self._message_ids), chat_id=chat_id, text=text, received_at=time.monotonic(),
             buttons=buttons, parse_mode=params.get("parse_mode") or None, reply_markup=markup, date=int(time.time()),
         )
         # Appended here; waiters are told in `handle` once the request is recorded too.
         self.messages.append(message)
-        return _ok(self._message_json(message))
+        return ok(self._message_json(message))
 
     def _edit_message_text(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self._edit(params, _text(params))
+        return self._edit(params, text_param(params))
 
     def _edit_message_reply_markup(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self._edit(params, None)
 
     def _edit(self, params: dict[str, Any], text: str | None) -> tuple[int, dict[str, Any]]:
         if params.get("inline_message_id"):
-            return _error(400, "Bad Request: inline messages are not served here")
-        chat_id, message_id = _int(params, "chat_id"), _int(params, "message_id")
+            return error(400, "Bad Request: inline messages are not served here")
+        chat_id, message_id = int_param(params, "chat_id"), int_param(params, "message_id")
         index = next((i for i, m in enumerate(self.messages)
                       if m.chat_id == chat_id and m.message_id == message_id), None)
         if index is None:
-            return _error(400, "Bad Request: message to edit not found")
+            return error(400, "Bad Request: message to edit not found")
         old = self.messages[index]
         # As on Telegram, an edit without reply_markup leaves the message with no inline keyboard.
-        markup, buttons = _reply_markup(params)
+        markup, buttons = reply_markup_of(params)
         new_text = old.text if text is None else text
         if new_text == old.text and markup == old.reply_markup:
-            return _error(400, _NOT_MODIFIED)
+            return error(400, NOT_MODIFIED)
         edited = replace(
             old, text=new_text, buttons=buttons, reply_markup=markup,
             edited_at=time.monotonic(), edit_date=int(time.time()),
@@ -524,60 +459,60 @@ class BotApiServer:
             parse_mode=(params.get("parse_mode") or None) if text is not None else old.parse_mode,
         )
         self.messages[index] = edited
-        return _ok(self._message_json(edited))
+        return ok(self._message_json(edited))
 
     def _answer_callback_query(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         query_id = str(params.get("callback_query_id", ""))
         if query_id not in self._open_queries:
-            return _error(400, _TOO_OLD)
+            return error(400, TOO_OLD)
         self._open_queries.discard(query_id)
         text = params.get("text")
         self.callback_answers.append(
-            CallbackAnswer(query_id, str(text) if text else None, _bool(params, "show_alert"), time.monotonic())
+            CallbackAnswer(query_id, str(text) if text else None, bool_param(params, "show_alert"), time.monotonic())
         )
-        return _ok(True)
+        return ok(True)
 
     def _set_my_commands(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         commands = []
-        for item in _json_list(params, "commands"):
+        for item in json_list_param(params, "commands"):
             if not isinstance(item, dict):
-                raise _BadRequest("Bad Request: can't parse BotCommand")
+                raise BadRequest("Bad Request: can't parse BotCommand")
             command, description = item.get("command"), item.get("description")
-            if not isinstance(command, str) or not _COMMAND_RE.fullmatch(command):
-                raise _BadRequest("Bad Request: BOT_COMMAND_INVALID")
+            if not isinstance(command, str) or not COMMAND_RE.fullmatch(command):
+                raise BadRequest("Bad Request: BOT_COMMAND_INVALID")
             if not isinstance(description, str) or not 1 <= len(description) <= 256:
-                raise _BadRequest("Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+                raise BadRequest("Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
             commands.append((command, description))
-        self.command_sets[_commands_key(params)] = commands
-        return _ok(True)
+        self.command_sets[commands_key(params)] = commands
+        return ok(True)
 
     def _get_my_commands(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        listed = self.command_sets.get(_commands_key(params), [])
-        return _ok([{"command": c, "description": d} for c, d in listed])
+        listed = self.command_sets.get(commands_key(params), [])
+        return ok([{"command": c, "description": d} for c, d in listed])
 
     def _delete_my_commands(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        self.command_sets.pop(_commands_key(params), None)
-        return _ok(True)
+        self.command_sets.pop(commands_key(params), None)
+        return ok(True)
 
     def _get_chat_member(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        chat_id, user_id = _int(params, "chat_id"), _int(params, "user_id")
+        chat_id, user_id = int_param(params, "chat_id"), int_param(params, "user_id")
         user = dict(self._users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"})
         admins = self._admins.get(chat_id, [])
         # The user owns their private chat with the bot, so they may configure it as a group's creator could.
         if chat_id == user_id or (admins and admins[0] == user_id):
-            return _ok({"status": "creator", "user": user, "is_anonymous": False})
+            return ok({"status": "creator", "user": user, "is_anonymous": False})
         if user_id in admins:
-            return _ok({
+            return ok({
                 "status": "administrator", "user": user, "can_be_edited": False, "is_anonymous": False,
                 "can_manage_chat": True, "can_delete_messages": True, "can_manage_video_chats": True,
                 "can_restrict_members": True, "can_promote_members": False, "can_change_info": True,
                 "can_invite_users": True, "can_post_stories": False, "can_edit_stories": False,
                 "can_delete_stories": False, "can_pin_messages": True,
             })
-        return _ok({"status": "member", "user": user})
+        return ok({"status": "member", "user": user})
 
     def _get_chat(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        chat = self._chat_json(_int(params, "chat_id"))
+        chat = self._chat_json(int_param(params, "chat_id"))
         # The fields ChatFullInfo requires; values are those of a plain chat with default settings.
         full = chat | {
             "accent_color_id": 0, "max_reaction_count": 11,
@@ -585,7 +520,7 @@ class BotApiServer:
                 "unlimited_gifts": False, "limited_gifts": False, "unique_gifts": False, "premium_subscription": False,
             },
         }
-        return _ok(full)
+        return ok(full)
 
     def _chat_json(self, chat_id: int) -> dict[str, Any]:
         known = self._chats.get(chat_id)
@@ -607,123 +542,6 @@ class BotApiServer:
 
 
 # -- reading params -------------------------------------------------------------------------------
-async def _params_of(request: web.Request) -> dict[str, Any]:
-    # aiogram's AiohttpSession posts form data (urlencoded, or multipart with files); other clients send JSON.
-    try:
-        if request.content_type == "application/json":
-            body = await request.json()
-            return dict(body) if isinstance(body, dict) else {}
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            return {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-    except ValueError:  # bad JSON or a broken form body
-        raise _BadRequest("Bad Request: can't parse request body") from None
-    return dict(request.query)
-
-
-def _int(params: dict[str, Any], name: str, default: int | None = None) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise _BadRequest(f"Bad Request: parameter {name} is required")
-        return default
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise _BadRequest(f"Bad Request: field {name} must be an integer") from None
-
-
-def _bool(params: dict[str, Any], name: str) -> bool:
-    return params.get(name) in (True, "true", "True", "1", 1)
-
-
-def _json(params: dict[str, Any], name: str) -> Any:
-    raw = params.get(name)
-    if not isinstance(raw, str):
-        return raw  # absent, or already decoded from a JSON body
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise _BadRequest(f"Bad Request: can't parse {name} JSON object") from None
-
-
-def _json_list(params: dict[str, Any], name: str) -> list[Any]:
-    value = _json(params, name)
-    if not isinstance(value, list):
-        raise _BadRequest(f"Bad Request: {name} must be a JSON array")
-    return value
-
-
-def _text(params: dict[str, Any]) -> str:
-    text = str(params.get("text", ""))
-    if not text.strip():
-        raise _BadRequest("Bad Request: message text is empty")
-    if _utf16_len(text) > _MAX_TEXT:
-        raise _BadRequest("Bad Request: message is too long")
-    return text
-
-
-def _reply_markup(params: dict[str, Any]) -> tuple[dict[str, Any] | None, Buttons]:
-    """The markup as sent, and its inline keyboard as (text, callback_data) rows; Telegram's checks on them."""
-    markup = _json(params, "reply_markup")
-    if markup is None:
-        return None, []
-    if not isinstance(markup, dict):
-        raise _BadRequest("Bad Request: can't parse reply keyboard markup JSON object")
-    rows = markup.get("inline_keyboard")
-    if rows is None:
-        return markup, []  # a reply keyboard or its removal: nothing to press in a callback
-    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-        raise _BadRequest("Bad Request: field \"inline_keyboard\" of the InlineKeyboardMarkup must be an Array "
-                          "of Arrays")
-    buttons: Buttons = []
-    for row in rows:
-        parsed = []
-        for button in row:
-            if not isinstance(button, dict) or not isinstance(button.get("text"), str):
-                raise _BadRequest("Bad Request: can't parse inline keyboard button: Text buttons are unallowed "
-                                  "in the inline keyboard")
-            data = button.get("callback_data")
-            if data is not None and not (isinstance(data, str) and 1 <= len(data.encode()) <= _MAX_CALLBACK_DATA):
-                raise _BadRequest("Bad Request: BUTTON_DATA_INVALID")
-            parsed.append((button["text"], data))
-        buttons.append(parsed)
-    return markup, buttons
-
-
-def _commands_key(params: dict[str, Any]) -> tuple[str, str]:
-    scope = _json(params, "scope") or {"type": "default"}
-    if not isinstance(scope, dict) or not isinstance(scope.get("type"), str):
-        raise _BadRequest("Bad Request: can't parse BotCommandScope")
-    parts = [scope["type"]] + [str(scope[k]) for k in ("chat_id", "user_id") if k in scope]
-    return ":".join(parts), str(params.get("language_code") or "")
-
-
-def _chat_id_of(payload: dict[str, Any]) -> Any:
-    return (payload.get("chat") or payload.get("message", {}).get("chat") or {}).get("id")
-
-
-def _default_chat_type(chat_id: int) -> ChatType:
-    if chat_id > 0:
-        return "private"
-    return "supergroup" if str(chat_id).startswith("-100") else "group"
-
-
-def _utf16_len(text: str) -> int:
-    # Telegram measures text (and entity offsets) in UTF-16 code units.
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _ok(result: Any) -> tuple[int, dict[str, Any]]:
-    return 200, {"ok": True, "result": result}
-
-
-def _error(status: int, description: str, *, retry_after: int | None = None) -> tuple[int, dict[str, Any]]:
-    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
-    if retry_after is not None:
-        body["parameters"] = {"retry_after": retry_after}
-    return status, body
-
-
 @asynccontextmanager
 async def running_bot_api(token: str, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[BotApiServer]:
     """Serves the fake Bot API on `host` at `port` (0: a free one) for the duration of the block."""
