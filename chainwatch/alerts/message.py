@@ -75,9 +75,7 @@ def unpriced_text(key: PositionKey, label: str | None, reason: str, failures: in
 def _liquidation_line(reading: Reading) -> list[str]:
     if reading.liquidation_price is None:
         return [_per_asset(price, reading.currency) for price in liquidation_prices(reading)]
-    price = reading.liquidation_price
-    shown = f"{price:,.2f}" if price >= 1 else f"{price:.6g}"
-    return [f"Liquidation price {reading.liquidation_asset} {shown} {reading.currency}"]
+    return [f"Liquidation price {reading.liquidation_asset} {_price(reading.liquidation_price)} {reading.currency}"]
 
 
 def _per_asset(price: LiquidationPrice, currency: str) -> str:
