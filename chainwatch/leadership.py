@@ -1,0 +1,120 @@
+"""One active process per duty (a chain's ingest, a bot token's sender or poller), by a PostgreSQL advisory lock.
+
+The lock is held on a connection of its own: when the holder dies its connection drops and PostgreSQL frees the
+lock, so a standby polling for it takes over within `poll_seconds`. A holder whose connection is cut (a partition,
+not a death) learns it from its liveness check and must stop at once; writes that only the holder may make check,
+in their own transaction, that the lock is still held by the holder's backend (`fenced`), so a holder that has not
+noticed yet cannot write after a standby took over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def lock_key(duty: str) -> int:
+    """A stable signed 64-bit key for a duty name (e.g. "ingest:143"); a secret in it is hashed, never stored."""
+    return int.from_bytes(hashlib.sha256(f"chainwatch:{duty}".encode()).digest()[:8], "big", signed=True)
+
+
+class LeadershipLost(Exception):
+    """The lock's connection failed: this process is no longer (provably) the active one."""
+
+
+class Leadership:
+    """The lock, once held. `lost` is set when the lock's connection stops answering."""
+
+    def __init__(self, connection: asyncpg.Connection, key: int, duty: str) -> None:
+        self.connection = connection
+        self.key = key
+        self.duty = duty
+        self.backend_pid: int = connection.get_server_pid()
+        self.lost = asyncio.Event()
+
+    async def fenced(self, db: asyncpg.Connection) -> None:
+        """Inside a transaction on any connection: raises LeadershipLost unless our backend still holds the lock."""
+        held = await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 "
+            "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $2)",
+            self.backend_pid, self.key,
+        )  # fmt: skip
+        if not held:
+            self.lost.set()
+            raise LeadershipLost(f"{self.duty}: the lock is no longer held by this process")
+
+
+@asynccontextmanager
+async def leadership(
+    url: str, duty: str, stop: asyncio.Event, *, poll_seconds: float = 0.5, check_seconds: float = 1.0
+) -> AsyncIterator[Leadership | None]:
+    """Waits (as a standby) until this process holds `duty`'s lock, then yields it; yields None if `stop` is set
+    first. While held, the connection is checked every `check_seconds`; on failure `Leadership.lost` is set and the
+    caller must stop the duty's work (see `run_while_held`)."""
+    key = lock_key(duty)
+    connection: asyncpg.Connection | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if connection is None or connection.is_closed():
+                    connection = await asyncpg.connect(url, timeout=check_seconds * 5)
+                if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    break
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+                log.warning("leadership.unreachable", duty=duty, reason=type(error).__name__)
+                connection = None
+            try:
+                async with asyncio.timeout(poll_seconds):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+        if stop.is_set() or connection is None:
+            yield None
+            return
+        held = Leadership(connection, key, duty)
+        log.info("leadership.acquired", duty=duty)
+        watchdog = asyncio.create_task(_watch(held, check_seconds))
+        try:
+            yield held
+        finally:
+            watchdog.cancel()
+    finally:
+        if connection is not None and not connection.is_closed():
+            connection.terminate()  # frees the lock at once; a graceful close could hang on a cut socket
+
+
+async def _watch(held: Leadership, check_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(check_seconds)  # a period, not synchronisation
+        try:
+            async with asyncio.timeout(check_seconds * 2):
+                await held.connection.fetchval("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure of the lock's connection means the lock may be gone
+            log.warning("leadership.lost", duty=held.duty)
+            held.lost.set()
+            return
+
+
+async def run_while_held(held: Leadership, work: asyncio.Future[object] | asyncio.Task[object]) -> None:
+    """Runs `work` until it ends or the lock is lost (then it is cancelled and LeadershipLost raised)."""
+    lost = asyncio.create_task(held.lost.wait())
+    try:
+        done, _ = await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            work.result()
+            return
+        work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+        raise LeadershipLost(f"{held.duty}: lost the lock")
+    finally:
+        lost.cancel()

@@ -1,0 +1,70 @@
+"""One active holder per duty, on a real PostgreSQL server: standby takeover, fencing after loss."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from chainwatch.leadership import LeadershipLost, leadership, lock_key
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_standby_waits_and_takes_over_when_the_holder_lets_go(postgres_url: str) -> None:
+    stop = asyncio.Event()
+    async with leadership(postgres_url, "ingest:1", stop, poll_seconds=0.05) as first:
+        assert first is not None
+        async with first.connection.transaction():
+            await first.fenced(first.connection)
+        standby_entered = asyncio.Event()
+
+        async def standby() -> None:
+            async with leadership(postgres_url, "ingest:1", stop, poll_seconds=0.05) as second:
+                assert second is not None
+                standby_entered.set()
+
+        waiting = asyncio.create_task(standby())
+        admin = await asyncpg.connect(postgres_url)
+        try:  # while the first holds it, nobody else gets the lock
+            assert not await admin.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("ingest:1"))
+        finally:
+            await admin.close()
+        assert not standby_entered.is_set()
+    async with asyncio.timeout(5):
+        await standby_entered.wait()
+        await waiting
+
+
+async def test_other_duties_do_not_block_each_other(postgres_url: str) -> None:
+    stop = asyncio.Event()
+    async with leadership(postgres_url, "ingest:1", stop) as a, leadership(postgres_url, "ingest:2", stop) as b:
+        assert a is not None and b is not None and a.key != b.key
+
+
+async def test_a_holder_whose_backend_is_gone_cannot_pass_the_fence(postgres_url: str) -> None:
+    stop = asyncio.Event()
+    async with leadership(postgres_url, "sender:x", stop, check_seconds=0.1) as held:
+        assert held is not None
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            # The server ends the holder's backend (as when a partition is noticed): the lock is freed with it.
+            await admin.execute("SELECT pg_terminate_backend($1)", held.backend_pid)
+            async with admin.transaction():
+                with pytest.raises(LeadershipLost):
+                    await held.fenced(admin)
+            assert await admin.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("sender:x"))
+        finally:
+            await admin.close()
+        async with asyncio.timeout(5):
+            await held.lost.wait()
+
+
+async def test_stop_while_waiting_yields_none(postgres_url: str) -> None:
+    stop = asyncio.Event()
+    async with leadership(postgres_url, "bot:y", stop) as held:
+        assert held is not None
+        stop.set()
+        async with leadership(postgres_url, "bot:y", stop) as other:
+            assert other is None
