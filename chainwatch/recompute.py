@@ -21,7 +21,7 @@ from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
 from chainwatch.chain import Head, Log, LogFilter
-from chainwatch.feeds import PRICE_EVENTS, answer_of, price_source_of
+from chainwatch.feeds import PRICE_EVENTS, answer_of, as_price_source, price_source_of
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.engine_commands import CheckNow, EngineCommand, Mail, WatchesChanged
@@ -144,8 +144,11 @@ class Engine:
             self._publish_feeds(protocol)
 
     def _publish_feeds(self, protocol: LendingProtocol) -> None:
-        self.index.set_feeds(protocol.name, protocol.price_feeds())
-        self._screen.set_direct(protocol.name, protocol.direct_prices())
+        feeds = {as_price_source(source): keys for source, keys in protocol.price_feeds().items()}
+        self.index.set_feeds(protocol.name, feeds)
+        # A module (or a stand-in) that does not say which of its prices are direct has none: all its holders are read.
+        direct = getattr(protocol, "direct_prices", dict)()
+        self._screen.set_direct(protocol.name, direct, feeds)
 
     def log_filter(self) -> LogFilter:
         """Everything to subscribe to: each protocol's own events plus every feed that prices its assets."""
@@ -283,7 +286,7 @@ class Engine:
         if source is not None and answer is not None:
             # A direct feed's holders on that protocol are screened before the pass; anyone else's are read.
             self._screen.hear(source, event.block_number, event.log_index, answer)
-            screenable = {t for t in news if self._screen.is_direct(t.protocol, source)}
+            screenable = {t for t in news if self._screen.is_direct(t.protocol, source, self.index.exposure_of(t))}
             self._price_marked |= screenable
             news -= screenable
         self._pending |= news

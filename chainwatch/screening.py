@@ -45,14 +45,23 @@ class Screen:
     def __init__(self, margin: float) -> None:
         self.margin = margin
         self._direct: dict[str, dict[PriceSource, frozenset[str]]] = {}  # protocol -> source -> keys it prices
+        self._moves: dict[str, dict[PriceSource, frozenset[str]]] = {}  # ... -> every key it moves, however
         self._answers: dict[PriceSource, Answer] = {}
         self._bases: dict[Target, Remembered] = {}
 
-    def set_direct(self, protocol: str, sources: Mapping[PriceSource, frozenset[str]]) -> None:
-        self._direct[protocol] = dict(sources)
+    def set_direct(
+        self, protocol: str, direct: Mapping[PriceSource, frozenset[str]], moves: Mapping[PriceSource, frozenset[str]],
+    ) -> None:  # fmt: skip
+        """`direct`: sources whose answer is `protocol`'s price of those keys; `moves`: every key each source moves
+        (`price_feeds()`), directly or through something else (a ratio feed over it)."""
+        self._direct[protocol] = dict(direct)
+        self._moves[protocol] = {source: moves.get(source, frozenset()) for source in direct}
 
-    def is_direct(self, protocol: str, source: PriceSource) -> bool:
-        return source in self._direct.get(protocol, {})
+    def is_direct(self, protocol: str, source: PriceSource, exposure: frozenset[str]) -> bool:
+        """Whether `source`'s answer is the new price of everything it moves for a holder exposed to `exposure`:
+        a holder of an asset priced by a ratio over this feed would be bounded at a price that is not the new one."""
+        direct = self._direct.get(protocol, {}).get(source)
+        return direct is not None and self._moves[protocol][source] & exposure <= direct
 
     def hear(self, source: PriceSource, block: int, log_index: int, value: int) -> None:
         """A direct feed's answer; logs may come out of order (backfill), the latest by position wins."""

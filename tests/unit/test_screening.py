@@ -116,7 +116,8 @@ class TestNeverSkipsACrossing:
             margin = rng.choice([0.0, 0.005, 0.02, 0.1])
             screen = Screen(margin)
             sources = {r.asset: PriceSource(emitter=f"0x{int(r.asset, 16) + 0x1000:040x}") for r in reserves}
-            screen.set_direct(PROTOCOL, {sources[r.asset]: frozenset({r.asset}) for r in reserves})
+            direct = {sources[r.asset]: frozenset({r.asset}) for r in reserves}
+            screen.set_direct(PROTOCOL, direct, direct)
             target = Target(protocol=PROTOCOL, account=USER)
             prices = {r.asset: rng.randint(1, 10**12) for r in reserves}
             screen.remember(target, read(aave, reserves, prices, block=0))
@@ -194,7 +195,7 @@ class TestScreen:
         weth, usdc = Reserve("0x" + "01" * 20, 18, 8_500, 10**18, 0, True, False), Reserve("0x" + "02" * 20, 6, 0, 0, 1_000 * 10**6, False, True)
         aave, target = protocol_for([weth, usdc]), Target(protocol=PROTOCOL, account=USER)
         screen, source = Screen(0.02), PriceSource(emitter="0x" + "f1" * 20)
-        screen.set_direct(PROTOCOL, {source: frozenset({weth.asset})})
+        screen.set_direct(PROTOCOL, {source: frozenset({weth.asset})}, {source: frozenset({weth.asset})})
         screen.remember(target, read(aave, [weth, usdc], {weth.asset: 2_000 * 10**8, usdc.asset: 10**8}, block=10))
         screen.hear(source, 12, 3, 1_000 * 10**8)
         screen.hear(source, 12, 1, 3_000 * 10**8)  # earlier in the same block, heard later
@@ -202,6 +203,17 @@ class TestScreen:
         assert screen.health_bound(target) == pytest.approx(0.85, abs=1e-9)
         screen.forget_answers_above(11)
         assert screen.health_bound(target) == pytest.approx(1.7, abs=1e-9)
+
+    def test_a_source_that_also_moves_a_composite_is_direct_only_for_holders_without_it(self) -> None:
+        """WETH's aggregator is WETH's price, and half of a ratio feed's (sWETH): it is screened for a WETH holder,
+        never for one of sWETH (its new price is not the answer), nor on a protocol that did not call it direct."""
+        screen, weth_feed = Screen(0.02), PriceSource(emitter="0x" + "f1" * 20)
+        weth, sweth, usdc = "0x" + "01" * 20, "0x" + "04" * 20, "0x" + "02" * 20
+        screen.set_direct(PROTOCOL, {weth_feed: frozenset({weth})}, {weth_feed: frozenset({weth, sweth})})
+        assert screen.is_direct(PROTOCOL, weth_feed, frozenset({weth, usdc}))
+        assert not screen.is_direct(PROTOCOL, weth_feed, frozenset({sweth, usdc}))
+        assert not screen.is_direct(PROTOCOL, weth_feed, frozenset({weth, sweth}))
+        assert not screen.is_direct("morpho", weth_feed, frozenset({weth}))
 
     def test_a_failed_read_forgets_the_basis(self) -> None:
         """After a read that failed (or left parts unread) nothing is screened for that target."""
