@@ -135,16 +135,19 @@ class AaveV3:
         self.reserves, self.atokens, self.balance_tokens = reserves, atokens, balance_tokens
         followed = await follow_feeds(reader, feeds.values(), block, protocol=self.name)
         self.sources = {asset: followed[feed].sources for asset, feed in feeds.items()}
-        direct: dict[PriceSource, set[str]] = {}
-        for asset, feed in feeds.items():
-            if followed[feed].direct:
-                direct.setdefault(PriceSource(emitter=feed), set()).add(asset)
-        self.direct = {source: frozenset(assets) for source, assets in direct.items()}
-        categories = await reader.read(
-            [Call(target=self.pool, data=calldata("getEModeCategoryData(uint8)", i), gas=40_000) for i in _EMODE_CATEGORIES],
+        *categories, base_result = await reader.read(
+            [Call(target=self.pool, data=calldata("getEModeCategoryData(uint8)", i), gas=40_000) for i in _EMODE_CATEGORIES]
+            + [Call(target=self.oracle, data=calldata("BASE_CURRENCY()"), gas=30_000)],
             block,
         )  # fmt: skip
-        self.oracle_prices_only = all(_emode_without_oracle(result) for result in categories)
+        # The oracle prices its base currency at BASE_CURRENCY_UNIT whatever its source says: never direct.
+        base = _base_currency(base_result)
+        self.oracle_prices_only = base is not None and all(_emode_without_oracle(result) for result in categories)
+        direct: dict[PriceSource, set[str]] = {}
+        for asset, feed in feeds.items():
+            if followed[feed].direct and asset != base:
+                direct.setdefault(PriceSource(emitter=feed), set()).add(asset)
+        self.direct = {source: frozenset(assets) for source, assets in direct.items()}
         self.followed_proxies = frozenset(proxy for outcome in followed.values() for proxy in outcome.proxies)
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
         self.symbols = {asset: token_symbol(result, asset) for asset, result in zip(assets, symbols)}
@@ -309,6 +312,14 @@ class AaveBasis(PriceBasis, frozen=True, kw_only=True):
         # both rounding half up, so it never falls when collateral rises or debt falls: the bounds give a bound.
         weighted = (collateral * self.threshold + 5_000) // 10_000
         return ((weighted * _WAD + debt // 2) // debt) / 1e18
+
+
+def _base_currency(result: CallResult) -> str | None:
+    """AaveOracle.BASE_CURRENCY (lower-case; the zero address for USD); None when it cannot be told."""
+    try:
+        return str(decoded(["address"], result, "AaveOracle.BASE_CURRENCY")[0]).lower()
+    except ReadError:
+        return None
 
 
 def _emode_without_oracle(result: CallResult) -> bool:
