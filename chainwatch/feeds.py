@@ -70,6 +70,15 @@ def price_source_of(log: Log) -> PriceSource | None:
     return None
 
 
+def answer_of(log: Log) -> int | None:
+    """The new answer a Chainlink aggregator's price log carries (signed); None for any other log or shape."""
+    if log.topic0 == ANSWER_UPDATED and len(log.topics) > 1:
+        return int.from_bytes(bytes.fromhex(log.topics[1].removeprefix("0x")), "big", signed=True)
+    if log.topic0 == NEW_TRANSMISSION and len(log.data) >= 32:
+        return int.from_bytes(log.data[:32], "big", signed=True)  # int192 answer, sign-extended to its word
+    return None
+
+
 def reroutes(log: Log, followed_proxies: frozenset[str]) -> bool:
     """A proxy this protocol followed now points at another aggregator."""
     return log.topic0 in ROUTE_EVENTS and log.address.lower() in followed_proxies
@@ -83,6 +92,9 @@ class Followed(NamedTuple):
     sources: frozenset[PriceSource]
     proxies: frozenset[str]
     unresolved: str = ""
+    # The feed address itself is a Chainlink-shaped aggregator that emits its own answers (no proxy, adapter or
+    # composite in between): its latest `AnswerUpdated` answer is exactly what `latestAnswer()` returns.
+    direct: bool = False
 
 
 # --- reading the shapes -----------------------------------------------------------------------------------------
@@ -182,7 +194,9 @@ def combine(root: str, nodes: Mapping[str, _Node]) -> Followed:
                 proxies.add(address)
             following += node.reads
         frontier, depth = following, depth + 1
-    return Followed(frozenset(sources), frozenset(proxies))
+    top = nodes[root]
+    direct = top.source == PriceSource(emitter=root) and not top.reads and not top.is_proxy
+    return Followed(frozenset(sources), frozenset(proxies), direct=direct)
 
 
 async def follow_feeds(reader: Reader, feeds: Iterable[str], block: int, **context: object) -> dict[str, Followed]:

@@ -28,6 +28,9 @@ BLOCK_TO_SENT = Histogram(
 )  # fmt: skip
 POSITIONS_WATCHED = Gauge("chainwatch_positions_watched", "Watched (account, protocol) targets.", ["protocol"])
 PASS_POSITIONS = Histogram("chainwatch_pass_positions", "Positions read per read pass.", buckets=_SIZE_BUCKETS)
+SCREENED = Counter(
+    "chainwatch_positions_screened_total", "Holders of a repriced asset not re-read: far from warn at the new price.",
+)
 READ_BATCH_LIMIT = Gauge("chainwatch_read_batch_limit_calls", "Calls per aggregate3 the reader uses now (learnt).")
 PASS_ETH_CALLS = Histogram("chainwatch_pass_eth_calls", "eth_call requests per read pass.", buckets=_SIZE_BUCKETS)
 # outcome: ok; answered (the node's own JSON-RPC error, e.g. a revert: not the endpoint's fault); and the endpoint's

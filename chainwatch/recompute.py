@@ -21,7 +21,7 @@ from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
 from chainwatch.chain import Head, Log, LogFilter
-from chainwatch.feeds import PRICE_EVENTS, price_source_of
+from chainwatch.feeds import PRICE_EVENTS, answer_of, as_price_source, price_source_of
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.model import Reading
 from chainwatch.engine_commands import CheckNow, EngineCommand, Mail, WatchesChanged
@@ -39,6 +39,7 @@ from chainwatch.read_pass import Outcome, read_targets, readings_of
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
+from chainwatch.screening import Screen
 from chainwatch.store import BlockRef, Store
 from chainwatch.unreadable import UnreadableLedger
 
@@ -83,6 +84,10 @@ class Engine:
         self._tracker = tracker
         self._store = store
         self._schedule = RefreshSchedule(refresh)
+        self._refresh = refresh
+        # Holders marked by direct feeds' answers alone: screened in memory before the pass (screening.py).
+        self._screen = Screen(refresh.screen_margin)
+        self._price_marked: set[Target] = set()
         self._drift_spacing = refresh.market_event_min_blocks
         self.index = ExposureIndex()
         self._pending: set[Target] = set()
@@ -121,7 +126,7 @@ class Engine:
                 progress.advance(len(batch))
             progress.finish()
             # Discovery may add markets, and with them feeds: publish those before anything listens.
-            self.index.set_feeds(protocol.name, protocol.price_feeds())
+            self._publish_feeds(protocol)
         self._head = head
         self._chain.record(head)
         # Riskiest (by the health stored before a restart) first: a position that crossed while chainwatch was
@@ -136,7 +141,14 @@ class Engine:
     async def _resolve(self, block: int) -> None:
         for protocol in self._protocols.values():
             await protocol.resolve(self._reader, block)
-            self.index.set_feeds(protocol.name, protocol.price_feeds())
+            self._publish_feeds(protocol)
+
+    def _publish_feeds(self, protocol: LendingProtocol) -> None:
+        feeds = {as_price_source(source): keys for source, keys in protocol.price_feeds().items()}
+        self.index.set_feeds(protocol.name, feeds)
+        # A module (or a stand-in) that does not say which of its prices are direct has none: all its holders are read.
+        direct = getattr(protocol, "direct_prices", dict)()
+        self._screen.set_direct(protocol.name, direct, feeds)
 
     def log_filter(self) -> LogFilter:
         """Everything to subscribe to: each protocol's own events plus every feed that prices its assets."""
@@ -213,9 +225,11 @@ class Engine:
         for target in removed:
             self.index.set_exposure(target, frozenset())
             self._read_at.pop(target, None)
+            self._screen.forget(target)
             self._schedule.forget(target)
             self._unreadable.forget(target)
         self._pending -= removed
+        self._price_marked -= removed
         self._targets = frozenset(wanted)
         self._count_watched()
         if added or removed:
@@ -239,7 +253,7 @@ class Engine:
         before = self.log_filter()
         for protocol in self._protocols.values():
             await protocol.discover(self._rpc, self._reader, sorted(accounts), self._head.number)  # type: ignore[arg-type]
-            self.index.set_feeds(protocol.name, protocol.price_feeds())
+            self._publish_feeds(protocol)
         if self.log_filter() != before and self.on_sources_changed is not None:
             await self.on_sources_changed()
 
@@ -267,7 +281,15 @@ class Engine:
         if touched:
             self._touched_at.setdefault(event.block_number, set()).update(touched)
         # A log is news only for targets last read before its block (backfill overlaps what was read).
-        self._pending |= {t for t in touched if self._read_at.get(t, -1) < event.block_number}
+        news = {t for t in touched if self._read_at.get(t, -1) < event.block_number}
+        source, answer = price_source_of(event), answer_of(event)
+        if source is not None and answer is not None:
+            # A direct feed's holders on that protocol are screened before the pass; anyone else's are read.
+            self._screen.hear(source, event.block_number, event.log_index, answer)
+            screenable = {t for t in news if self._screen.is_direct(t.protocol, source, self.index.exposure_of(t))}
+            self._price_marked |= screenable
+            news -= screenable
+        self._pending |= news
 
     async def _rewind(self, replaced: Replaced) -> None:
         """Blocks from `replaced.height` up are gone: forget what they told us and read again, at the new head,
@@ -280,6 +302,7 @@ class Engine:
         self._seen_logs = {k: b for k, b in self._seen_logs.items() if k[0] not in orphaned}
         self._newest_log_block = max(self._seen_logs.values(), default=0)
         self._drift_scanned = {key: b for key, b in self._drift_scanned.items() if b <= ancestor}
+        self._screen.forget_answers_above(ancestor)
         affected: set[Target] = set()
         for block in [b for b in self._touched_at if b > ancestor]:
             affected |= self._touched_at.pop(block)
@@ -354,6 +377,7 @@ class Engine:
         if self._to_resolve and time.monotonic() >= self._resolve_due:
             await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
+        self._pending |= self._screened_in(head.number)
         if self._pending:
             marked, self._pending = self._pending, set()
             try:
@@ -363,6 +387,17 @@ class Engine:
                 log.error("recompute.read_failed", block=head.number, targets=len(marked), error=str(error))
                 return
         await self._finish(head)
+
+    def _screened_in(self, block: int) -> set[Target]:
+        """The direct-price marks that screening cannot rule out at `block` (the rest are not read for them)."""
+        candidates, self._price_marked = self._price_marked - self._pending, set()
+        if not candidates:
+            return set()
+        skipped = self._screen.skippable(candidates, block, self._tracker.screen_line, self._refresh.interval_for)
+        if skipped:
+            metrics.SCREENED.inc(len(skipped))
+            log.info("recompute.screened", block=block, skipped=len(skipped), read=len(candidates) - len(skipped))
+        return candidates - skipped
 
     async def _on_sources_changed(self, head: Head) -> None:
         """Resolves again the protocols whose sources changed, and re-reads their positions. One protocol's lasting
@@ -381,7 +416,7 @@ class Engine:
             except ReadError as error:
                 log.error("recompute.resolve_refused", protocol=name, block=head.number, error=str(error))
                 continue
-            self.index.set_feeds(name, protocol.price_feeds())
+            self._publish_feeds(protocol)
             self._pending |= {target for target in self._targets if target.protocol == name}
         self._to_resolve = set(failed)
         if failed:
@@ -436,11 +471,13 @@ class Engine:
                 unread.add(target)
                 continue
             if isinstance(outcome, ReadError):
+                self._screen.forget(target)
                 await self._unreadable.record(target, (Unreadable(market="", reason=str(outcome)),), (), block)
                 self._schedule.record_failure(target, block)
                 continue
             await self._unreadable.record(target, outcome.unreadable, outcome.readings, block)
             self.index.set_exposure(target, outcome.exposure)
+            self._screen.remember(target, outcome if not outcome.unreadable else None)
             self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
             self._schedule.record(target, block, worst, partly_unread=bool(outcome.unreadable))

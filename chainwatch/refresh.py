@@ -44,6 +44,9 @@ class RefreshPolicy(Record, frozen=True, kw_only=True):
     # Each target's due block is brought forward by up to this fraction of its interval, by a hash of the target:
     # positions read together (all of them at start) then come due over a spread of blocks, not on the same one.
     spread: Annotated[float, Meta(ge=0, lt=1)] = 0.25
+    # A holder of an asset whose feed's answer is the protocol's price is not re-read for that answer when its
+    # health at the new price, computed from its last read amounts, stays above its warn line by this fraction.
+    screen_margin: Annotated[float, Meta(ge=0)] = 0.02
 
     def __post_init__(self) -> None:
         for lower, upper in zip(self.bands, self.bands[1:]):

@@ -128,6 +128,19 @@ class Tracker:
                         position=key.as_text(), block=block, chats=len(notices))  # fmt: skip
             self._on_queued()
 
+    def screen_line(self, key: PositionKey) -> float | None:
+        """The highest warn line among the chats watching `key` (every other line is below it); None when no chat
+        watches it or one of them is already at a level, or was set by a replaced block: those are always read."""
+        line = None
+        for subscription in self._directory.subscribers(key):
+            slot = ChatPosition(chat_id=subscription.chat_id, key=key)
+            stored = self._levels.get(slot)
+            if (stored is not None and stored.level != Level.OK) or slot in self._orphaned:
+                return None
+            warn = self._directory.thresholds(subscription, key).warn
+            line = warn if line is None else max(line, warn)
+        return line
+
     def would_alert(self, reading: Reading) -> bool:
         """Whether observing `reading` would alert some chat (nothing is changed by asking)."""
         now = self._clock()

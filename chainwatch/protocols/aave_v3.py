@@ -7,7 +7,7 @@ Reads `Pool.getUserAccountData` (the protocol's own health math, interest includ
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 import structlog
@@ -22,6 +22,7 @@ from chainwatch.protocols.base import (
     AccountReading,
     AccountsTouched,
     MarketsTouched,
+    PriceBasis,
     ReadError,
     ReadPlan,
     SourcesChanged,
@@ -65,7 +66,11 @@ _PROVIDER_EVENTS = (
 _RESERVES_CHANGED = (
     event_topic("ReserveInitialized(address,address,address,address,address)"),
     event_topic("ReserveDropped(address)"),
+    # A new e-mode category may bring its own price oracle: screening must know before it trusts a feed's answer.
+    event_topic("EModeCategoryAdded(uint8,uint256,uint256,uint256,address,string)"),
 )
+_EMODE_CATEGORIES = range(1, 256)  # category 0 is "no e-mode"; ids are uint8
+_WAD = 10**18
 # A reserve's liquidation threshold moved: every account using it has a new health factor, with no price log.
 _COLLATERAL_CONFIGURATION_CHANGED = event_topic("CollateralConfigurationChanged(address,uint256,uint256,uint256)")
 
@@ -86,6 +91,10 @@ class AaveV3:
         self.sources: dict[str, frozenset[PriceSource]] = {}  # asset -> the price sources that move it
         self.followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies on the way to those sources
         self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
+        self.direct: dict[PriceSource, frozenset[str]] = {}  # aggregators the oracle reads with no proxy between
+        # No e-mode category has a price source of its own (then an account's prices are the oracle's, whatever
+        # its e-mode): only then is a reading's health at a feed's new answer computable without a read.
+        self.oracle_prices_only = False
 
     async def resolve(self, reader: Reader, block: int) -> None:
         provider_reads = await reader.read(
@@ -126,6 +135,19 @@ class AaveV3:
         self.reserves, self.atokens, self.balance_tokens = reserves, atokens, balance_tokens
         followed = await follow_feeds(reader, feeds.values(), block, protocol=self.name)
         self.sources = {asset: followed[feed].sources for asset, feed in feeds.items()}
+        *categories, base_result = await reader.read(
+            [Call(target=self.pool, data=calldata("getEModeCategoryData(uint8)", i), gas=40_000) for i in _EMODE_CATEGORIES]
+            + [Call(target=self.oracle, data=calldata("BASE_CURRENCY()"), gas=30_000)],
+            block,
+        )  # fmt: skip
+        # The oracle prices its base currency at BASE_CURRENCY_UNIT whatever its source says: never direct.
+        base = _base_currency(base_result)
+        self.oracle_prices_only = base is not None and all(_emode_without_oracle(result) for result in categories)
+        direct: dict[PriceSource, set[str]] = {}
+        for asset, feed in feeds.items():
+            if followed[feed].direct and asset != base:
+                direct.setdefault(PriceSource(emitter=feed), set()).add(asset)
+        self.direct = {source: frozenset(assets) for source, assets in direct.items()}
         self.followed_proxies = frozenset(proxy for outcome in followed.values() for proxy in outcome.proxies)
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
         self.symbols = {asset: token_symbol(result, asset) for asset, result in zip(assets, symbols)}
@@ -147,6 +169,9 @@ class AaveV3:
             for source in sources:
                 feeds.setdefault(source, set()).add(asset)
         return {feed: frozenset(assets) for feed, assets in feeds.items()}
+
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        return dict(self.direct) if self.oracle_prices_only else {}
 
     def touched_by(self, log: Log) -> Touch | None:
         if log.address == self.pool.lower() and log.topic0 in _POOL_EVENTS:
@@ -223,7 +248,7 @@ class AaveV3:
     def _decode(self, account: str, reserves: dict[str, int], results: Sequence[CallResult], block: int) -> AccountReading:
         if len(results) != 3:
             raise ReadError(f"expected 3 results for {account}, got {len(results)}")
-        collateral, debt, _, _, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
+        collateral, debt, _, threshold, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
         (bitmap,) = decoded(["uint256"], results[1], "Pool.getUserConfiguration")
         prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
@@ -245,7 +270,65 @@ class AaveV3:
             liquidation_price=liquidation_price,
             liquidation_asset=liquidation_asset,
         )
-        return AccountReading(readings=(reading,), exposure=frozenset({*borrowed, *collaterals}))
+        basis = None
+        if prices and len(prices) == len(reserves) and self.oracle_prices_only:
+            basis = AaveBasis(block=block, collateral=collateral, threshold=threshold, debt=debt,
+                              collateral_assets=tuple(collaterals), debt_assets=tuple(sorted(borrowed)),
+                              prices={a: p for a, p in zip(reserves, prices) if a in borrowed or a in collaterals})  # fmt: skip
+        return AccountReading(readings=(reading,), exposure=frozenset({*borrowed, *collaterals}), basis=basis)
+
+
+class AaveBasis(PriceBasis, frozen=True, kw_only=True):
+    """`getUserAccountData`'s totals with the prices they were computed at. A side with one asset scales with its
+    price; a side of several is known only as a sum, so a move of any of its assets cannot be bounded."""
+
+    collateral: int  # totalCollateralBase
+    threshold: int  # currentLiquidationThreshold (bps): with one collateral, exactly its own
+    debt: int  # totalDebtBase
+    collateral_assets: tuple[str, ...]
+    debt_assets: tuple[str, ...]
+    prices: dict[str, int]  # asset -> the oracle's price at the read (base currency units)
+
+    def health_at(self, prices: Mapping[str, int]) -> float | None:
+        moved = {a: p for a, p in prices.items() if a in self.prices and p != self.prices[a]}
+        if any(p <= 0 or self.prices[a] <= 0 for a, p in moved.items()):
+            return None  # the oracle falls back to another source for a non-positive answer
+        collateral, debt = self.collateral, self.debt
+        if moved.keys() & set(self.collateral_assets):
+            if len(self.collateral_assets) != 1:
+                return None
+            (asset,) = self.collateral_assets
+            # GenericLogic: value = floor(balance x price / unit) = C, so balance / unit >= C / price.
+            collateral = collateral * moved[asset] // self.prices[asset]
+        if moved.keys() & set(self.debt_assets):
+            if len(self.debt_assets) != 1:
+                return None
+            (asset,) = self.debt_assets
+            # D = floor(owed x price / unit), so owed / unit < (D + 1) / price: the new value is below that bound.
+            debt = ((debt + 1) * moved[asset] - 1) // self.prices[asset]
+        if debt == 0:
+            return math.inf
+        # GenericLogic: healthFactor = (totalCollateral.percentMul(avgLiquidationThreshold)).wadDiv(totalDebt),
+        # both rounding half up, so it never falls when collateral rises or debt falls: the bounds give a bound.
+        weighted = (collateral * self.threshold + 5_000) // 10_000
+        return ((weighted * _WAD + debt // 2) // debt) / 1e18
+
+
+def _base_currency(result: CallResult) -> str | None:
+    """AaveOracle.BASE_CURRENCY (lower-case; the zero address for USD); None when it cannot be told."""
+    try:
+        return str(decoded(["address"], result, "AaveOracle.BASE_CURRENCY")[0]).lower()
+    except ReadError:
+        return None
+
+
+def _emode_without_oracle(result: CallResult) -> bool:
+    """An e-mode category that prices its assets with the oracle's own prices (an unknown shape: assume not)."""
+    try:
+        (category,) = decoded(["(uint16,uint16,uint16,address,string)"], result, "Pool.getEModeCategoryData")
+    except ReadError:
+        return False
+    return int(category[3], 16) == 0
 
 
 def _account(topic: str) -> str:

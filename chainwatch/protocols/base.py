@@ -6,7 +6,7 @@ which calls read an account, and how results become `Reading`s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from chainwatch.chain import Log, LogFilter
@@ -54,6 +54,19 @@ class Unreadable(Record, frozen=True, kw_only=True):
     reason: str
 
 
+class PriceBasis(Record, frozen=True, kw_only=True):
+    """What a protocol keeps from one read to tell, without reading again, how low the account's health can be at
+    other prices of its assets (see screening.py). Each protocol subclasses it with its own amounts and math."""
+
+    block: int  # the block the amounts were read at
+
+    def health_at(self, prices: Mapping[str, int]) -> float | None:
+        """A lower bound on the health factor the protocol would compute at `prices` (exposure key -> the new
+        price in the protocol's oracle units; keys absent keep the read's price), every amount as last read.
+        None when the bound cannot be told exactly (the move touches amounts not known per asset)."""
+        return None
+
+
 class AccountReading(Record, frozen=True, kw_only=True):
     """What one read of an account yields: its positions' health, and what it is exposed to.
 
@@ -68,6 +81,8 @@ class AccountReading(Record, frozen=True, kw_only=True):
     read_again: bool = False
     # Markets of the account that could not be resolved or read this time (the readings cover the others).
     unreadable: tuple[Unreadable, ...] = ()
+    # Set when the one reading's health at other prices can be bounded from this read's amounts (screening).
+    basis: PriceBasis | None = None
 
 
 class ReadPlan(NamedTuple):
@@ -100,6 +115,10 @@ class LendingProtocol(Protocol):
     def price_feeds(self) -> dict[PriceSource, frozenset[str]] | dict[str, frozenset[str]]:
         """Price source (from `feeds.follow_feeds`; a bare lower-case address means a single-feed emitter) ->
         the exposure keys whose value it moves."""
+
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        """Price sources whose new answer IS the protocol's price of these exposure keys (no proxy, ratio or
+        scaling in between), so a reading's `basis` can be screened at it; empty when none is."""
 
     def touched_by(self, log: Log) -> Touch | None:
         """What a log from `log_filter()` means for watched positions; None when nothing."""

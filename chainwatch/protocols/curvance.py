@@ -27,7 +27,7 @@ from eth_utils import to_checksum_address
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter
 from chainwatch.config import CurvanceConfig
-from chainwatch.feeds import aggregator_call, emitter_of
+from chainwatch.feeds import PriceSource, aggregator_call, emitter_of
 from chainwatch.model import AssetLine, PositionKey, Reading, Record, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
@@ -211,6 +211,9 @@ class Curvance:
 
     def price_feeds(self) -> dict[str, frozenset[str]]:
         return dict(self.feeds)
+
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        return {}  # its oracles scale or combine feeds: a price log is never screened, always read
 
     def touched_by(self, log: Log) -> Touch | None:
         if log.address in self._key_of_token and log.topic0 in _CTOKEN_EVENTS:

@@ -187,6 +187,9 @@ class EulerV2:
                     feeds.setdefault(source, set()).add(exposure_key(vault.address, key))
         return {feed: frozenset(keys) for feed, keys in feeds.items()}
 
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        return {}  # its oracles scale or combine feeds: a price log is never screened, always read
+
     def touched_by(self, log: Log) -> Touch | None:
         if log.topic0 == VAULT_STATUS and log.address in self._emitters:
             keys = frozenset(

@@ -133,6 +133,9 @@ class MorphoBlue:
                 feeds.setdefault(feed, set()).add(market.id)
         return {feed: frozenset(ids) for feed, ids in feeds.items()}
 
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        return {}  # its oracles scale or combine feeds: a price log is never screened, always read
+
     def touched_by(self, log: Log) -> Touch | None:
         if reroutes(log, self._proxies()):
             return SourcesChanged()

@@ -118,14 +118,15 @@ def write_config(
     refresh_bands: str = "[]", bot: str = "", messages_per_second: float = 25.0, extra: str = "",
     storage_url: str | None = None,
     ws_urls: list[str] | None = None, chain_extra: str = "",
-    http_urls: str | None = None,
+    http_urls: str | None = None, refresh_extra: str = "",
 ) -> Path:  # fmt: skip
     """A config for chainwatch on the devnet: `protocols` is TOML for [[protocols]] (default: the Aave market),
     `watched` the accounts the operator watches (default: all test accounts; [] for none), each labelled
     "user <index>". Re-reads on a schedule happen every `refresh_every_blocks` blocks (and per `refresh_bands`,
     TOML, none by default). `bot` is the body of the [bot] table; `extra` more tables (TOML); `ws_urls` replaces the
     proxy's WebSocket URL (e.g. two proxies, primary first); `chain_extra` adds keys to [chain] (TOML); `http_urls`
-    the TOML value of [chain] http_urls (default: the proxy alone, at LOOPBACK_BUDGET)."""
+    the TOML value of [chain] http_urls (default: the proxy alone, at LOOPBACK_BUDGET); `refresh_extra` adds keys to
+    [refresh] (TOML)."""
     watches = "\n".join(
         f'[[watch]]\naddress = "{account}"\nlabel = "user {i}"\n'
         for i, account in enumerate(chain.accounts if watched is None else watched)
@@ -142,6 +143,7 @@ max_log_range = 7
 [refresh]
 every_blocks = {refresh_every_blocks}
 bands = {refresh_bands}
+{refresh_extra}
 
 [telegram]
 token = "{TOKEN}"

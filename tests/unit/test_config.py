@@ -65,6 +65,7 @@ class TestLoadConfig:
         config = load_config(write(MINIMAL), environ={})
         chain = config.chain
         assert (chain.multicall3, chain.max_log_range, config.refresh.every_blocks) == (MULTICALL3, 100, 1500)
+        assert config.refresh.screen_margin == 0.02
         assert (chain.calls_per_batch, chain.read_concurrency, chain.http_urls) == (200, 4, None)
         assert chain.gas_per_call == 20_000_000
         assert config.alerts == Thresholds(warn=1.5, critical=1.2, hysteresis=0.02)
@@ -223,6 +224,18 @@ class TestPerWatch:
 
 # (case id, config text, environ, expected message after "<path>: ")
 ERRORS = [
+    (
+        "negative screen margin",
+        MINIMAL + "[refresh]\nscreen_margin = -0.01\n",
+        {},
+        "refresh.screen_margin: expected a number >= 0.0, got -0.01",
+    ),
+    (
+        "screen margin as text",
+        MINIMAL + '[refresh]\nscreen_margin = "2%"\n',
+        {},
+        "refresh.screen_margin: expected a number, got str",
+    ),
     (
         "url with a fragment, not quoted back",
         MINIMAL.replace('ws_urls = ["ws://127.0.0.1:8545"]', 'ws_urls = ["wss://rpc.example/v2/SECRETKEY#main"]'),

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log
-from chainwatch.feeds import PriceSource, follow_feeds, price_source_of, reroutes
+from chainwatch.feeds import PriceSource, answer_of, follow_feeds, price_source_of, reroutes
 from chainwatch.index import ExposureIndex, Target
 from chainwatch.multicall import Call, CallResult
 
@@ -80,6 +80,17 @@ class TestPriceSourceOf:
         assert price_source_of(log(ADAPTER, [event_topic("Transfer(address,address,uint256)")])) is None
         assert price_source_of(log(ADAPTER, [event_topic("ValueUpdate(uint256,bytes32,uint256)")], b"\0" * 32)) is None
 
+    def test_chainlink_answers_are_read_signed(self) -> None:
+        """AnswerUpdated's answer is topic 1 (int256); NewTransmission's the first data word (int192, sign-extended);
+        other price events carry no Chainlink answer."""
+        updated = log(AGGREGATOR, [event_topic("AnswerUpdated(int256,uint256,uint256)"),
+                                   "0x" + encode(["int256"], [-5]).hex(), "0x" + "00" * 32])  # fmt: skip
+        transmitted = log(AGGREGATOR, [event_topic(
+            "NewTransmission(uint32,int192,address,uint32,int192[],bytes,int192,bytes32,uint40)"), "0x" + "00" * 32],
+            encode(["int192", "address"], [195_000_000_000, AGGREGATOR]))  # fmt: skip
+        poked = log(AGGREGATOR, [event_topic("Poked(address,uint128,uint32)"), "0x" + "00" * 32], b"\0" * 64)
+        assert (answer_of(updated), answer_of(transmitted), answer_of(poked)) == (-5, 195_000_000_000, None)
+
     def test_reroutes_only_for_followed_proxies(self) -> None:
         """AggregatorConfirmed means a new route only from a proxy that was followed."""
         confirmed = log(PROXY, [event_topic("AggregatorConfirmed(address,address)"), "0x" + "00" * 32, "0x" + "00" * 32])
@@ -99,6 +110,13 @@ class TestFollowFeeds:
         assert followed[PYTH_FEED].sources == {PriceSource(emitter=PYTH, feed_id=BTC_ID)}
         assert followed[EULER_ADAPTER].sources == followed[COMPOSITE].sources
         assert reader.batches == 2  # one batch per level, each address probed once: the five, then RATIO and AGGREGATOR
+
+    async def test_only_a_bare_aggregator_is_direct(self) -> None:
+        """The oracle's answer is the event's only when the feed it reads is the emitter itself: never through a
+        proxy (it may switch aggregators), a composite, RedStone, Pyth or an adapter."""
+        followed = await follow_feeds(TableReader(CHAIN), [AGGREGATOR, PROXY, COMPOSITE, REDSTONE_FEED, PYTH_FEED,
+                                                           EULER_ADAPTER], 9)  # type: ignore[arg-type]  # fmt: skip
+        assert [feed for feed, outcome in followed.items() if outcome.direct] == [AGGREGATOR]
 
     async def test_unfollowable_feed_is_quarantined_and_the_rest_resolve(self) -> None:
         """A feed whose every read reverts is logged and left without sources; the others are still followed."""
