@@ -13,6 +13,7 @@ import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
@@ -27,13 +28,17 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
 log = structlog.get_logger(__name__)
 
 _NO_DEBT = 2**256 - 1
+# The hot reads' shapes: getUserAccountData, getUserConfiguration, getAssetsPrices.
+_ACCOUNT_DATA = words.layout(*["uint256"] * 6)
+_WORD = words.layout("uint256")
+_PRICES = words.layout("uint256[]")
 _RESERVE_DATA = [
     "(uint256)", "uint128", "uint128", "uint128", "uint128", "uint128", "uint40", "uint16",
     "address", "address", "address", "address", "uint128", "uint128", "uint128",
@@ -223,8 +228,8 @@ class AaveV3:
     def _decode(self, account: str, reserves: dict[str, int], results: Sequence[CallResult], block: int) -> AccountReading:
         if len(results) != 3:
             raise ReadError(f"expected 3 results for {account}, got {len(results)}")
-        collateral, debt, _, _, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
-        (bitmap,) = decoded(["uint256"], results[1], "Pool.getUserConfiguration")
+        collateral, debt, _, _, _, health = fixed(_ACCOUNT_DATA, results[0], "Pool.getUserAccountData")
+        (bitmap,) = fixed(_WORD, results[1], "Pool.getUserConfiguration")
         prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
         borrowed = {asset for asset, rid in reserves.items() if (bitmap >> (2 * rid)) & 1}
@@ -257,7 +262,7 @@ def _account(topic: str) -> str:
 def _prices(result: CallResult) -> list[int]:
     """The oracle's prices, or none: one broken feed must cost a liquidation-price line, never an alert."""
     try:
-        (prices,) = decoded(["uint256[]"], result, "AaveOracle.getAssetsPrices")
+        (prices,) = fixed(_PRICES, result, "AaveOracle.getAssetsPrices")
     except ReadError:
         return []
     return list(prices)

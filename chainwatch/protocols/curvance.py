@@ -24,6 +24,7 @@ import structlog
 from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter
 from chainwatch.config import CurvanceConfig
@@ -39,7 +40,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -47,7 +48,11 @@ log = structlog.get_logger(__name__)
 
 _WAD = 10**18
 _MAX_ADAPTORS = 2  # Curvance's OracleManager prices an asset from at most two adaptors
-_SNAPSHOT = ["address", "address", "uint8", "bool", "uint256", "uint256"]  # AccountSnapshot
+# The hot reads' shapes: getSnapshot (AccountSnapshot), statusOf, getPrice (price, error code), exchangeRate.
+_SNAPSHOT = words.layout("address", "address", "uint8", "bool", "uint256", "uint256")
+_STATUS = words.layout("uint256", "uint256", "uint256")
+_PRICE = words.layout("uint256", "uint256")
+_RATE = words.layout("uint256")
 _BAD_SOURCE = 2  # an OracleManager error code at which Curvance refuses to price (and to liquidate)
 # A stored requirement is `unit + premium`, the premium at most 234% (Curvance's MAX_COLLATERAL_REQUIREMENT):
 # so its size tells the unit; a value in neither range is a configuration this module does not understand.
@@ -292,7 +297,7 @@ class TokenPosition(NamedTuple):
         usable (an error code below BAD_SOURCE), else health cannot be told."""
         if not self.posted:
             return 0
-        price, error_code = decoded(["uint256", "uint256"], self.lower_price, "OracleManager.getPrice")
+        price, error_code = fixed(_PRICE, self.lower_price, "OracleManager.getPrice")
         if error_code >= _BAD_SOURCE:
             raise ReadError(f"OracleManager cannot price {self.token.symbol} (error code {error_code})")
         return self.posted * price * self.exchange_rate // _WAD // 10**self.decimals
@@ -303,9 +308,9 @@ def _positions(market: CurvanceMarket, results: Sequence[CallResult]) -> list[To
     positions = []
     for i, token in enumerate(market.tokens):
         snapshot, lower_price, rate = results[1 + _CTOKEN_CALLS * i : 1 + _CTOKEN_CALLS * (i + 1)]
-        _, _, decimals, _, posted, owed = decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")
+        _, _, decimals, _, posted, owed = fixed(_SNAPSHOT, snapshot, "cToken.getSnapshot")
         if posted or owed:
-            exchange_rate = decoded(["uint256"], rate, "cToken.exchangeRate")[0] if posted else _WAD
+            exchange_rate = fixed(_RATE, rate, "cToken.exchangeRate")[0] if posted else _WAD
             positions.append(TokenPosition(token, decimals, posted, owed, lower_price, exchange_rate))
     return positions
 
@@ -323,7 +328,7 @@ def _market_reading(
     protocol: str, account: str, market: CurvanceMarket, status: CallResult, positions: Sequence[TokenPosition],
     block: int,
 ) -> Reading:  # fmt: skip
-    collateral, _, debt = decoded(["uint256"] * 3, status, "MarketManager.statusOf")  # maxDebt: the borrow limit
+    collateral, _, debt = fixed(_STATUS, status, "MarketManager.statusOf")  # maxDebt: the borrow limit
     health = math.inf if debt == 0 else soft_line(positions) / debt
     collaterals = [p for p in positions if p.posted]
     liquidation_price, liquidation_asset = None, ""
@@ -374,8 +379,8 @@ def _usable_price(result: CallResult) -> int | None:
     if not result.success:
         return None
     try:
-        price, error_code = decode(["uint256", "uint256"], result.data)
-    except DecodingError:
+        price, error_code = words.decode(_PRICE, result.data)
+    except ValueError:
         return None
     return price if error_code == 0 and price > 0 else None
 

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
@@ -35,7 +36,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -66,6 +67,10 @@ GOV_SET_LTV = event_topic("GovSetLTV(address,uint16,uint16,uint16,uint48,uint32)
 _ROUTER_EVENTS = (event_topic("ConfigSet(address,address,address)"), event_topic("ResolvedVaultSet(address,address)"),
                   event_topic("FallbackOracleSet(address)"))  # fmt: skip
 _VAULT_GETTERS = ("oracle()", "unitOfAccount()", "asset()", "LTVList()")
+# The hot reads' shapes: getControllers, accountLiquidityFull (collaterals, their weighted values, liability), getQuote.
+_CONTROLLERS = words.layout("address[]")
+_LIQUIDITY = words.layout("address[]", "uint256[]", "uint256")
+_QUOTE = words.layout("uint256")
 
 
 class Priced(NamedTuple):
@@ -246,7 +251,7 @@ class EulerV2:
         closed, learned, offset = [], [], 0
         for group in groups:
             mine, offset = results[offset : offset + _size(group, detailed)], offset + _size(group, detailed)
-            (controllers,) = decoded(["address[]"], mine[0], "EVC.getControllers")
+            (controllers,) = fixed(_CONTROLLERS, mine[0], "EVC.getControllers")
             if len(controllers) > 1:
                 raise ReadError(f"sub-account {group.sub} has {len(controllers)} controllers")
             vault = self.vaults[group.vault]
@@ -295,7 +300,7 @@ def _reading(
 ) -> tuple[Reading, tuple[str, ...]]:
     """One position from accountLiquidityFull (and the quotes after it); also the sub-account's collaterals."""
     what = f"accountLiquidityFull of {group.sub} on {vault.address}"
-    collaterals, values, liability = decoded(["address[]", "uint256[]", "uint256"], results[1], what)
+    collaterals, values, liability = fixed(_LIQUIDITY, results[1], what)
     collaterals = tuple(c.lower() for c in collaterals)
     health_factor = math.inf if liability == 0 else sum(values) / liability
     if liability and sum(values) <= liability:
@@ -307,7 +312,7 @@ def _reading(
     if len(valued) == 1 and valued[0] in group.quoted and 0 < health_factor < math.inf:
         priced = vault.priced[valued[0]]
         if priced.asset != vault.asset:  # one collateral against another asset: health scales with its price
-            (quote,) = decoded(["uint256"], results[2 + group.quoted.index(valued[0])], "router getQuote")
+            (quote,) = fixed(_QUOTE, results[2 + group.quoted.index(valued[0])], "router getQuote")
             price, asset = quote / vault.unit / health_factor, priced.symbol
     reading = Reading(key=key, block=block, health_factor=health_factor, collateral=sum(values) / vault.unit,
                       debt=liability / vault.unit, currency=vault.currency, liquidation_price=price,

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
 from chainwatch.config import MorphoBlueConfig
@@ -33,7 +34,7 @@ from chainwatch.protocols.base import (
     Touch,
     Unreadable,
 )
-from chainwatch.protocols.results import decoded, token_symbol
+from chainwatch.protocols.results import decoded, fixed, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -44,7 +45,10 @@ WAD = 10**18
 VIRTUAL_SHARES = 10**6  # SharesMathLib: virtual shares and assets keep share prices defined in empty markets
 VIRTUAL_ASSETS = 1
 _PARAMS = "(address,address,address,address,uint256)"
-_MARKET = ["uint128"] * 6  # totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
+# totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
+_MARKET = words.layout(*["uint128"] * 6)
+_POSITION = words.layout("uint256", "uint128", "uint128")  # supplyShares, borrowShares, collateral
+_PRICE = words.layout("uint256")
 
 # EventsLib (topic1 is always the market id) -> the topic naming the account whose position changed.
 BORROW = event_topic("Borrow(bytes32,address,address,address,uint256,uint256)")
@@ -179,7 +183,7 @@ class MorphoBlue:
             accrue_1, totals_1, accrue_2, totals_2, position, price = group
             try:
                 totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market.id)
-                _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+                _, borrow_shares, collateral = fixed(_POSITION, position, "Morpho.position")
                 reading = _reading(self.name, account, market, block, totals, borrow_shares, collateral, price)
             except ReadError as error:
                 # One market's reverting oracle must not hide the account's other markets; its feeds stay heard.
@@ -281,7 +285,7 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
     borrowed = borrowed_assets(borrow_shares, totals[2], totals[3]) if borrow_shares else 0
     lltv, loan_unit = market.params[4], 10**market.loan_decimals
     if price_result.success:
-        (price,) = decoded(["uint256"], price_result, "oracle price()")
+        (price,) = fixed(_PRICE, price_result, "oracle price()")
     elif borrowed:
         raise ReadError(f"oracle price() reverted for market {market.id}")
     else:
@@ -320,7 +324,7 @@ def _lines(market: Market, totals: tuple[int, ...], borrow_shares: int, collater
 
 
 def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
-    candidates = [decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
+    candidates = [fixed(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
                   if accrue.success and totals.success]  # fmt: skip
     if not candidates:
         raise ReadError(f"Morpho.accrueInterest or market reverted for market {market_id}")
