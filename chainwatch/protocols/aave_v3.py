@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import msgspec
 import structlog
@@ -28,6 +29,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
+from chainwatch.protocols.plans import PlanCache, shared
 from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
@@ -91,6 +93,7 @@ class AaveV3:
         self.sources: dict[str, frozenset[PriceSource]] = {}  # asset -> the price sources that move it
         self.followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies on the way to those sources
         self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
+        self._plans: PlanCache[tuple[str, str, tuple[str, ...]], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         provider_reads = await reader.read(
@@ -174,15 +177,7 @@ class AaveV3:
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
         reserves = dict(self.reserves)  # as planned: a resolve before decoding must not shift the results
-        # The prices call is the same for every account: the reader makes it once per pass.
-        calls = (
-            # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
-            Call(target=self.pool, data=calldata("getUserAccountData(address)", account),
-                 gas=40_000 + 25_000 * len(reserves)),
-            Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
-            Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(reserves)),
-                 gas=20_000 + 15_000 * len(reserves)),
-        )  # fmt: skip
+        calls = self._plans.get(account, (self.pool, self.oracle, shared(tuple(reserves))), _hot_calls)
         if not detailed:
             return ReadPlan(calls=calls, decode=lambda results, block: self._decode(account, reserves, results, block))
         # Per reserve what Aave's GenericLogic sums: its configuration (LT, decimals) and the account's balances.
@@ -255,6 +250,22 @@ class AaveV3:
 
 def _account(topic: str) -> str:
     return to_checksum_address(topic_address(topic))
+
+
+def _hot_calls(account: str, basis: tuple[str, str, tuple[str, ...]]) -> tuple[Call, ...]:
+    pool, oracle, assets = basis
+    # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
+    return (
+        Call(target=pool, data=calldata("getUserAccountData(address)", account), gas=40_000 + 25_000 * len(assets)),
+        Call(target=pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
+        _prices_call(oracle, assets),
+    )
+
+
+@lru_cache(maxsize=64)
+def _prices_call(oracle: str, assets: tuple[str, ...]) -> Call:
+    """The same for every account: one object, and the reader makes it once per pass."""
+    return Call(target=oracle, data=calldata("getAssetsPrices(address[])", list(assets)), gas=20_000 + 15_000 * len(assets))
 
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
@@ -40,6 +41,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
+from chainwatch.protocols.plans import PlanCache
 from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
@@ -116,6 +118,7 @@ class Curvance:
         self.feeds: dict[str, frozenset[str]] = {}  # emitting feed (lower-case) -> exposure keys
         # cToken (checksummed) -> why it was left out at the last resolve: its positions are not read.
         self.quarantined: dict[str, str] = {}
+        self._plans: PlanCache[tuple[CurvanceMarket, ...], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         markets, feeds, adaptors = {}, {}, set()
@@ -248,19 +251,11 @@ class Curvance:
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
         markets = tuple(self.markets.values())
-        calls = []
-        for market in markets:
-            # statusOf accrues interest (nonpayable, ~115k measured for 3 tokens before accrual): its debt is current.
-            calls.append(Call(target=market.manager, data=calldata("statusOf(address)", account),
-                              gas=60_000 + 50_000 * len(market.tokens)))  # fmt: skip
-            for token in market.tokens:
-                calls.append(Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000))
-                calls.append(Call(target=market.oracle_manager, gas=80_000,
-                                  data=calldata("getPrice(address,bool,bool)", token.asset, True, True)))  # fmt: skip
-                calls.append(Call(target=token.c_token, data=calldata("exchangeRate()"), gas=40_000))
-            if detailed:
-                calls += _detail_calls(market)
-        return ReadPlan(calls=tuple(calls),
+        if detailed:
+            calls = tuple(c for market in markets for c in (*_market_calls(account, market), *_detail_calls(market)))
+        else:
+            calls = self._plans.get(account, markets, _hot_calls)
+        return ReadPlan(calls=calls,
                         decode=lambda results, block: self._decode(account, markets, results, block, detailed))  # fmt: skip
 
     def _decode(self, account: str, markets: tuple[CurvanceMarket, ...], results: Sequence[CallResult],
@@ -347,6 +342,27 @@ def _market_reading(
         liquidation_price=liquidation_price,
         liquidation_asset=liquidation_asset,
     )
+
+
+def _hot_calls(account: str, markets: tuple[CurvanceMarket, ...]) -> tuple[Call, ...]:
+    return tuple(call for market in markets for call in _market_calls(account, market))
+
+
+def _market_calls(account: str, market: CurvanceMarket) -> list[Call]:
+    # statusOf accrues interest (nonpayable, ~115k measured for 3 tokens before accrual): its debt is current.
+    calls = [Call(target=market.manager, data=calldata("statusOf(address)", account),
+                  gas=60_000 + 50_000 * len(market.tokens))]  # fmt: skip
+    for token in market.tokens:
+        calls += [Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000),
+                  *_token_calls(market.oracle_manager, token.asset, token.c_token)]  # fmt: skip
+    return calls
+
+
+@lru_cache(maxsize=4096)
+def _token_calls(oracle_manager: str, asset: str, c_token: str) -> tuple[Call, Call]:
+    """The lower price and the exchange rate: the same for every account of the market."""
+    return (Call(target=oracle_manager, data=calldata("getPrice(address,bool,bool)", asset, True, True), gas=80_000),
+            Call(target=c_token, data=calldata("exchangeRate()"), gas=40_000))  # fmt: skip
 
 
 def _detail_calls(market: CurvanceMarket) -> list[Call]:
