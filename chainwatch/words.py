@@ -26,14 +26,19 @@ class _Slot(NamedTuple):
     array: bool  # a dynamic array of `kind`: the head word is its offset
 
 
+_UINT256 = _Kind("uint")
+
+
 class Layout(NamedTuple):
     types: tuple[str, ...]
     slots: tuple[_Slot, ...]
+    plain: bool  # every slot a bare uint256: nothing to check but the length (the commonest hot shape)
 
 
 def layout(*types: str) -> Layout:
     """A compiled result shape, e.g. `layout("uint256", "uint128")` or `layout("address[]", "uint256[]", "uint256")`."""
-    return Layout(types=types, slots=tuple(_slot(t) for t in types))
+    slots = tuple(_slot(t) for t in types)
+    return Layout(types=types, slots=slots, plain=all(s == _Slot(_UINT256, False) for s in slots))
 
 
 def _slot(type_: str) -> _Slot:
@@ -57,6 +62,8 @@ def decode(shape: Layout, data: bytes) -> tuple[Any, ...]:
     head = len(shape.slots) * WORD
     if len(data) < head:
         raise ValueError(f"{len(data)} bytes, too short for the {head}-byte head of ({','.join(shape.types)})")
+    if shape.plain:
+        return tuple(int.from_bytes(data[at : at + WORD], "big") for at in range(0, head, WORD))
     values: list[Any] = []
     for i, slot in enumerate(shape.slots):
         word = int.from_bytes(data[i * WORD : (i + 1) * WORD], "big")
@@ -76,6 +83,8 @@ def read_array(kind: _Kind, data: bytes, at: int) -> tuple[Any, ...]:
     end = at + WORD + count * WORD
     if end > len(data):
         raise ValueError(f"array of {count} words at byte {at} runs past the {len(data)} bytes of data")
+    if kind == _UINT256:  # nothing to check in a word
+        return tuple(int.from_bytes(data[p : p + WORD], "big") for p in range(at + WORD, end, WORD))
     return tuple(_value(kind, int.from_bytes(data[p : p + WORD], "big"), p) for p in range(at + WORD, end, WORD))
 
 
