@@ -265,7 +265,8 @@ def _hot_calls(account: str, basis: tuple[str, str, tuple[str, ...]]) -> tuple[C
 @lru_cache(maxsize=64)
 def _prices_call(oracle: str, assets: tuple[str, ...]) -> Call:
     """The same for every account: one object, and the reader makes it once per pass."""
-    return Call(target=oracle, data=calldata("getAssetsPrices(address[])", list(assets)), gas=20_000 + 15_000 * len(assets))
+    data = calldata("getAssetsPrices(address[])", list(assets))
+    return Call(target=oracle, data=data, gas=20_000 + 15_000 * len(assets))
 
 
 

@@ -242,8 +242,8 @@ class EulerV2:
             for sub, vaults in sorted(self._positions.get(account, {}).items()) for v in sorted(vaults))  # fmt: skip
         planned = tuple(self._planned(group) for group in groups)
         if detailed:
-            calls = tuple(call for entry in planned for call in (*_group_calls(self.evc, entry),
-                                                                 *_detail_calls(self.vaults[entry.group.vault], entry.group)))  # fmt: skip
+            calls = tuple(call for entry in planned for call in (
+                *_group_calls(self.evc, entry), *_detail_calls(self.vaults[entry.group.vault], entry.group)))  # fmt: skip
         else:
             calls = self._plans.get(account, (self.evc, planned), _hot_calls)
         return ReadPlan(calls=calls,

@@ -395,7 +395,8 @@ class TestPlanReuse:
         first = adapter.plan(USER).calls
         assert adapter.plan(USER).calls is first  # nothing encoded again
         other = adapter.plan(OTHER).calls
-        assert [a is b for a, b in zip(first, other)] == [True, True, True, True, False, True]  # position is per account
+        # Only the position call is the account's own.
+        assert [a is b for a, b in zip(first, other)] == [True, True, True, True, False, True]
 
     def test_a_changed_plan_is_never_served_stale(self) -> None:
         """A market found for the account, a market re-resolved with other params, one quarantined: each time the
@@ -409,7 +410,8 @@ class TestPlanReuse:
         assert len(grown) == 12 and grown[:6] == first and grown == rebuilt(adapter, USER)
         assert len(adapter.plan(OTHER).calls) == 6  # only USER uses market B
         other_oracle = to_checksum_address("0x" + "0c" * 20)
-        adapter.markets[MARKET_B] = adapter.markets[MARKET_B]._replace(params=(LOAN, COLLATERAL, other_oracle, IRM, LLTV))
+        moved_params = (LOAN, COLLATERAL, other_oracle, IRM, LLTV)
+        adapter.markets[MARKET_B] = adapter.markets[MARKET_B]._replace(params=moved_params)
         moved = adapter.plan(USER).calls
         assert moved[11].target == other_oracle and moved == rebuilt(adapter, USER)
         adapter._quarantine(MARKET_A, "decimals() reverts", 7)
