@@ -29,15 +29,23 @@ async def read_targets(
     are still read); ReadFailed is raised only when nothing could be read.
     """
     plans = [(target, protocols[target.protocol].plan(target.account, detailed=detailed)) for target in sorted(targets)]
-    unique: dict[tuple[str, bytes], Call] = {}
+    unique: list[Call] = []
+    index_of: dict[tuple[str, bytes], int] = {}
+    slots: list[list[int]] = []  # per plan, where each of its calls sits among the unique ones
     for _, plan in plans:
+        indexes = []
         for call in plan.calls:
-            unique.setdefault(_call_key(call), call)
-    slot = {key: index for index, key in enumerate(unique)}
-    results = await reader.read_what_can_be_read(list(unique.values()), block)
+            key = _call_key(call)
+            index = index_of.get(key)
+            if index is None:
+                index = index_of[key] = len(unique)
+                unique.append(call)
+            indexes.append(index)
+        slots.append(indexes)
+    results = await reader.read_what_can_be_read(unique, block)
     outcomes: list[tuple[Target, AccountReading | ReadError | ReadFailed]] = []
-    for target, plan in plans:
-        mine = [results[slot[_call_key(call)]] for call in plan.calls]
+    for (target, plan), indexes in zip(plans, slots):
+        mine = [results[i] for i in indexes]
         if any(result is None for result in mine):
             outcomes.append((target, ReadFailed(block, len(plan.calls), "its batch could not be read")))
             continue

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
@@ -28,13 +30,18 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.plans import PlanCache, shared
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
 log = structlog.get_logger(__name__)
 
 _NO_DEBT = 2**256 - 1
+# The hot reads' shapes: getUserAccountData, getUserConfiguration, getAssetsPrices.
+_ACCOUNT_DATA = words.layout(*["uint256"] * 6)
+_WORD = words.layout("uint256")
+_PRICES = words.layout("uint256[]")
 _RESERVE_DATA = [
     "(uint256)", "uint128", "uint128", "uint128", "uint128", "uint128", "uint40", "uint16",
     "address", "address", "address", "address", "uint128", "uint128", "uint128",
@@ -95,6 +102,7 @@ class AaveV3:
         # No e-mode category has a price source of its own (then an account's prices are the oracle's, whatever
         # its e-mode): only then is a reading's health at a feed's new answer computable without a read.
         self.oracle_prices_only = False
+        self._plans: PlanCache[tuple[str, str, tuple[str, ...]], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         provider_reads = await reader.read(
@@ -194,15 +202,7 @@ class AaveV3:
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
         reserves = dict(self.reserves)  # as planned: a resolve before decoding must not shift the results
-        # The prices call is the same for every account: the reader makes it once per pass.
-        calls = (
-            # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
-            Call(target=self.pool, data=calldata("getUserAccountData(address)", account),
-                 gas=40_000 + 25_000 * len(reserves)),
-            Call(target=self.pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
-            Call(target=self.oracle, data=calldata("getAssetsPrices(address[])", list(reserves)),
-                 gas=20_000 + 15_000 * len(reserves)),
-        )  # fmt: skip
+        calls = self._plans.get(account, (self.pool, self.oracle, shared(tuple(reserves))), _hot_calls)
         if not detailed:
             return ReadPlan(calls=calls, decode=lambda results, block: self._decode(account, reserves, results, block))
         # Per reserve what Aave's GenericLogic sums: its configuration (LT, decimals) and the account's balances.
@@ -248,8 +248,8 @@ class AaveV3:
     def _decode(self, account: str, reserves: dict[str, int], results: Sequence[CallResult], block: int) -> AccountReading:
         if len(results) != 3:
             raise ReadError(f"expected 3 results for {account}, got {len(results)}")
-        collateral, debt, _, threshold, _, health = decoded(["uint256"] * 6, results[0], "Pool.getUserAccountData")
-        (bitmap,) = decoded(["uint256"], results[1], "Pool.getUserConfiguration")
+        collateral, debt, _, threshold, _, health = fixed(_ACCOUNT_DATA, results[0], "Pool.getUserAccountData")
+        (bitmap,) = fixed(_WORD, results[1], "Pool.getUserConfiguration")
         prices = _prices(results[2])
         # Bit 2*id: borrowing that reserve; bit 2*id+1: using it as collateral.
         borrowed = {asset for asset, rid in reserves.items() if (bitmap >> (2 * rid)) & 1}
@@ -335,12 +335,29 @@ def _account(topic: str) -> str:
     return to_checksum_address(topic_address(topic))
 
 
+def _hot_calls(account: str, basis: tuple[str, str, tuple[str, ...]]) -> tuple[Call, ...]:
+    pool, oracle, assets = basis
+    # Gas grows with the reserves the view loops over; the estimate only sizes multicall chunks.
+    return (
+        Call(target=pool, data=calldata("getUserAccountData(address)", account), gas=40_000 + 25_000 * len(assets)),
+        Call(target=pool, data=calldata("getUserConfiguration(address)", account), gas=30_000),
+        _prices_call(oracle, assets),
+    )
+
+
+@lru_cache(maxsize=64)
+def _prices_call(oracle: str, assets: tuple[str, ...]) -> Call:
+    """The same for every account: one object, and the reader makes it once per pass."""
+    data = calldata("getAssetsPrices(address[])", list(assets))
+    return Call(target=oracle, data=data, gas=20_000 + 15_000 * len(assets))
+
+
 
 
 def _prices(result: CallResult) -> list[int]:
     """The oracle's prices, or none: one broken feed must cost a liquidation-price line, never an alert."""
     try:
-        (prices,) = decoded(["uint256[]"], result, "AaveOracle.getAssetsPrices")
+        (prices,) = fixed(_PRICES, result, "AaveOracle.getAssetsPrices")
     except ReadError:
         return []
     return list(prices)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
@@ -24,6 +25,7 @@ import structlog
 from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter
 from chainwatch.config import CurvanceConfig
@@ -39,7 +41,8 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.plans import PlanCache
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -47,7 +50,11 @@ log = structlog.get_logger(__name__)
 
 _WAD = 10**18
 _MAX_ADAPTORS = 2  # Curvance's OracleManager prices an asset from at most two adaptors
-_SNAPSHOT = ["address", "address", "uint8", "bool", "uint256", "uint256"]  # AccountSnapshot
+# The hot reads' shapes: getSnapshot (AccountSnapshot), statusOf, getPrice (price, error code), exchangeRate.
+_SNAPSHOT = words.layout("address", "address", "uint8", "bool", "uint256", "uint256")
+_STATUS = words.layout("uint256", "uint256", "uint256")
+_PRICE = words.layout("uint256", "uint256")
+_RATE = words.layout("uint256")
 _BAD_SOURCE = 2  # an OracleManager error code at which Curvance refuses to price (and to liquidate)
 # A stored requirement is `unit + premium`, the premium at most 234% (Curvance's MAX_COLLATERAL_REQUIREMENT):
 # so its size tells the unit; a value in neither range is a configuration this module does not understand.
@@ -111,6 +118,7 @@ class Curvance:
         self.feeds: dict[str, frozenset[str]] = {}  # emitting feed (lower-case) -> exposure keys
         # cToken (checksummed) -> why it was left out at the last resolve: its positions are not read.
         self.quarantined: dict[str, str] = {}
+        self._plans: PlanCache[tuple[CurvanceMarket, ...], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         markets, feeds, adaptors = {}, {}, set()
@@ -246,19 +254,11 @@ class Curvance:
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:
         markets = tuple(self.markets.values())
-        calls = []
-        for market in markets:
-            # statusOf accrues interest (nonpayable, ~115k measured for 3 tokens before accrual): its debt is current.
-            calls.append(Call(target=market.manager, data=calldata("statusOf(address)", account),
-                              gas=60_000 + 50_000 * len(market.tokens)))  # fmt: skip
-            for token in market.tokens:
-                calls.append(Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000))
-                calls.append(Call(target=market.oracle_manager, gas=80_000,
-                                  data=calldata("getPrice(address,bool,bool)", token.asset, True, True)))  # fmt: skip
-                calls.append(Call(target=token.c_token, data=calldata("exchangeRate()"), gas=40_000))
-            if detailed:
-                calls += _detail_calls(market)
-        return ReadPlan(calls=tuple(calls),
+        if detailed:
+            calls = tuple(c for market in markets for c in (*_market_calls(account, market), *_detail_calls(market)))
+        else:
+            calls = self._plans.get(account, markets, _hot_calls)
+        return ReadPlan(calls=calls,
                         decode=lambda results, block: self._decode(account, markets, results, block, detailed))  # fmt: skip
 
     def _decode(self, account: str, markets: tuple[CurvanceMarket, ...], results: Sequence[CallResult],
@@ -295,7 +295,7 @@ class TokenPosition(NamedTuple):
         usable (an error code below BAD_SOURCE), else health cannot be told."""
         if not self.posted:
             return 0
-        price, error_code = decoded(["uint256", "uint256"], self.lower_price, "OracleManager.getPrice")
+        price, error_code = fixed(_PRICE, self.lower_price, "OracleManager.getPrice")
         if error_code >= _BAD_SOURCE:
             raise ReadError(f"OracleManager cannot price {self.token.symbol} (error code {error_code})")
         return self.posted * price * self.exchange_rate // _WAD // 10**self.decimals
@@ -306,9 +306,9 @@ def _positions(market: CurvanceMarket, results: Sequence[CallResult]) -> list[To
     positions = []
     for i, token in enumerate(market.tokens):
         snapshot, lower_price, rate = results[1 + _CTOKEN_CALLS * i : 1 + _CTOKEN_CALLS * (i + 1)]
-        _, _, decimals, _, posted, owed = decoded(_SNAPSHOT, snapshot, "cToken.getSnapshot")
+        _, _, decimals, _, posted, owed = fixed(_SNAPSHOT, snapshot, "cToken.getSnapshot")
         if posted or owed:
-            exchange_rate = decoded(["uint256"], rate, "cToken.exchangeRate")[0] if posted else _WAD
+            exchange_rate = fixed(_RATE, rate, "cToken.exchangeRate")[0] if posted else _WAD
             positions.append(TokenPosition(token, decimals, posted, owed, lower_price, exchange_rate))
     return positions
 
@@ -326,7 +326,7 @@ def _market_reading(
     protocol: str, account: str, market: CurvanceMarket, status: CallResult, positions: Sequence[TokenPosition],
     block: int,
 ) -> Reading:  # fmt: skip
-    collateral, _, debt = decoded(["uint256"] * 3, status, "MarketManager.statusOf")  # maxDebt: the borrow limit
+    collateral, _, debt = fixed(_STATUS, status, "MarketManager.statusOf")  # maxDebt: the borrow limit
     health = math.inf if debt == 0 else soft_line(positions) / debt
     collaterals = [p for p in positions if p.posted]
     liquidation_price, liquidation_asset = None, ""
@@ -345,6 +345,27 @@ def _market_reading(
         liquidation_price=liquidation_price,
         liquidation_asset=liquidation_asset,
     )
+
+
+def _hot_calls(account: str, markets: tuple[CurvanceMarket, ...]) -> tuple[Call, ...]:
+    return tuple(call for market in markets for call in _market_calls(account, market))
+
+
+def _market_calls(account: str, market: CurvanceMarket) -> list[Call]:
+    # statusOf accrues interest (nonpayable, ~115k measured for 3 tokens before accrual): its debt is current.
+    calls = [Call(target=market.manager, data=calldata("statusOf(address)", account),
+                  gas=60_000 + 50_000 * len(market.tokens))]  # fmt: skip
+    for token in market.tokens:
+        calls += [Call(target=token.c_token, data=calldata("getSnapshot(address)", account), gas=40_000),
+                  *_token_calls(market.oracle_manager, token.asset, token.c_token)]  # fmt: skip
+    return calls
+
+
+@lru_cache(maxsize=4096)
+def _token_calls(oracle_manager: str, asset: str, c_token: str) -> tuple[Call, Call]:
+    """The lower price and the exchange rate: the same for every account of the market."""
+    return (Call(target=oracle_manager, data=calldata("getPrice(address,bool,bool)", asset, True, True), gas=80_000),
+            Call(target=c_token, data=calldata("exchangeRate()"), gas=40_000))  # fmt: skip
 
 
 def _detail_calls(market: CurvanceMarket) -> list[Call]:
@@ -377,8 +398,8 @@ def _usable_price(result: CallResult) -> int | None:
     if not result.success:
         return None
     try:
-        price, error_code = decode(["uint256", "uint256"], result.data)
-    except DecodingError:
+        price, error_code = words.decode(_PRICE, result.data)
+    except ValueError:
         return None
     return price if error_code == 0 and price > 0 else None
 

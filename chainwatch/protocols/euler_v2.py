@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
@@ -35,7 +37,8 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
-from chainwatch.protocols.results import decoded, nonzero_address, token_symbol
+from chainwatch.protocols.plans import PlanCache
+from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -66,6 +69,10 @@ GOV_SET_LTV = event_topic("GovSetLTV(address,uint16,uint16,uint16,uint48,uint32)
 _ROUTER_EVENTS = (event_topic("ConfigSet(address,address,address)"), event_topic("ResolvedVaultSet(address,address)"),
                   event_topic("FallbackOracleSet(address)"))  # fmt: skip
 _VAULT_GETTERS = ("oracle()", "unitOfAccount()", "asset()", "LTVList()")
+# The hot reads' shapes: getControllers, accountLiquidityFull (collaterals, their weighted values, liability), getQuote.
+_CONTROLLERS = words.layout("address[]")
+_LIQUIDITY = words.layout("address[]", "uint256[]", "uint256")
+_QUOTE = words.layout("uint256")
 
 
 class Priced(NamedTuple):
@@ -98,6 +105,16 @@ class _Group(NamedTuple):
     quoted: tuple[str, ...]  # collateral vaults whose underlying's price is asked, for the liquidation price
 
 
+class _Planned(NamedTuple):
+    """What one group's hot calls are made from: the pair, its controller's address and router, and the quotes
+    (unit, base, quote) the router is asked for."""
+
+    group: _Group
+    vault: str
+    oracle: str
+    quotes: tuple[tuple[int, str, str], ...]
+
+
 class EulerV2:
     """The EVC and the controller vaults of one Euler v2 deployment."""
 
@@ -110,6 +127,7 @@ class EulerV2:
         self._followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies behind the routers' adapters
         self._watched: dict[str, set[str]] = {}  # 19-byte prefix -> watched addresses (checksummed)
         self._positions: dict[str, dict[str, set[str]]] = {}  # watched -> sub-account -> controller vaults
+        self._plans: PlanCache[tuple[str, tuple[_Planned, ...]], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         basics = await reader.read([Call(target=vault, data=calldata(getter), gas=200_000)
@@ -225,20 +243,19 @@ class EulerV2:
         groups = tuple(
             _Group(sub=sub, vault=v, quoted=tuple(c for c in self.vaults[v].collaterals if c in self.vaults[v].priced))
             for sub, vaults in sorted(self._positions.get(account, {}).items()) for v in sorted(vaults))  # fmt: skip
-        calls = []
-        for group in groups:
-            vault = self.vaults[group.vault]
-            calls += [Call(target=self.evc, data=calldata("getControllers(address)", group.sub), gas=30_000),
-                      Call(target=vault.address, data=calldata("accountLiquidityFull(address,bool)", group.sub, True),
-                           gas=400_000)]  # fmt: skip  (~0.1M measured; real vaults with many collaterals cost more)
-            # The same quotes serve every account of the pass: the reader makes each identical call once.
-            quotes = [(vault.priced[c].unit, vault.priced[c].asset, vault.unit_of_account) for c in group.quoted]
-            calls += [Call(target=vault.oracle, data=calldata("getQuote(uint256,address,address)", *quote),
-                           gas=300_000) for quote in quotes]  # fmt: skip
-            if detailed:
-                calls += _detail_calls(vault, group)
-        return ReadPlan(calls=tuple(calls),
+        planned = tuple(self._planned(group) for group in groups)
+        if detailed:
+            calls = tuple(call for entry in planned for call in (
+                *_group_calls(self.evc, entry), *_detail_calls(self.vaults[entry.group.vault], entry.group)))  # fmt: skip
+        else:
+            calls = self._plans.get(account, (self.evc, planned), _hot_calls)
+        return ReadPlan(calls=calls,
                         decode=lambda results, block: self._decode(account, groups, results, block, detailed))  # fmt: skip
+
+    def _planned(self, group: _Group) -> _Planned:
+        vault = self.vaults[group.vault]
+        quotes = tuple((vault.priced[c].unit, vault.priced[c].asset, vault.unit_of_account) for c in group.quoted)
+        return _Planned(group=group, vault=vault.address, oracle=vault.oracle, quotes=quotes)
 
     def _decode(self, account: str, groups: tuple[_Group, ...], results: Sequence[CallResult], block: int,
                 detailed: bool) -> AccountReading:  # fmt: skip
@@ -249,7 +266,7 @@ class EulerV2:
         closed, learned, offset = [], [], 0
         for group in groups:
             mine, offset = results[offset : offset + _size(group, detailed)], offset + _size(group, detailed)
-            (controllers,) = decoded(["address[]"], mine[0], "EVC.getControllers")
+            (controllers,) = fixed(_CONTROLLERS, mine[0], "EVC.getControllers")
             if len(controllers) > 1:
                 raise ReadError(f"sub-account {group.sub} has {len(controllers)} controllers")
             vault = self.vaults[group.vault]
@@ -298,7 +315,7 @@ def _reading(
 ) -> tuple[Reading, tuple[str, ...]]:
     """One position from accountLiquidityFull (and the quotes after it); also the sub-account's collaterals."""
     what = f"accountLiquidityFull of {group.sub} on {vault.address}"
-    collaterals, values, liability = decoded(["address[]", "uint256[]", "uint256"], results[1], what)
+    collaterals, values, liability = fixed(_LIQUIDITY, results[1], what)
     collaterals = tuple(c.lower() for c in collaterals)
     health_factor = math.inf if liability == 0 else sum(values) / liability
     if liability and sum(values) <= liability:
@@ -310,12 +327,33 @@ def _reading(
     if len(valued) == 1 and valued[0] in group.quoted and 0 < health_factor < math.inf:
         priced = vault.priced[valued[0]]
         if priced.asset != vault.asset:  # one collateral against another asset: health scales with its price
-            (quote,) = decoded(["uint256"], results[2 + group.quoted.index(valued[0])], "router getQuote")
+            (quote,) = fixed(_QUOTE, results[2 + group.quoted.index(valued[0])], "router getQuote")
             price, asset = quote / vault.unit / health_factor, priced.symbol
     reading = Reading(key=key, block=block, health_factor=health_factor, collateral=sum(values) / vault.unit,
                       debt=liability / vault.unit, currency=vault.currency, liquidation_price=price,
                       liquidation_asset=asset)  # fmt: skip
     return reading, collaterals
+
+
+def _hot_calls(account: str, basis: tuple[str, tuple[_Planned, ...]]) -> tuple[Call, ...]:
+    evc, planned = basis
+    return tuple(call for entry in planned for call in _group_calls(evc, entry))
+
+
+def _group_calls(evc: str, entry: _Planned) -> tuple[Call, ...]:
+    sub = entry.group.sub
+    return (
+        Call(target=evc, data=calldata("getControllers(address)", sub), gas=30_000),
+        # ~0.1M measured; real vaults with many collaterals cost more.
+        Call(target=entry.vault, data=calldata("accountLiquidityFull(address,bool)", sub, True), gas=400_000),
+        *(_quote_call(entry.oracle, quote) for quote in entry.quotes),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _quote_call(oracle: str, quote: tuple[int, str, str]) -> Call:
+    """The same for every account of the pass: one object, and the reader makes each identical call once."""
+    return Call(target=oracle, data=calldata("getQuote(uint256,address,address)", *quote), gas=300_000)
 
 
 def _size(group: _Group, detailed: bool) -> int:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
 import structlog
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
 from chainwatch.config import MorphoBlueConfig
@@ -33,7 +35,8 @@ from chainwatch.protocols.base import (
     Touch,
     Unreadable,
 )
-from chainwatch.protocols.results import decoded, token_symbol
+from chainwatch.protocols.plans import PlanCache
+from chainwatch.protocols.results import decoded, fixed, token_symbol
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
@@ -44,7 +47,10 @@ WAD = 10**18
 VIRTUAL_SHARES = 10**6  # SharesMathLib: virtual shares and assets keep share prices defined in empty markets
 VIRTUAL_ASSETS = 1
 _PARAMS = "(address,address,address,address,uint256)"
-_MARKET = ["uint128"] * 6  # totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
+# totalSupplyAssets, totalSupplyShares, totalBorrowAssets, totalBorrowShares, lastUpdate, fee
+_MARKET = words.layout(*["uint128"] * 6)
+_POSITION = words.layout("uint256", "uint128", "uint128")  # supplyShares, borrowShares, collateral
+_PRICE = words.layout("uint256")
 
 # EventsLib (topic1 is always the market id) -> the topic naming the account whose position changed.
 BORROW = event_topic("Borrow(bytes32,address,address,address,uint256,uint256)")
@@ -93,6 +99,7 @@ class MorphoBlue:
         self._watched: set[str] = set()
         self._used: dict[str, set[str]] = {}  # account -> market ids seen in its own events
         self._followed_proxies: dict[str, frozenset[str]] = {}  # market id -> Chainlink proxies behind its oracle
+        self._plans: PlanCache[tuple[str, tuple[Market, ...]], tuple[Call, ...]] = PlanCache()
 
     async def resolve(self, reader: Reader, block: int) -> None:
         await self._resolve_markets(reader, self._configured.union(*self._used.values()), block)
@@ -158,17 +165,8 @@ class MorphoBlue:
         held = self._configured.union(self._used.get(account, ()))
         markets = tuple(self.markets[m] for m in sorted(held) if m in self.markets)
         quarantined = tuple(Unreadable(market=m, reason=self.quarantined[m]) for m in sorted(held) if m in self.quarantined)
-        calls: list[Call] = []
-        # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
-        for market in markets:
-            accrue = Call(target=self.morpho, data=calldata(f"accrueInterest({_PARAMS})", market.params), gas=60_000,
-                          keep_with_next=True)  # fmt: skip
-            totals = Call(target=self.morpho, data=calldata("market(bytes32)", _id_bytes(market.id)), gas=15_000)
-            position = calldata("position(bytes32,address)", _id_bytes(market.id), account)
-            calls += [accrue, totals, accrue, totals, Call(target=self.morpho, data=position, gas=15_000),
-                      Call(target=market.params[2], data=calldata("price()"), gas=80_000)]  # fmt: skip
         # Detailed or not, the same calls: the lines come from the position, price and LLTV health already needs.
-        return ReadPlan(calls=tuple(calls),
+        return ReadPlan(calls=self._plans.get(account, (self.morpho, markets), _hot_calls),
                         decode=lambda results, block: self._decode(account, markets, quarantined, results, block,
                                                                    detailed))  # fmt: skip
 
@@ -182,7 +180,7 @@ class MorphoBlue:
             accrue_1, totals_1, accrue_2, totals_2, position, price = group
             try:
                 totals = _accrued_totals([(accrue_1, totals_1), (accrue_2, totals_2)], market.id)
-                _, borrow_shares, collateral = decoded(["uint256", "uint128", "uint128"], position, "Morpho.position")
+                _, borrow_shares, collateral = fixed(_POSITION, position, "Morpho.position")
                 reading = _reading(self.name, account, market, block, totals, borrow_shares, collateral, price)
             except ReadError as error:
                 # One market's reverting oracle must not hide the account's other markets; its feeds stay heard.
@@ -284,7 +282,7 @@ def _reading(name: str, account: str, market: Market, block: int, totals: tuple[
     borrowed = borrowed_assets(borrow_shares, totals[2], totals[3]) if borrow_shares else 0
     lltv, loan_unit = market.params[4], 10**market.loan_decimals
     if price_result.success:
-        (price,) = decoded(["uint256"], price_result, "oracle price()")
+        (price,) = fixed(_PRICE, price_result, "oracle price()")
     elif borrowed:
         raise ReadError(f"oracle price() reverted for market {market.id}")
     else:
@@ -323,11 +321,36 @@ def _lines(market: Market, totals: tuple[int, ...], borrow_shares: int, collater
 
 
 def _accrued_totals(pairs: Sequence[tuple[CallResult, CallResult]], market_id: str) -> tuple[int, ...]:
-    candidates = [decoded(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
+    candidates = [fixed(_MARKET, totals, "Morpho.market") for accrue, totals in pairs
                   if accrue.success and totals.success]  # fmt: skip
     if not candidates:
         raise ReadError(f"Morpho.accrueInterest or market reverted for market {market_id}")
     return max(candidates, key=lambda totals: totals[4])  # the later lastUpdate is the accrued one
+
+
+# --- the plan's calls -------------------------------------------------------------------------------------------
+
+
+def _hot_calls(account: str, basis: tuple[str, tuple[Market, ...]]) -> tuple[Call, ...]:
+    morpho, markets = basis
+    calls: list[Call] = []
+    for market in markets:
+        accrue, totals, price = _market_calls(morpho, market.id, market.params)
+        position = Call(target=morpho, data=calldata("position(bytes32,address)", _id_bytes(market.id), account),
+                        gas=15_000)  # fmt: skip
+        calls += [accrue, totals, accrue, totals, position, price]
+    return tuple(calls)
+
+
+@lru_cache(maxsize=4096)
+def _market_calls(morpho: str, market_id: str, params: tuple[str, str, str, str, int]) -> tuple[Call, Call, Call]:
+    """The accrual, the totals and the oracle's price: the same for every account in the market."""
+    # Gas about twice the devnet's (accrual 26k, price 31k, reads 6-8k): mainnet IRMs and oracles cost more.
+    return (
+        Call(target=morpho, data=calldata(f"accrueInterest({_PARAMS})", params), gas=60_000, keep_with_next=True),
+        Call(target=morpho, data=calldata("market(bytes32)", _id_bytes(market_id)), gas=15_000),
+        Call(target=params[2], data=calldata("price()"), gas=80_000),
+    )
 
 
 # --- decoding helpers ------------------------------------------------------------------------------------------

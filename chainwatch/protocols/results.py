@@ -1,5 +1,8 @@
 """Decoding the results of protocol reads, shared by the protocol modules: a failed or malformed result is a
-`ReadError` (never a default that looks like "no position"), and token names degrade to addresses."""
+`ReadError` (never a default that looks like "no position"), and token names degrade to addresses.
+
+`fixed` decodes the hot reads (made for every account on every pass) with the own word decoder; `decoded`
+keeps eth_abi for everything else. Both refuse the same data, so a module may use either for a shape."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from eth_abi.exceptions import DecodingError
 from eth_utils import to_checksum_address
 
+from chainwatch import words
 from chainwatch.abi import decode
 from chainwatch.multicall import CallResult
 from chainwatch.protocols.base import ReadError
@@ -21,6 +25,16 @@ def decoded(types: list[str], result: CallResult, what: str) -> tuple[Any, ...]:
         return decode(types, result.data)
     except DecodingError as error:
         raise ReadError(f"{what} returned undecodable data: {type(error).__name__}") from None
+
+
+def fixed(shape: words.Layout, result: CallResult, what: str) -> tuple[Any, ...]:
+    """Like `decoded`, for a shape of fixed words compiled once with `words.layout`."""
+    if not result.success:
+        raise ReadError(f"{what} reverted")
+    try:
+        return words.decode(shape, result.data)
+    except ValueError as error:
+        raise ReadError(f"{what} returned undecodable data: {error}") from None
 
 
 def nonzero_address(result: CallResult, what: str) -> str:

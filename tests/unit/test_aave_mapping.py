@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from eth_abi import encode
+from eth_abi import decode, encode
 from eth_utils import keccak, to_checksum_address
 
 from chainwatch.chain import Log
@@ -11,6 +11,7 @@ from chainwatch.model import Side
 from chainwatch.multicall import CallResult
 from chainwatch.protocols.aave_v3 import AaveV3
 from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.plans import PlanCache
 
 POOL = "0x" + "aa" * 20
 ORACLE = "0x" + "bb" * 20
@@ -238,3 +239,37 @@ class TestReserveMapRebuilt:
         """ReserveDropped from the configurator is what triggers the rebuild."""
         log = pool_log("ReserveDropped(address)", word(WETH), address=CONFIGURATOR)
         assert aave.touched_by(log) == SourcesChanged()
+
+
+def rebuilt(protocol: AaveV3, account: str) -> tuple:
+    """The calls a protocol with no plans kept would build now: what a reused plan must equal."""
+    protocol._plans = PlanCache()
+    return protocol.plan(account).calls
+
+
+class TestPlanReuse:
+    def test_calls_are_built_once_and_the_prices_call_is_shared(self, aave: AaveV3) -> None:
+        first = aave.plan(USER).calls
+        assert aave.plan(USER).calls is first  # nothing encoded again
+        assert aave.plan(OTHER).calls[2] is first[2]  # every account's prices call is one object
+
+    def test_a_changed_plan_is_never_served_stale(self, aave: AaveV3) -> None:
+        """A new reserve (a resolve), one dropped in place, a new pool or oracle: each gives the calls a fresh
+        build gives, and the decoding follows the reserves as planned."""
+        first = aave.plan(USER).calls
+        aave.reserves = {**aave.reserves, "0x" + "04" * 20: 3}
+        grown = aave.plan(USER).calls
+        assert grown != first and grown == rebuilt(aave, USER)
+        assert decode(["address[]"], grown[2].data[4:])[0][-1] == "0x" + "04" * 20
+        del aave.reserves[WBTC]  # mutated in place, not replaced
+        shrunk = aave.plan(USER).calls
+        assert decode(["address[]"], shrunk[2].data[4:])[0] == (WETH, USDC, "0x" + "04" * 20)
+        assert shrunk == rebuilt(aave, USER)
+        aave.pool, aave.oracle = to_checksum_address("0x" + "a0" * 20), to_checksum_address("0x" + "b0" * 20)
+        moved = aave.plan(USER).calls
+        assert [c.target for c in moved] == [aave.pool, aave.pool, aave.oracle] and moved == rebuilt(aave, USER)
+        bitmap = 1 << (2 * 3 + 1)  # collateral in the new reserve, id 3
+        prices = encode(["uint256[]"], [[1, 2, 3]])
+        reading = aave.plan(USER).decode(ok(encode(["uint256"] * 6, [1, 0, 0, 0, 0, 2**256 - 1]),
+                                            encode(["uint256"], [bitmap]), prices), 5)  # fmt: skip
+        assert reading.exposure == frozenset({"0x" + "04" * 20})

@@ -15,6 +15,7 @@ from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import AccountsTouched, MarketsTouched, ReadError, SourcesChanged
 from chainwatch.protocols.curvance import Curvance
+from chainwatch.protocols.plans import PlanCache
 
 MANAGER, ORACLE, ADAPTOR = "0x" + "a1" * 20, "0x" + "a2" * 20, "0x" + "a3" * 20
 C_WETH, C_USDC = "0x" + "c1" * 20, "0x" + "c2" * 20
@@ -347,3 +348,29 @@ class TestDetailedPlan:
         assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.8)
         assert (usdc.symbol, usdc.side, usdc.amount, usdc.value) == ("USDC", Side.DEBT, 1000.0, pytest.approx(1010.0))
         assert weth.value * weth.weight / usdc.value == pytest.approx(reading.health_factor)
+
+
+def rebuilt(protocol: Curvance, account: str) -> tuple[Call, ...]:
+    """The calls a protocol with no plans kept would build now: what a reused plan must equal."""
+    protocol._plans = PlanCache()
+    return protocol.plan(account).calls
+
+
+class TestPlanReuse:
+    async def test_calls_are_built_once_and_token_calls_shared(self) -> None:
+        protocol = await resolved()
+        first = protocol.plan(USER).calls
+        assert protocol.plan(USER).calls is first  # nothing encoded again
+        other = protocol.plan(OTHER).calls
+        assert [a is b for a, b in zip(first, other)] == [False, False, True, True, False, True, True]
+
+    async def test_a_changed_plan_is_never_served_stale(self) -> None:
+        """A resolve that drops a token (its config unreadable) gives the calls a fresh build gives."""
+        protocol = await resolved()
+        first = protocol.plan(USER).calls
+        answers = chain_answers()
+        del answers[(MANAGER, calldata("collConfig(address)", C_USDC))]
+        await protocol.resolve(FakeReader(answers), 101)  # type: ignore[arg-type]
+        shrunk = protocol.plan(USER).calls
+        assert [c.data for c in shrunk] == [c.data for c in first[:4]] and shrunk[0].gas < first[0].gas
+        assert shrunk == rebuilt(protocol, USER)

@@ -22,6 +22,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
 )
 from chainwatch.protocols.euler_v2 import EulerV2, exposure_key
+from chainwatch.protocols.plans import PlanCache
 
 EVC, VAULT, OTHER_VAULT = "0x" + "e0" * 20, "0x" + "aa" * 20, "0x" + "ab" * 20
 WETH_VAULT, WBTC_VAULT, ROUTER = "0x" + "b1" * 20, "0x" + "b2" * 20, "0x" + "cc" * 20
@@ -321,3 +322,35 @@ class TestDetailedPlan:
         weth, usdc = position.assets
         assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.85)
         assert (usdc.symbol, usdc.side, usdc.amount, usdc.value) == ("USDC", Side.DEBT, 1000.0, 1000.0)
+
+
+def rebuilt(euler: EulerV2, account: str) -> tuple[Call, ...]:
+    """The calls a protocol with no plans kept would build now: what a reused plan must equal."""
+    euler._plans = PlanCache()
+    return euler.plan(account).calls
+
+
+class TestPlanReuse:
+    async def test_calls_are_built_once(self, euler: EulerV2) -> None:
+        await watching(euler, (sub(OWNER, 1), VAULT))
+        first = euler.plan(OWNER).calls
+        assert len(first) == 4 and euler.plan(OWNER).calls is first  # nothing encoded again
+
+    async def test_a_changed_plan_is_never_served_stale(self, euler: EulerV2) -> None:
+        """A sub-account learnt from a log, a resolve that prices a collateral in another unit, a sub-account the
+        vault released: each time the calls a fresh build gives."""
+        await watching(euler, (sub(OWNER, 1), VAULT))
+        first = euler.plan(OWNER).calls
+        status = "ControllerStatus(address,address,bool)"
+        euler.touched_by(log(EVC, status, word(sub(OWNER, 2)), word(VAULT), data=encode(["bool"], [True])))
+        grown = euler.plan(OWNER).calls
+        assert grown[:4] == first and grown[4].data == calldata("getControllers(address)", sub(OWNER, 2))
+        assert grown == rebuilt(euler, OWNER)
+        vault = euler.vaults[VAULT]
+        weth = vault.priced[WETH_VAULT]._replace(unit=10**6)
+        euler.vaults[VAULT] = vault._replace(priced={**vault.priced, WETH_VAULT: weth})
+        requoted = euler.plan(OWNER).calls
+        assert requoted[2].data == calldata("getQuote(uint256,address,address)", 10**6, WETH, USD)
+        assert requoted == rebuilt(euler, OWNER)
+        euler.plan(OWNER).decode(results([], FAILED) + results([VAULT], liquidity({}, 0)), 9)  # sub-account 1 released
+        assert euler.plan(OWNER).calls == requoted[4:] == rebuilt(euler, OWNER)

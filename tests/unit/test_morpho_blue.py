@@ -21,6 +21,7 @@ from chainwatch.model import Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols import morpho_blue
 from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.plans import PlanCache
 from chainwatch.protocols.morpho_blue import Market, MorphoBlue, borrowed_assets, health_factor, max_borrow
 
 MORPHO = to_checksum_address("0x" + "aa" * 20)
@@ -386,3 +387,38 @@ class TestDetailedPlan:
         assert (weth.symbol, weth.side, weth.amount, weth.value, weth.weight) == ("WETH", Side.COLLATERAL, 1.0, 2000.0, 0.86)
         assert (usdc.symbol, usdc.side) == ("USDC", Side.DEBT) and usdc.amount == pytest.approx(1000.0, abs=1e-5)
         assert weth.value * weth.weight / usdc.value == pytest.approx(reading.health_factor)
+
+
+class TestPlanReuse:
+    def test_calls_are_built_once_and_market_calls_shared(self) -> None:
+        adapter = protocol(a=market())
+        first = adapter.plan(USER).calls
+        assert adapter.plan(USER).calls is first  # nothing encoded again
+        other = adapter.plan(OTHER).calls
+        # Only the position call is the account's own.
+        assert [a is b for a, b in zip(first, other)] == [True, True, True, True, False, True]
+
+    def test_a_changed_plan_is_never_served_stale(self) -> None:
+        """A market found for the account, a market re-resolved with other params, one quarantined: each time the
+        calls a fresh build gives."""
+        adapter = protocol(a=market())
+        first = adapter.plan(USER).calls
+        adapter._watched.add(USER)
+        assert adapter.touched_by(morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_B, word(USER), word(USER)))
+        adapter.markets[MARKET_B] = market(MARKET_B)  # what the re-resolve brings
+        grown = adapter.plan(USER).calls
+        assert len(grown) == 12 and grown[:6] == first and grown == rebuilt(adapter, USER)
+        assert len(adapter.plan(OTHER).calls) == 6  # only USER uses market B
+        other_oracle = to_checksum_address("0x" + "0c" * 20)
+        moved_params = (LOAN, COLLATERAL, other_oracle, IRM, LLTV)
+        adapter.markets[MARKET_B] = adapter.markets[MARKET_B]._replace(params=moved_params)
+        moved = adapter.plan(USER).calls
+        assert moved[11].target == other_oracle and moved == rebuilt(adapter, USER)
+        adapter._quarantine(MARKET_A, "decimals() reverts", 7)
+        assert adapter.plan(USER).calls == moved[6:] == rebuilt(adapter, USER)
+
+
+def rebuilt(adapter: MorphoBlue, account: str) -> tuple[Call, ...]:
+    """The calls an adapter with no plans kept would build now: what a reused plan must equal."""
+    adapter._plans = PlanCache()
+    return adapter.plan(account).calls
