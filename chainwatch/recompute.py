@@ -137,7 +137,6 @@ class Engine:
                                  progress: bool = False) -> None:  # fmt: skip
         """Discovery of `accounts`, resumed from the store: what an earlier scan found is restored, and only blocks
         after it (less the reorg window, whose events may have changed since) are scanned; then stored at `block`."""
-        assert self._rpc is not None
         scope = protocol.discovery_scope
         after_of: dict[str, int | None] = dict.fromkeys(accounts)
         if scope is not None and accounts:
@@ -154,7 +153,7 @@ class Engine:
         counter = Progress(f"discovery:{protocol.name}", len(accounts)) if progress else None
         for after, group in sorted(groups.items(), key=lambda item: -1 if item[0] is None else item[0]):
             for batch in _slices(group, _START_BATCH):
-                new = await protocol.discover(self._rpc, self._reader, batch, block, after=after)
+                new = await protocol.discover(self._rpc, self._reader, batch, block, after=after)  # type: ignore[arg-type]
                 if scope is not None:
                     await self._store.save_discovered(protocol.name, scope, batch, block, new)
                 if counter is not None:
