@@ -133,7 +133,7 @@ class Watcher:
             directory = await load_directory()
             tracker = await Tracker.load(store, directory, sender.wake, buttons=config.bot_enabled)
             reader = _reader(config, rpc)
-            protocols = {p.name: protocol_from_config(p) for p in config.protocols}
+            protocols = {p.name: protocol_from_config(p, log_range=config.chain.max_log_range) for p in config.protocols}
             engine = self.engine = Engine(
                 protocols, directory.targets(), reader, tracker, store, refresh=config.refresh,
                 load_directory=load_directory, max_reorg_depth=config.chain.max_reorg_depth,
@@ -269,7 +269,7 @@ async def read_once(
     try:
         head = await rpc.head()
         reader = _reader(config, rpc)
-        protocols = {p.name: protocol_from_config(p) for p in config.protocols}
+        protocols = {p.name: protocol_from_config(p, log_range=config.chain.max_log_range) for p in config.protocols}
         for protocol in protocols.values():
             await protocol.resolve(reader, head.number)
             await protocol.discover(rpc, reader, [address], head.number)

@@ -264,6 +264,8 @@ class EulerV2Config(Record, frozen=True, kw_only=True, tag_field="kind", tag="eu
     name: Annotated[str, Meta(min_length=1)]
     evc: Address
     vaults: Annotated[tuple[Address, ...], Meta(min_length=1)]
+    # Where the search of the EVC's past ControllerStatus events for the watched sub-accounts starts.
+    discovery_from_block: BlockNumber = 0
 
 
 class CurvanceConfig(Record, frozen=True, kw_only=True, tag_field="kind", tag="curvance"):

@@ -16,6 +16,15 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of chainwatch's records: immutable, keyword-built, strict when decoded."""
 
 
+class Discovered(Record, frozen=True, kw_only=True):
+    """Something a protocol's discovery found in an account's past events (a market it entered, a sub-account's
+    controller), and the block it was found at: kept in the store so that a restart scans only newer blocks."""
+
+    account: str  # the watched account it belongs to
+    market: str  # the protocol's own name for it, as its `restore` reads it back
+    block: int
+
+
 class Level(enum.IntEnum):
     """How close a position is to liquidation; a larger value is worse."""
 

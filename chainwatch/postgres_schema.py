@@ -91,7 +91,27 @@ CREATE TABLE mutes (
 );
 """
 
-MIGRATIONS = (_V1,)
+# What discovery found in past events, and how far each account's scan went: a restart scans only newer blocks.
+_V2 = """
+CREATE TABLE discovery_scans (
+    chain_id BIGINT NOT NULL,
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    block BIGINT NOT NULL,
+    PRIMARY KEY (chain_id, protocol, account)
+);
+CREATE TABLE discovered (
+    chain_id BIGINT NOT NULL,
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    market TEXT NOT NULL,
+    block BIGINT NOT NULL,
+    PRIMARY KEY (chain_id, protocol, account, market)
+);
+"""
+
+MIGRATIONS = (_V1, _V2)
 LATEST = len(MIGRATIONS)
 
 # Any constant shared by every chainwatch: watchers of several chains starting at once on one database take turns

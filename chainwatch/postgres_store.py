@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
-from chainwatch.model import Level, PositionKey
+from chainwatch.model import Discovered, Level, PositionKey
 from chainwatch.postgres_chat_settings import PostgresChatSettings
 from chainwatch.postgres_schema import migrate
 from chainwatch.postgres_url import StorageUnavailable, redacted, scrubbed
@@ -51,6 +51,37 @@ class PostgresStore:
             "DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash",
             self._chain, block.number, block.hash,
         )  # fmt: skip
+
+    # -- discovery ------------------------------------------------------------------------------------
+    async def discovered(self, protocol: str) -> tuple[dict[str, tuple[str, int]], list[Discovered]]:
+        """The protocol's stored discovery on this chain (see `Store.discovered`)."""
+        scans = await self._pool.fetch(
+            "SELECT account, scope, block FROM discovery_scans WHERE chain_id = $1 AND protocol = $2",
+            self._chain, protocol,
+        )  # fmt: skip
+        found = await self._pool.fetch(
+            "SELECT account, market, block FROM discovered WHERE chain_id = $1 AND protocol = $2 "
+            "ORDER BY account, market",
+            self._chain, protocol,
+        )  # fmt: skip
+        return ({r[0]: (r[1], r[2]) for r in scans},
+                [Discovered(account=r[0], market=r[1], block=r[2]) for r in found])  # fmt: skip
+
+    async def save_discovered(self, protocol: str, scope: str, accounts: Sequence[str], block: int,
+                              found: Sequence[Discovered]) -> None:  # fmt: skip
+        """Stores the scan and its finds in one transaction (see `Store.save_discovered`)."""
+        async with self._pool.acquire() as db, db.transaction():
+            await db.executemany(
+                "INSERT INTO discovered (chain_id, protocol, account, market, block) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (chain_id, protocol, account, market) DO UPDATE SET "
+                "block = LEAST(discovered.block, excluded.block)",
+                [(self._chain, protocol, f.account, f.market, f.block) for f in found],
+            )
+            await db.executemany(
+                "INSERT INTO discovery_scans (chain_id, protocol, account, scope, block) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (chain_id, protocol, account) DO UPDATE SET scope = excluded.scope, block = excluded.block",
+                [(self._chain, protocol, account, scope, block) for account in accounts],
+            )
 
     # -- positions ------------------------------------------------------------------------------------
     async def levels(self) -> dict[ChatPosition, StoredLevel]:

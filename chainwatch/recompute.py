@@ -30,6 +30,7 @@ from chainwatch.protocols.base import (
     AccountReading,
     AccountsTouched,
     LendingProtocol,
+    MarketsFound,
     MarketsTouched,
     ReadError,
     SourcesChanged,
@@ -102,6 +103,9 @@ class Engine:
         self._head: Head | None = None
         # Protocols whose sources changed and are not yet resolved again; retried with backoff while that fails.
         self._to_resolve: set[str] = set()
+        # Protocols with a market named by an account's event and not yet resolved: that market alone is resolved.
+        # Protocol -> the targets whose events named it, read again once it is.
+        self._to_resolve_found: dict[str, set[Target]] = {}
         self._resolve_retry = resolve_retry
         self._resolve_failures = 0
         self._resolve_due = 0.0  # monotonic time of the next try
@@ -120,11 +124,7 @@ class Engine:
         await self._resolve(head.number)
         for protocol in self._protocols.values():
             accounts = sorted({t.account for t in self._targets if t.protocol == protocol.name})
-            progress = Progress(f"discovery:{protocol.name}", len(accounts))
-            for batch in _slices(accounts, _START_BATCH):
-                await protocol.discover(rpc, self._reader, batch, head.number)
-                progress.advance(len(batch))
-            progress.finish()
+            await self._discover_accounts(protocol, accounts, head.number, progress=True)
             # Discovery may add markets, and with them feeds: publish those before anything listens.
             self._publish_feeds(protocol)
         self._head = head
@@ -137,6 +137,34 @@ class Engine:
             progress.advance(len(batch))
         progress.finish()
         await self._finish(head)
+
+    async def _discover_accounts(self, protocol: LendingProtocol, accounts: Sequence[str], block: int, *,
+                                 progress: bool = False) -> None:  # fmt: skip
+        """Discovery of `accounts`, resumed from the store: what an earlier scan found is restored, and only blocks
+        after it (less the reorg window, whose events may have changed since) are scanned; then stored at `block`."""
+        scope = protocol.discovery_scope
+        after_of: dict[str, int | None] = dict.fromkeys(accounts)
+        if scope is not None and accounts:
+            scans, found = await self._store.discovered(protocol.name)
+            wanted = set(accounts)
+            protocol.restore([item for item in found if item.account in wanted])
+            for account in accounts:
+                stored = scans.get(account)
+                if stored is not None and stored[0] == scope and stored[1] <= block:
+                    after_of[account] = max(0, stored[1] - self._chain.max_depth)
+        groups: dict[int | None, list[str]] = {}
+        for account, after in after_of.items():
+            groups.setdefault(after, []).append(account)
+        counter = Progress(f"discovery:{protocol.name}", len(accounts)) if progress else None
+        for after, group in sorted(groups.items(), key=lambda item: -1 if item[0] is None else item[0]):
+            for batch in _slices(group, _START_BATCH):
+                new = await protocol.discover(self._rpc, self._reader, batch, block, after=after)  # type: ignore[arg-type]
+                if scope is not None:
+                    await self._store.save_discovered(protocol.name, scope, batch, block, new)
+                if counter is not None:
+                    counter.advance(len(batch))
+        if counter is not None:
+            counter.finish()
 
     async def _resolve(self, block: int) -> None:
         for protocol in self._protocols.values():
@@ -191,7 +219,7 @@ class Engine:
     def _idle_timeout(self) -> float | None:
         """How long the loop may wait for mail: a failed read or resolve is retried even when the chain is quiet."""
         waits = [_RETRY_AFTER_FAILURE] if self._pending else []
-        if self._to_resolve:
+        if self._to_resolve or self._to_resolve_found:
             # A floor, so that a retry that is due while the pass waits for a head does not spin the loop.
             waits.append(max(0.05, self._resolve_due - time.monotonic()))
         return min(waits, default=None)
@@ -252,7 +280,7 @@ class Engine:
             return
         before = self.log_filter()
         for protocol in self._protocols.values():
-            await protocol.discover(self._rpc, self._reader, sorted(accounts), self._head.number)  # type: ignore[arg-type]
+            await self._discover_accounts(protocol, sorted(accounts), self._head.number)
             self._publish_feeds(protocol)
         if self.log_filter() != before and self.on_sources_changed is not None:
             await self.on_sources_changed()
@@ -366,6 +394,10 @@ class Engine:
                     touched |= self.index.targets_holding(protocol.name, keys)
                 case SourcesChanged():
                     self._to_resolve.add(protocol.name)
+                case MarketsFound(accounts=accounts):
+                    named = {Target(protocol=protocol.name, account=account) for account in accounts} & self._targets
+                    self._to_resolve_found.setdefault(protocol.name, set()).update(named)
+                    touched |= named
                 case None:
                     pass
         return touched
@@ -374,7 +406,7 @@ class Engine:
         head = self._head
         if head is None or self._newest_log_block > head.number:
             return  # logs of a block whose head has not come yet: wait for it, so the read includes them
-        if self._to_resolve and time.monotonic() >= self._resolve_due:
+        if (self._to_resolve or self._to_resolve_found) and time.monotonic() >= self._resolve_due:
             await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         self._pending |= self._screened_in(head.number)
@@ -406,10 +438,14 @@ class Engine:
         listener resubscribes only when the log filter actually changed."""
         before = self.log_filter()
         failed: dict[str, str] = {}
-        for name in sorted(self._to_resolve):
+        whole, found = self._to_resolve, self._to_resolve_found
+        for name in sorted(whole | found.keys()):
             protocol = self._protocols[name]
             try:
-                await protocol.resolve(self._reader, head.number)
+                if name in whole:
+                    await protocol.resolve(self._reader, head.number)
+                else:  # a new market of some accounts: theirs is the only resolve and read it needs
+                    await protocol.resolve_found(self._reader, head.number)
             except ReadFailed as error:
                 failed[name] = str(error)
                 continue
@@ -417,8 +453,12 @@ class Engine:
                 log.error("recompute.resolve_refused", protocol=name, block=head.number, error=str(error))
                 continue
             self._publish_feeds(protocol)
-            self._pending |= {target for target in self._targets if target.protocol == name}
-        self._to_resolve = set(failed)
+            if name in whole:
+                self._pending |= {target for target in self._targets if target.protocol == name}
+            else:  # read already in this pass if the resolve never failed; again after a failed one, harmlessly
+                self._pending |= found[name] & self._targets
+        self._to_resolve = whole & failed.keys()
+        self._to_resolve_found = {name: targets for name, targets in found.items() if name in failed and name not in whole}
         if failed:
             self._resolve_failures += 1
             first, cap = self._resolve_retry

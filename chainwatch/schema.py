@@ -99,7 +99,25 @@ CREATE TABLE mutes (
 );
 """
 
-MIGRATIONS = (_V1, _V2)
+# What discovery found in past events, and how far each account's scan went: a restart scans only newer blocks.
+_V3 = """
+CREATE TABLE discovery_scans (
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    PRIMARY KEY (protocol, account)
+);
+CREATE TABLE discovered (
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    market TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    PRIMARY KEY (protocol, account, market)
+);
+"""
+
+MIGRATIONS = (_V1, _V2, _V3)
 LATEST = len(MIGRATIONS)
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from chainwatch.chat_settings import AddOutcome, ChatSetup, ChatWatch, Mute, ThresholdRule
 from chainwatch.store import BlockRef, ChatPosition, Keyboard, LevelChange, OutboxMessage, PendingMessage, StoredLevel
-from chainwatch.model import PositionKey
+from chainwatch.model import Discovered, PositionKey
 
 
 class ChatSettingsPort(Protocol):
@@ -33,7 +33,8 @@ class ChatSettingsPort(Protocol):
 
 
 class StorePort(Protocol):
-    """chainwatch's durable state: block cursor, alert level per (chat, position), outbox, chat settings.
+    """chainwatch's durable state: block cursor, alert level per (chat, position), outbox, chat settings, and
+    what discovery found in past events (with how far each account's scan went).
 
     Contract both engines keep: a level change and the message it causes commit together; a new message for a
     (position, chat) supersedes that pair's unsent ones of equal or lower priority; `due_messages` gives one due
@@ -45,6 +46,9 @@ class StorePort(Protocol):
 
     async def cursor(self) -> BlockRef | None: ...
     async def save_cursor(self, block: BlockRef) -> None: ...
+    async def discovered(self, protocol: str) -> tuple[dict[str, tuple[str, int]], list[Discovered]]: ...
+    async def save_discovered(self, protocol: str, scope: str, accounts: Sequence[str], block: int,
+                              found: Sequence[Discovered]) -> None: ...  # fmt: skip
     async def levels(self) -> dict[ChatPosition, StoredLevel]: ...
     async def adopt_legacy_levels(self, chats_of: Mapping[str, Sequence[int]]) -> int: ...
     async def record(self, changes: Sequence[LevelChange]) -> None: ...

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from chainwatch.model import Level, PositionKey, Record
+from chainwatch.model import Discovered, Level, PositionKey, Record
 from chainwatch.chat_settings import ChatSettings
 from chainwatch.schema import LEGACY_CHAT, migrate, transaction as _transaction
 
@@ -125,6 +125,31 @@ class Store:
             "ON CONFLICT (id) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash",
             (block.number, block.hash),
         )
+
+    # -- discovery ------------------------------------------------------------------------------------
+    async def discovered(self, protocol: str) -> tuple[dict[str, tuple[str, int]], list[Discovered]]:
+        """The protocol's stored discovery: account -> (scope, block its scan reached), and what was found."""
+        scans = await self._rows("SELECT account, scope, block FROM discovery_scans WHERE protocol = ?", (protocol,))
+        found = await self._rows("SELECT account, market, block FROM discovered WHERE protocol = ? "
+                                 "ORDER BY account, market", (protocol,))  # fmt: skip
+        return ({r[0]: (r[1], r[2]) for r in scans},
+                [Discovered(account=r[0], market=r[1], block=r[2]) for r in found])  # fmt: skip
+
+    async def save_discovered(self, protocol: str, scope: str, accounts: Sequence[str], block: int,
+                              found: Sequence[Discovered]) -> None:  # fmt: skip
+        """Stores, in one transaction, that `accounts` were scanned up to `block` for `scope`, and what was found
+        (each at the earliest block it was ever found at)."""
+        async with self._lock, _transaction(self._db):
+            await self._db.executemany(
+                "INSERT INTO discovered (protocol, account, market, block) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (protocol, account, market) DO UPDATE SET block = MIN(block, excluded.block)",
+                [(protocol, f.account, f.market, f.block) for f in found],
+            )
+            await self._db.executemany(
+                "INSERT INTO discovery_scans (protocol, account, scope, block) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (protocol, account) DO UPDATE SET scope = excluded.scope, block = excluded.block",
+                [(protocol, account, scope, block) for account in accounts],
+            )
 
     # -- positions ------------------------------------------------------------------------------------
     async def levels(self) -> dict[ChatPosition, StoredLevel]:

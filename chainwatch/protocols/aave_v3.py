@@ -18,7 +18,7 @@ from chainwatch import words
 from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
-from chainwatch.model import AssetLine, PositionKey, Reading, Side
+from chainwatch.model import AssetLine, Discovered, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -160,8 +160,18 @@ class AaveV3:
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)
         self.symbols = {asset: token_symbol(result, asset) for asset, result in zip(assets, symbols)}
 
-    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+    discovery_scope = None  # discovery reads no history
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> tuple[Discovered, ...]:  # fmt: skip
         """Nothing to find: one read of `getUserConfiguration` tells every reserve an account uses."""
+        return ()
+
+    def restore(self, found: Sequence[Discovered]) -> None:
+        """Nothing is ever stored (see `discover`)."""
+
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        """Never asked: no event of this protocol names a market it has not resolved."""
 
     def log_filter(self) -> LogFilter:
         return LogFilter(

@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 
 from chainwatch.chain import Log, LogFilter
 from chainwatch.feeds import PriceSource
-from chainwatch.model import Reading, Record
+from chainwatch.model import Discovered, Reading, Record
 from chainwatch.multicall import Call, CallResult
 from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
@@ -40,7 +40,14 @@ class SourcesChanged(Record, frozen=True, kw_only=True, tag="sources"):
     aggregator): resolve feeds and resubscribe."""
 
 
-Touch = AccountsTouched | MarketsTouched | SourcesChanged
+class MarketsFound(Record, frozen=True, kw_only=True, tag="found"):
+    """These accounts' events name a market the protocol has not resolved: `resolve_found` resolves that market
+    alone, and only these accounts are read again (not every account of the protocol, as for `SourcesChanged`)."""
+
+    accounts: frozenset[str]
+
+
+Touch = AccountsTouched | MarketsTouched | SourcesChanged | MarketsFound
 
 
 class Unreadable(Record, frozen=True, kw_only=True):
@@ -102,12 +109,23 @@ class ReadError(Exception):
 
 class LendingProtocol(Protocol):
     name: str
+    # What a stored discovery scan covers (the contract whose events it reads, and what it filters them by): a
+    # scan stored under another scope is not trusted. None: discovery reads no history, nothing is stored.
+    discovery_scope: str | None
 
     async def resolve(self, reader: Reader, block: int) -> None:
         """Finds the protocol's contracts, assets and price feeds on chain, at `block`."""
 
-    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
-        """Learns where the watched accounts have positions (e.g. from their past events); may do nothing."""
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        """Resolves only what a `MarketsFound` touch named (the new market), at `block`."""
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> Sequence[Discovered]:  # fmt: skip
+        """Learns where the watched accounts have positions (e.g. from their past events, only those above `after`
+        when an earlier scan, its finds `restore`d, covered the blocks up to it); returns what it found, to keep."""
+
+    def restore(self, found: Sequence[Discovered]) -> None:
+        """Takes back what an earlier `discover` found (from the store), before discovering what is newer."""
 
     def log_filter(self) -> LogFilter:
         """The protocol's own contracts and event signatures to listen to (not the price feeds)."""

@@ -30,7 +30,7 @@ from chainwatch.abi import calldata, decode, event_topic
 from chainwatch.chain import Log, LogFilter
 from chainwatch.config import CurvanceConfig
 from chainwatch.feeds import PriceSource, aggregator_call, emitter_of
-from chainwatch.model import AssetLine, PositionKey, Reading, Record, Side
+from chainwatch.model import AssetLine, Discovered, PositionKey, Reading, Record, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -208,8 +208,18 @@ class Curvance:
             sources.setdefault(asset, set()).add(emitter_of(source, aggregator))
         return sources
 
-    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
+    discovery_scope = None  # discovery reads no history
+
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> tuple[Discovered, ...]:  # fmt: skip
         """Nothing to find: every configured manager's cTokens are read for every account."""
+        return ()
+
+    def restore(self, found: Sequence[Discovered]) -> None:
+        """Nothing is ever stored (see `discover`)."""
+
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        """Never asked: no event of this protocol names a market it has not resolved."""
 
     def log_filter(self) -> LogFilter:
         return LogFilter(

@@ -3,8 +3,8 @@
 Health is the controller vault's own `accountLiquidityFull(account, true)`: each collateral's value already weighted
 by its liquidation LTV, and the debt with interest to the block, both in the vault's unit of account. A watched
 address stands for the 256 EVC sub-accounts sharing its first 19 bytes; those whose controller is a configured vault
-are found at start (one batch of `getControllers`) and from the EVC's `ControllerStatus` events afterwards, and
-are reported under the watched address with the market "<vault>#<sub-account id>".
+are found at start from the EVC's past `ControllerStatus` events (then one `getControllers` per sub-account that
+ever had such a controller, not 256 per owner) and from its live events afterwards, and are reported under the watched address with the market "<vault>#<sub-account id>".
 
 Exposure keys are "<controller vault>:<priced vault>" (lower-case): the controller prices each collateral vault (and,
 keyed by itself, its own debt) through its oracle router, down to the Chainlink feed of the underlying asset.
@@ -26,7 +26,7 @@ from chainwatch.abi import calldata, event_topic
 from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import EulerV2Config
 from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
-from chainwatch.model import AssetLine, PositionKey, Reading, Side
+from chainwatch.model import AssetLine, Discovered, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
@@ -37,6 +37,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Touch,
 )
+from chainwatch.protocols.log_scan import first_block, scan_logs
 from chainwatch.protocols.plans import PlanCache
 from chainwatch.protocols.results import decoded, fixed, nonzero_address, token_symbol
 from chainwatch.reader import Reader
@@ -44,7 +45,6 @@ from chainwatch.rpc import Rpc
 
 log = structlog.get_logger(__name__)
 
-SUB_ACCOUNTS = 256
 _ISO_4217 = {840: "USD", 978: "EUR", 826: "GBP", 392: "JPY", 756: "CHF"}  # Euler's fiat units: address(code)
 _NON_TOKEN_DECIMALS = 18  # what Euler's adapters assume for an asset without `decimals()` (USD's address 840)
 
@@ -118,7 +118,7 @@ class _Planned(NamedTuple):
 class EulerV2:
     """The EVC and the controller vaults of one Euler v2 deployment."""
 
-    def __init__(self, config: EulerV2Config) -> None:
+    def __init__(self, config: EulerV2Config, *, log_range: int = 100) -> None:
         self.name = config.name
         self.evc = to_checksum_address(config.evc)
         self._configured = tuple(to_checksum_address(vault) for vault in config.vaults)
@@ -128,6 +128,12 @@ class EulerV2:
         self._watched: dict[str, set[str]] = {}  # 19-byte prefix -> watched addresses (checksummed)
         self._positions: dict[str, dict[str, set[str]]] = {}  # watched -> sub-account -> controller vaults
         self._plans: PlanCache[tuple[str, tuple[_Planned, ...]], tuple[Call, ...]] = PlanCache()
+        # 19-byte prefix -> sub-accounts that ever had a configured controller (from past events or the store)
+        self._candidates: dict[str, set[str]] = {}
+        self._from_block = config.discovery_from_block
+        self._log_range = log_range  # eth_getLogs range per request ([chain] max_log_range)
+        # A stored scan covers the EVC's events naming these controllers: another vault list needs a new scan.
+        self.discovery_scope: str | None = ",".join([self.evc.lower(), *sorted(v.lower() for v in self._configured)])
 
     async def resolve(self, reader: Reader, block: int) -> None:
         basics = await reader.read([Call(target=vault, data=calldata(getter), gas=200_000)
@@ -179,15 +185,50 @@ class EulerV2:
                 decimals), sources=outcome.sources if outcome else frozenset())  # fmt: skip
         return priced
 
-    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
-        """Finds the borrowing sub-accounts of each watched address: `getControllers` of all 256, in one batch."""
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> list[Discovered]:  # fmt: skip
+        """Finds the borrowing sub-accounts of each watched address from the EVC's past `ControllerStatus` events
+        naming a configured vault (only those above `after` when an earlier scan covered the rest), then asks
+        `getControllers` of those sub-accounts alone; returns each (sub-account, controller) enabled, at its block."""
         for account in accounts:
             self._watched.setdefault(_prefix(account), set()).add(to_checksum_address(account))
-        candidates = sorted({f"{_prefix(a)}{i:02x}" for a in accounts for i in range(SUB_ACCOUNTS)})
+        prefixes = {_prefix(account) for account in accounts}
+        if not prefixes:
+            return []
+        controllers: list[object] = [_address_topic(vault) for vault in self._configured]
+        found: dict[tuple[str, str], int] = {}
+        first = first_block(self._from_block, after)
+        scan = scan_logs(rpc, self.evc, [[CONTROLLER_STATUS, None, controllers]], first, block, self._log_range,
+                         protocol=self.name)  # fmt: skip
+        async for _, logs in scan:
+            for event in logs:
+                sub = to_checksum_address(topic_address(event.topics[1]))
+                # Every controller a sub-account ever had began with an enabling event; a later disabling one
+                # is settled by getControllers below.
+                if _prefix(sub) in prefixes and len(event.topics) > 2 and event.data[-1:] == b"\x01":
+                    self._candidates.setdefault(_prefix(sub), set()).add(sub)
+                    found.setdefault((sub, to_checksum_address(topic_address(event.topics[2]))), event.block_number)
+        candidates = sorted(sub for prefix in prefixes for sub in self._candidates.get(prefix, ()))
         calls = [Call(target=self.evc, data=calldata("getControllers(address)", c), gas=30_000) for c in candidates]
-        for candidate, result in zip(candidates, await reader.read(calls, block)):
+        for candidate, result in zip(candidates, await reader.read(calls, block) if calls else []):
             for controller in decoded(["address[]"], result, "EVC.getControllers")[0]:
                 self._learn(candidate, controller)
+        kept = []
+        for (sub, vault), at in sorted(found.items()):
+            owner = self._owner_of(sub)
+            if owner is not None:
+                kept.append(Discovered(account=owner, market=_market(vault, owner, sub), block=at))
+        return kept
+
+    def restore(self, found: Sequence[Discovered]) -> None:
+        """Sub-accounts found before are asked again at the next `discover` (their controller may have changed)."""
+        for item in found:
+            _, _, sub_id = item.market.partition("#")
+            sub = to_checksum_address(f"0x{int(item.account, 16) ^ int(sub_id or 0):040x}")
+            self._candidates.setdefault(_prefix(sub), set()).add(sub)
+
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        """Never asked: a controller enabled after start is learned from its own event (see `touched_by`)."""
 
     def log_filter(self) -> LogFilter:
         routers = {vault.oracle.lower() for vault in self.vaults.values()}
@@ -403,6 +444,10 @@ def _lines(vault: Vault, group: _Group, results: Sequence[CallResult]) -> tuple[
 def exposure_key(controller: str, priced: str) -> str:
     """The exposure key of `priced` (a collateral vault, or the controller itself for its debt) under `controller`."""
     return f"{controller.lower()}:{priced.lower()}"
+
+
+def _address_topic(address: str) -> str:
+    return "0x" + "0" * 24 + address.lower().removeprefix("0x")
 
 
 def _prefix(address: str) -> str:

@@ -20,14 +20,15 @@ from eth_utils import to_checksum_address
 
 from chainwatch import words
 from chainwatch.abi import calldata, decode, event_topic
-from chainwatch.chain import Log, LogFilter, log_from_rpc, topic_address
+from chainwatch.chain import Log, LogFilter, topic_address
 from chainwatch.config import MorphoBlueConfig
 from chainwatch.feeds import ROUTE_EVENTS, PriceSource, follow_feeds, reroutes
-from chainwatch.model import AssetLine, PositionKey, Reading, Side
+from chainwatch.model import AssetLine, Discovered, PositionKey, Reading, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountReading,
     AccountsTouched,
+    MarketsFound,
     MarketsTouched,
     ReadError,
     ReadPlan,
@@ -35,6 +36,7 @@ from chainwatch.protocols.base import (
     Touch,
     Unreadable,
 )
+from chainwatch.protocols.log_scan import first_block, scan_logs
 from chainwatch.protocols.plans import PlanCache
 from chainwatch.protocols.results import decoded, fixed, token_symbol
 from chainwatch.reader import Reader
@@ -91,6 +93,8 @@ class MorphoBlue:
         self.morpho = to_checksum_address(config.morpho)
         self._configured = frozenset(market.lower() for market in config.markets)
         self._from_block = config.discovery_from_block
+        # A stored scan covers this singleton's events, whatever markets are configured.
+        self.discovery_scope: str | None = self.morpho.lower()
         self._log_range = log_range  # eth_getLogs range per request; Monad's public endpoints allow 100
         self.markets: dict[str, Market] = {}
         # Markets that could not be resolved (a token whose decimals() reverts): id -> why. Creating a market and
@@ -104,27 +108,40 @@ class MorphoBlue:
     async def resolve(self, reader: Reader, block: int) -> None:
         await self._resolve_markets(reader, self._configured.union(*self._used.values()), block)
 
-    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int) -> None:
-        """Finds each account's markets in its past SupplyCollateral and Borrow events, in bounded ranges."""
+    async def discover(self, rpc: Rpc, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> list[Discovered]:  # fmt: skip
+        """Finds each account's markets in its past SupplyCollateral and Borrow events, in bounded ranges (only
+        blocks above `after` when an earlier scan covered those); returns each market found, at its first block."""
         self._watched.update(accounts)
         if not accounts:
-            return
+            return []
         topics = [_account_topic(account) for account in accounts]
-        requests = 2 * -(-(block + 1 - self._from_block) // self._log_range)
-        if requests > 1_000:
-            # Left at its default of 0 on a long chain, the scan is tens of thousands of requests at every start.
-            log.warning("morpho.discovery_long_scan", protocol=self.name, from_block=self._from_block, to_block=block,
-                        requests=requests, hint="set discovery_from_block to Morpho's deployment block")  # fmt: skip
-        for start in range(self._from_block, block + 1, self._log_range):
-            end = min(start + self._log_range - 1, block)
-            for topic0, index in _DISCOVERY:
-                wanted: list[object] = [topic0, None, None, None][: index + 1]
-                wanted[index] = topics
-                query = {"address": self.morpho, "topics": wanted, "fromBlock": hex(start), "toBlock": hex(end)}
-                for found in map(log_from_rpc, await rpc.request("eth_getLogs", [query])):
-                    self._used.setdefault(_account(found.topics[index]), set()).add(found.topics[1])
+        filters: list[list[object]] = []
+        for topic0, index in _DISCOVERY:
+            wanted: list[object] = [topic0, None, None, None][: index + 1]
+            wanted[index] = topics
+            filters.append(wanted)
+        found: dict[tuple[str, str], int] = {}
+        first = first_block(self._from_block, after)
+        async for i, logs in scan_logs(rpc, self.morpho, filters, first, block, self._log_range, protocol=self.name):
+            for event in logs:
+                account, market = _account(event.topics[_DISCOVERY[i][1]]), event.topics[1]
+                self._used.setdefault(account, set()).add(market)
+                found.setdefault((account, market), event.block_number)
         known = self._configured.union(*self._used.values())
         await self._resolve_markets(reader, known - self.markets.keys(), block)
+        return [Discovered(account=a, market=m, block=b) for (a, m), b in sorted(found.items())]
+
+    def restore(self, found: Sequence[Discovered]) -> None:
+        for item in found:
+            self._used.setdefault(item.account, set()).add(item.market)
+
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        """Resolves the markets the accounts' events named since the last resolve, and those alone."""
+        await self._resolve_markets(reader, self._unresolved(), block)
+
+    def _unresolved(self) -> set[str]:
+        return self._configured.union(*self._used.values()) - self.markets.keys() - self.quarantined.keys()
 
     def log_filter(self) -> LogFilter:
         return LogFilter(addresses=(self.morpho.lower(), *sorted(self._proxies())),
@@ -157,8 +174,9 @@ class MorphoBlue:
         if account in self._watched:
             self._used.setdefault(account, set()).add(market)
             if market not in self.markets and market not in self.quarantined:
-                # A market never resolved: its params and feeds must be read, and its feeds subscribed to.
-                return SourcesChanged()
+                # A market never resolved: its params and feeds must be read, and its feeds subscribed to; the
+                # account's other markets and the other accounts are untouched by it.
+                return MarketsFound(accounts=frozenset({account}))
         return AccountsTouched(accounts=frozenset({account}))
 
     def plan(self, account: str, *, detailed: bool = False) -> ReadPlan:

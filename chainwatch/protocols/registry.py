@@ -6,7 +6,8 @@ from chainwatch.config import AaveV3Config, CurvanceConfig, EulerV2Config, Morph
 from chainwatch.protocols.base import LendingProtocol
 
 
-def protocol_from_config(config: ProtocolConfig) -> LendingProtocol:
+def protocol_from_config(config: ProtocolConfig, *, log_range: int = 100) -> LendingProtocol:
+    """`log_range`: blocks per eth_getLogs request of a discovery scan ([chain] max_log_range)."""
     # Each module is imported only when configured: a deployment watching one protocol loads one.
     match config:
         case AaveV3Config():
@@ -16,11 +17,11 @@ def protocol_from_config(config: ProtocolConfig) -> LendingProtocol:
         case MorphoBlueConfig():
             from chainwatch.protocols.morpho_blue import MorphoBlue
 
-            return MorphoBlue(config)
+            return MorphoBlue(config, log_range=log_range)
         case EulerV2Config():
             from chainwatch.protocols.euler_v2 import EulerV2
 
-            return EulerV2(config)
+            return EulerV2(config, log_range=log_range)
         case CurvanceConfig():
             from chainwatch.protocols.curvance import Curvance
 

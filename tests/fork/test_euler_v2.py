@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -15,7 +17,7 @@ from chainwatch.devnet.euler import (
     sub_account,
 )
 from chainwatch.index import Target
-from chainwatch.protocols.euler_v2 import exposure_key
+from chainwatch.protocols.euler_v2 import CONTROLLER_STATUS, exposure_key
 from tests.fork.conftest import (
     CHAT,
     Chain,
@@ -26,6 +28,7 @@ from tests.fork.conftest import (
     positions_read_at,
 )
 from tests.support.botapi import BotApiServer
+from tests.support.rpc_requests import count_selector, log_ranges
 from tests.support.rpcproxy import RpcProxy
 
 YEAR = 365 * 24 * 3600
@@ -170,6 +173,66 @@ class TestSubAccounts:
         assert "WARN" in message.text and f"market {deployed.borrow_vault}#7" in message.text
         health, at = health_and_block(message.text)
         assert at == block and health == await health_at(actions, sub_account(owner, 7), block)
+
+
+def market_of(text: str) -> str:
+    return text.split("\n")[0].rsplit(" ", 1)[-1]
+
+
+# A restart scans again this far below the stored block ([chain] max_reorg_depth); small, for the devnet is short.
+MAX_REORG_DEPTH = 2
+
+
+def scanned_block(tmp_path: Path, protocol: str) -> int:
+    """The block the stored discovery scan of `protocol` reached (the one account the test watches)."""
+    with sqlite3.connect(tmp_path / "chainwatch.db") as db:
+        ((block,),) = db.execute("SELECT block FROM discovery_scans WHERE protocol = ?", (protocol,)).fetchall()
+    return int(block)
+
+
+class TestDiscoveryCost:
+    async def test_controllers_come_from_the_evc_logs_not_a_sweep_of_256(
+        self, chain: Chain, euler: tuple[EulerV2Devnet, EulerActions], start_watcher: StartWatcher,
+        bot_api: BotApiServer, proxy: RpcProxy,
+    ) -> None:  # fmt: skip
+        """Positions on sub-accounts 0, 7 and 255 are all found at start, with getControllers asked of those three
+        alone (discovery, then the first read), not of the owner's 256 sub-accounts; a crash alerts each."""
+        deployed, actions = euler
+        owner = chain.accounts[2]
+        for sub_id in (0, 7, 255):
+            await actions.open_position(owner, collateral={"WETH": 1}, borrow=1000, sub_id=sub_id)
+        running = await start_watcher(protocols=euler_protocol(deployed), watched=[owner])
+        assert 3 <= count_selector(proxy, "getControllers(address)") <= 2 * 3
+        await running.settled(await chain.actions.set_price("WETH", 1300))
+        assert kinds(bot_api) == ["CRITICAL"] * 3
+        vault = deployed.borrow_vault
+        assert sorted(market_of(m.text) for m in bot_api.messages) == sorted([vault, f"{vault}#7", f"{vault}#255"])
+
+
+class TestRestart:
+    async def test_restart_scans_only_new_blocks_and_finds_a_position_opened_while_down(
+        self, chain: Chain, euler: tuple[EulerV2Devnet, EulerActions], start_watcher: StartWatcher,
+        bot_api: BotApiServer, proxy: RpcProxy, tmp_path: Path,
+    ) -> None:  # fmt: skip
+        """The first start scans the EVC's logs from block 0; after a restart with the database present, the scan
+        starts at the stored block (less the reorg window) and still finds sub-account 9, opened while down."""
+        deployed, actions = euler
+        owner = chain.accounts[3]
+        await actions.open_position(owner, collateral={"WETH": 1}, borrow=1000)
+        depth = f"max_reorg_depth = {MAX_REORG_DEPTH}"
+        first = await start_watcher(protocols=euler_protocol(deployed), watched=[owner], chain_extra=depth)
+        assert min(start for start, _ in log_ranges(proxy, CONTROLLER_STATUS)) == 0
+        await first.shutdown()
+        scanned = scanned_block(tmp_path, "euler")
+        opened = await actions.open_position(owner, collateral={"WETH": 1}, borrow=1000, sub_id=9)
+        since = len(proxy.requests)
+        again = await start_watcher(protocols=euler_protocol(deployed), watched=[owner], chain_extra=depth)
+        ranges = log_ranges(proxy, CONTROLLER_STATUS, since)
+        assert min(start for start, _ in ranges) == scanned - MAX_REORG_DEPTH + 1
+        assert max(end for _, end in ranges) >= opened
+        await again.settled(await chain.actions.set_price("WETH", 1300))
+        vault = deployed.borrow_vault
+        assert sorted(market_of(m.text) for m in bot_api.messages) == sorted([vault, f"{vault}#9"])
 
 
 class TestInterest:

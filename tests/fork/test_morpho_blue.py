@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -20,12 +22,14 @@ from chainwatch.devnet.morpho import MorphoActions, MorphoBlueDevnet, deploy_mor
 from chainwatch.devnet.transactions import TxFailed
 from chainwatch.index import Target
 from chainwatch.model import Level, Reading
+from chainwatch.protocols import morpho_blue
 from chainwatch.protocols.morpho_blue import MorphoBlue
 from chainwatch.reader import Reader
 from chainwatch.recompute import read_targets
 from chainwatch.rpc import Rpc
 from tests.fork.conftest import (
     Chain,
+    aave_protocol,
     StartWatcher,
     assert_quiet_blocks_cost_no_eth_call,
     health_and_block,
@@ -33,6 +37,7 @@ from tests.fork.conftest import (
     positions_read_at,
 )
 from tests.support.botapi import BotApiServer
+from tests.support.rpc_requests import count_selector, inner_calls as inner_calls_since, log_ranges
 from tests.support.rpcproxy import RpcProxy
 
 WETH, WBTC = "WETH/USDC", "WBTC/USDC"
@@ -248,6 +253,63 @@ class TestDiscovery:
         running = await start_watcher(protocols=morpho.protocol(markets=()), watched=[exposed])
         await running.settled(await chain.actions.set_price("WETH", 1300))
         assert kinds(bot_api) == ["CRITICAL"]
+
+
+class TestNarrowDiscovery:
+    async def test_a_new_market_of_one_account_resolves_that_market_and_reads_that_account(
+        self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer, proxy: RpcProxy
+    ) -> None:
+        """A and B borrow in the WETH market (found at start); A then enters the WBTC market: only that market's
+        params are read again (not WETH's, not Aave's reserves), no pass reads B, and A's new market alerts."""
+        a, b = chain.accounts[0], chain.accounts[1]
+        for account in (a, b):
+            await morpho.actions.open_position(account, WETH, collateral=1, borrow=1000)
+        running = await start_watcher(protocols=morpho.protocol(markets=()) + aave_protocol(chain), watched=[a, b])
+        since = len(proxy.requests)
+        with capture_logs() as logs:
+            opened = await morpho.actions.open_position(a, WBTC, collateral=Decimal("0.05"), borrow=1000)
+            await running.settled(opened)
+        params = [data for _, data in inner_calls_since(proxy, since)
+                  if data[:4] == calldata("idToMarketParams(bytes32)", b"\0" * 32)[:4]]  # fmt: skip
+        assert params == [calldata("idToMarketParams(bytes32)", bytes.fromhex(morpho.id(WBTC)[2:]))]
+        assert count_selector(proxy, "getReservesList()", since) == 0  # Aave is not resolved again
+        passes = [e["positions"] for e in logs if e["event"] == "recompute.read"]
+        assert passes and max(passes) <= 2  # A's two markets (and A's Aave account, which holds nothing): never B
+        await running.settled(await chain.actions.set_price("WBTC", 30000))  # 0.05 * 30000 * 0.77 / 1000 = 1.155
+        (message,) = bot_api.messages
+        assert a in message.text and market_of(message.text) == short_market(morpho.id(WBTC))
+
+
+class TestRestart:
+    async def test_restart_scans_only_new_blocks_and_finds_a_market_opened_while_down(
+        self, chain: Chain, morpho: Morpho, start_watcher: StartWatcher, bot_api: BotApiServer, proxy: RpcProxy,
+        tmp_path: Path,
+    ) -> None:  # fmt: skip
+        """After a restart with the database present, discovery scans from the stored block (less the reorg
+        window) instead of block 0, restores the WETH market found before, and finds the WBTC one opened while down."""
+        account = chain.accounts[2]
+        await morpho.actions.open_position(account, WETH, collateral=1, borrow=1000)
+        depth = 2  # [chain] max_reorg_depth: what a restart scans again below the stored block
+        first = await start_watcher(protocols=morpho.protocol(markets=()), watched=[account],
+                                    chain_extra=f"max_reorg_depth = {depth}")  # fmt: skip
+        assert min(start for start, _ in log_ranges(proxy, morpho_blue.SUPPLY_COLLATERAL)) == 0
+        await first.shutdown()
+        with sqlite3.connect(tmp_path / "chainwatch.db") as db:
+            ((scanned,),) = db.execute("SELECT block FROM discovery_scans WHERE protocol = 'morpho'").fetchall()
+        opened = await morpho.actions.open_position(account, WBTC, collateral=Decimal("0.05"), borrow=1000)
+        since = len(proxy.requests)
+        again = await start_watcher(protocols=morpho.protocol(markets=()), watched=[account],
+                                    chain_extra=f"max_reorg_depth = {depth}")  # fmt: skip
+        for topic0 in (morpho_blue.SUPPLY_COLLATERAL, morpho_blue.BORROW):
+            ranges = log_ranges(proxy, topic0, since)
+            assert min(start for start, _ in ranges) == scanned - depth + 1
+            assert max(end for _, end in ranges) >= opened
+        engine = again.watcher.engine
+        assert engine is not None
+        assert engine.index.exposure_of(Target(protocol="morpho", account=account)) == {morpho.id(WETH), morpho.id(WBTC)}
+        await again.settled(await chain.actions.set_price("WBTC", 30000))
+        (message,) = bot_api.messages
+        assert "CRITICAL" in message.text and market_of(message.text) == short_market(morpho.id(WBTC))
 
 
 class TestLiquidationAgreesWithMorpho:

@@ -41,8 +41,17 @@ class StandIn:
         if self.refuse_resolve:
             raise ReadError(f"{self.name}: decimals() reverted")
 
-    async def discover(self, rpc: object, reader: Reader, accounts: Sequence[str], block: int) -> None:
-        return None
+    discovery_scope = None
+
+    async def discover(self, rpc: object, reader: Reader, accounts: Sequence[str], block: int, *,
+                       after: int | None = None) -> tuple[()]:  # fmt: skip
+        return ()
+
+    def restore(self, found: object) -> None:
+        pass
+
+    async def resolve_found(self, reader: Reader, block: int) -> None:
+        pass
 
     def log_filter(self) -> LogFilter:
         return LogFilter(addresses=(EMITTER,), topic0s=(SOURCES_TOPIC, ACCOUNT_TOPIC))

@@ -14,7 +14,7 @@ import pytest
 
 from chainwatch import postgres_schema, schema
 from chainwatch.chat_settings import ANY, AddOutcome, Mute, ThresholdRule
-from chainwatch.model import AlertKind, Level, PositionKey
+from chainwatch.model import AlertKind, Discovered, Level, PositionKey
 from chainwatch.postgres_url import StorageUnavailable
 from chainwatch.schema import SchemaTooNew
 from chainwatch.storage import open_store
@@ -302,3 +302,37 @@ class TestPostgresOnly:
                 pass
         text = f"{caught.value} {caught.value!r}"
         assert "s3cr" not in text and "***" in text
+
+
+class TestDiscovery:
+    async def test_a_scan_and_its_finds_survive_a_reopen(self, opener: Opener) -> None:
+        """What discovery found and how far each account's scan went are there after a restart."""
+        found = [Discovered(account=ACCOUNT, market="0x" + "ab" * 32, block=40),
+                 Discovered(account=OTHER, market="0xvault#7", block=12)]  # fmt: skip
+        async with opener() as store:
+            await store.save_discovered("morpho", "scope-1", [ACCOUNT, OTHER], 90, found)
+        async with opener() as store:
+            scans, stored = await store.discovered("morpho")
+            assert scans == {ACCOUNT: ("scope-1", 90), OTHER: ("scope-1", 90)}
+            assert sorted(stored, key=lambda f: f.account) == sorted(found, key=lambda f: f.account)
+            assert await store.discovered("euler") == ({}, [])
+
+    async def test_a_later_scan_moves_the_block_and_keeps_the_first_find(self, store: StorePort) -> None:
+        """A rescan reaching further moves the account's block (and scope); a market found again at a later
+        block keeps the block it was first found at, and earlier finds stay."""
+        first = Discovered(account=ACCOUNT, market="m1", block=40)
+        await store.save_discovered("morpho", "scope-1", [ACCOUNT], 90, [first])
+        await store.save_discovered("morpho", "scope-2", [ACCOUNT], 150, [
+            Discovered(account=ACCOUNT, market="m1", block=95), Discovered(account=ACCOUNT, market="m2", block=120)])
+        scans, found = await store.discovered("morpho")
+        assert scans == {ACCOUNT: ("scope-2", 150)}
+        assert found == [first, Discovered(account=ACCOUNT, market="m2", block=120)]
+
+    async def test_each_chain_has_its_own_discovery(self, opener: Opener, where: str | Path) -> None:
+        """On PostgreSQL one database serves several chains: one chain's scan is not another's."""
+        if isinstance(where, Path):
+            pytest.skip("a SQLite file holds one chain")
+        async with opener() as store:
+            await store.save_discovered("morpho", "s", [ACCOUNT], 90, [Discovered(account=ACCOUNT, market="m", block=1)])
+        async with opener(chain_id=CHAIN + 1) as other:
+            assert await other.discovered("morpho") == ({}, [])

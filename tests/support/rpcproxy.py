@@ -46,6 +46,7 @@ class RpcProxy:
         self.upstream_http = upstream_http
         self.upstream_ws = upstream_ws
         self.calls: Counter[str] = Counter()
+        self.requests: list[tuple[str, list[object]]] = []  # (method, params) of every request, in order
         self.websocket_connections = 0
         # While set, WebSocket upgrades are refused (503), as by a provider in an outage; HTTP still passes.
         self.refuse_websockets = False
@@ -239,6 +240,7 @@ class RpcProxy:
         for request in payload if isinstance(payload, list) else [payload]:
             if isinstance(request, dict) and isinstance(request.get("method"), str):
                 self.calls[request["method"]] += 1
+                self.requests.append((request["method"], request.get("params") or []))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":

@@ -13,7 +13,7 @@ from chainwatch.abi import calldata
 from chainwatch.chain import Log
 from chainwatch.config import EulerV2Config
 from chainwatch.feeds import PriceSource
-from chainwatch.model import Side
+from chainwatch.model import Discovered, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols.base import (
     AccountsTouched,
@@ -99,11 +99,29 @@ async def euler() -> EulerV2:
     return protocol
 
 
+class FakeRpc:
+    """The EVC's past ControllerStatus logs, answered by block range; every eth_getLogs query recorded."""
+
+    def __init__(self, enabled: Sequence[tuple[str, str]] = (), *, block: int = 1) -> None:
+        self.logs = [{"address": EVC, "topics": [topic("ControllerStatus(address,address,bool)"), word(account),
+                                                 word(controller)],
+                      "data": "0x" + encode(["bool"], [True]).hex(), "blockNumber": hex(block), "blockHash": "0x01",
+                      "logIndex": hex(i), "transactionHash": "0x02"} for i, (account, controller) in enumerate(enabled)]  # fmt: skip
+        self.queries: list[dict[str, object]] = []
+
+    async def request(self, method: str, params: list[dict[str, str]]) -> list[dict[str, object]]:
+        assert method == "eth_getLogs"
+        query = params[0]
+        self.queries.append(query)
+        low, high = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        return [raw for raw in self.logs if low <= int(raw["blockNumber"], 16) <= high]  # type: ignore[arg-type]
+
+
 async def watching(euler: EulerV2, *positions: tuple[str, str]) -> EulerV2:
     """`euler` after discovery of OWNER, with (sub-account, controller) pairs found on chain."""
     answers = {(EVC, calldata("getControllers(address)", account)): ok(["address[]"], [[controller]])
                for account, controller in positions}  # fmt: skip
-    await euler.discover(None, FakeReader(answers), [OWNER], 1)  # type: ignore[arg-type]
+    await euler.discover(FakeRpc(positions), FakeReader(answers), [OWNER], 1)  # type: ignore[arg-type]
     return euler
 
 
@@ -153,23 +171,41 @@ class TestResolve:
 
 
 class TestDiscover:
-    async def test_finds_borrowing_sub_accounts_in_one_batch(self, euler: EulerV2) -> None:
-        """All 256 sub-accounts are asked at once; only those controlled by a configured vault are kept."""
+    async def test_asks_only_sub_accounts_the_evc_logged(self, euler: EulerV2) -> None:
+        """The EVC's past ControllerStatus logs naming a configured vault say which sub-accounts to ask; only those
+        get a getControllers (not all 256), and only those controlled by a configured vault are kept."""
+        rpc = FakeRpc([(sub(OWNER, 1), VAULT), (sub(OWNER, 2), VAULT), (sub(STRANGER, 0), VAULT)])
         reader = FakeReader({
             (EVC, calldata("getControllers(address)", sub(OWNER, 1))): ok(["address[]"], [[VAULT]]),
-            (EVC, calldata("getControllers(address)", sub(OWNER, 2))): ok(["address[]"], [[OTHER_VAULT]]),
+            (EVC, calldata("getControllers(address)", sub(OWNER, 2))): ok(["address[]"], [[]]),  # disabled since
         })  # fmt: skip
-        await euler.discover(None, reader, [OWNER], 1)  # type: ignore[arg-type]
-        assert [len(batch) for batch in reader.batches] == [256]
+        found = await euler.discover(rpc, reader, [OWNER], 1)  # type: ignore[arg-type]
+        assert [list(batch) for batch in reader.batches] == [
+            [Call(target=to_checksum_address(EVC), data=calldata("getControllers(address)", sub(OWNER, i)), gas=30_000)
+             for i in (1, 2)]]  # fmt: skip
+        (query,) = rpc.queries
+        assert query["topics"] == [topic("ControllerStatus(address,address,bool)"), None, [word(VAULT)]]
+        assert [(f.account, f.market) for f in found] == [(OWNER, f"{to_checksum_address(VAULT)}#1"),
+                                                          (OWNER, f"{to_checksum_address(VAULT)}#2")]  # fmt: skip
         calls = euler.plan(OWNER).calls
         assert calls[1].data == calldata("accountLiquidityFull(address,bool)", sub(OWNER, 1), True)
         assert len(calls) == 2 + 2  # getControllers, accountLiquidityFull, a quote per priced collateral
+
+    async def test_restored_sub_accounts_are_asked_without_scanning_again(self, euler: EulerV2) -> None:
+        """After a restart, a sub-account stored from an earlier scan is asked again, and only newer blocks are
+        scanned."""
+        euler.restore([Discovered(account=OWNER, market=f"{to_checksum_address(VAULT)}#255", block=1)])
+        rpc = FakeRpc()
+        reader = FakeReader({(EVC, calldata("getControllers(address)", sub(OWNER, 255))): ok(["address[]"], [[VAULT]])})
+        assert await euler.discover(rpc, reader, [OWNER], 20, after=10) == []  # type: ignore[arg-type]
+        assert {(q["fromBlock"], q["toBlock"]) for q in rpc.queries} == {("0xb", "0x14")}
+        assert euler.plan(OWNER).calls[1].data == calldata("accountLiquidityFull(address,bool)", sub(OWNER, 255), True)
 
     async def test_failed_discovery_is_an_error(self, euler: EulerV2) -> None:
         """A reverted getControllers must not pass for "no sub-accounts"."""
         reader = FakeReader({(EVC, calldata("getControllers(address)", sub(OWNER, 3))): FAILED})
         with pytest.raises(ReadError):
-            await euler.discover(None, reader, [OWNER], 1)  # type: ignore[arg-type]
+            await euler.discover(FakeRpc([(sub(OWNER, 3), VAULT)]), reader, [OWNER], 1)  # type: ignore[arg-type]
 
 
 class TestTouchedBy:
@@ -241,7 +277,7 @@ class TestTouchedBy:
 
     async def test_two_watched_addresses_of_one_owner_never_share_a_sub_account(self, euler: EulerV2) -> None:
         """A watched sub-account reports itself; its unwatched siblings go to the watched one with the lowest id."""
-        await euler.discover(None, FakeReader({}), [sub(OWNER, 4), OWNER], 1)  # type: ignore[arg-type]
+        await euler.discover(FakeRpc(), FakeReader({}), [sub(OWNER, 4), OWNER], 1)  # type: ignore[arg-type]
         borrow = "Borrow(address,uint256)"
         assert euler.touched_by(log(VAULT, borrow, word(sub(OWNER, 4)))) == AccountsTouched(
             accounts=frozenset({sub(OWNER, 4)}))  # fmt: skip

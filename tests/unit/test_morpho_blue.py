@@ -17,10 +17,17 @@ from chainwatch.chain import Log
 from chainwatch.config import MorphoBlueConfig
 from chainwatch.feeds import PriceSource
 from chainwatch.devnet.solc import node_package
-from chainwatch.model import Side
+from chainwatch.model import Discovered, Side
 from chainwatch.multicall import Call, CallResult
 from chainwatch.protocols import morpho_blue
-from chainwatch.protocols.base import AccountReading, AccountsTouched, MarketsTouched, ReadError, SourcesChanged
+from chainwatch.protocols.base import (
+    AccountReading,
+    AccountsTouched,
+    MarketsFound,
+    MarketsTouched,
+    ReadError,
+    SourcesChanged,
+)
 from chainwatch.protocols.plans import PlanCache
 from chainwatch.protocols.morpho_blue import Market, MorphoBlue, borrowed_assets, health_factor, max_borrow
 
@@ -156,12 +163,13 @@ class TestTouchedBy:
         assert adapter.touched_by(elsewhere) is None
 
     async def test_watched_account_in_unknown_market_asks_to_resolve(self) -> None:
-        """A watched account's event in an unresolved market means: resolve and resubscribe, then read it there."""
+        """A watched account's event in an unresolved market means: resolve that market (only), resubscribe, then
+        read that account there."""
         adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO))
         await adapter.discover(FakeRpc([]), FakeReader({}), [USER], 10)
         watched = morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_B, word(USER), word(USER))
         stranger = morpho_log(morpho_blue.SUPPLY_COLLATERAL, MARKET_B, word(OTHER), word(OTHER))
-        assert adapter.touched_by(watched) == SourcesChanged()
+        assert adapter.touched_by(watched) == MarketsFound(accounts=frozenset({USER}))
         assert adapter.touched_by(stranger) == AccountsTouched(accounts=frozenset({OTHER}))
         adapter.markets[MARKET_B] = market(MARKET_B)  # what the re-resolve brings
         assert len(adapter.plan(USER).calls) == 6 and len(adapter.plan(OTHER).calls) == 0
@@ -184,6 +192,20 @@ class TestDiscovery:
         assert adapter.price_feeds() == {PriceSource(emitter=FEED): frozenset({MARKET_A}),
                                          PriceSource(emitter=QUOTE_FEED): frozenset({MARKET_A})}  # fmt: skip
         assert len(adapter.plan(USER).calls) == 6
+
+    async def test_returns_each_market_found_at_its_block_and_resumes_after(self) -> None:
+        """What the scan found comes back with its block, to be stored; a scan after a stored one asks only the
+        blocks above it, and a restored market is resolved without a log naming it again."""
+        past = {"address": MORPHO.lower(), "topics": [morpho_blue.SUPPLY_COLLATERAL, MARKET_A, word(OTHER), word(USER)],
+                "data": "0x", "blockNumber": "0x6", "blockHash": "0x01", "logIndex": "0x0", "transactionHash": "0x02"}
+        adapter = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO), log_range=100)
+        found = await adapter.discover(FakeRpc([past]), resolving_reader(), [USER], 12)
+        assert found == [Discovered(account=USER, market=MARKET_A, block=6)]
+        again, rpc = MorphoBlue(MorphoBlueConfig(name="morpho", morpho=MORPHO), log_range=100), FakeRpc([])
+        again.restore(found)
+        assert await again.discover(rpc, resolving_reader(), [USER], 30, after=12) == []
+        assert {(q["fromBlock"], q["toBlock"]) for q in rpc.queries} == {("0xd", "0x1e")}
+        assert set(again.markets) == {MARKET_A} and len(again.plan(USER).calls) == 6
 
     async def test_default_log_range_fits_monads_public_endpoints(self) -> None:
         """Left at its default, discovery asks eth_getLogs for at most 100 blocks at a time (Monad's public cap)."""
