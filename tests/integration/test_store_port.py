@@ -328,11 +328,11 @@ class TestDiscovery:
         assert scans == {ACCOUNT: ("scope-2", 150)}
         assert found == [first, Discovered(account=ACCOUNT, market="m2", block=120)]
 
-    async def test_each_chain_has_its_own_discovery(self, opener: Opener, where: str | Path) -> None:
-        """On PostgreSQL one database serves several chains: one chain's scan is not another's."""
-        if isinstance(where, Path):
-            pytest.skip("a SQLite file holds one chain")
-        async with opener() as store:
+    async def test_each_chain_has_its_own_discovery(self, postgres_url: str) -> None:
+        """On PostgreSQL one database serves several chains: one chain's scan is not another's (a SQLite file
+        holds one chain, so this runs on PostgreSQL only)."""
+        url = await fresh_database(postgres_url)
+        async with open_store(url, chain_id=CHAIN) as store:
             await store.save_discovered("morpho", "s", [ACCOUNT], 90, [Discovered(account=ACCOUNT, market="m", block=1)])
-        async with opener(chain_id=CHAIN + 1) as other:
+        async with open_store(url, chain_id=CHAIN + 1) as other:
             assert await other.discovered("morpho") == ({}, [])
