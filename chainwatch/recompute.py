@@ -35,10 +35,11 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Unreadable,
 )
-from chainwatch.read_pass import Outcome, read_targets, readings_of
+from chainwatch.read_pass import Outcome, plan_chunks, read_planned, read_targets, readings_of
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
+from chainwatch.stage_timings import TIMINGS
 from chainwatch.store import BlockRef, Store
 from chainwatch.unreadable import UnreadableLedger
 
@@ -263,7 +264,8 @@ class Engine:
             return
         self._seen_logs[event.identity] = event.block_number
         self._newest_log_block = max(self._newest_log_block, event.block_number)
-        touched = self._targets_touched_by(event)
+        with TIMINGS.timed("index"):
+            touched = self._targets_touched_by(event)
         if touched:
             self._touched_at.setdefault(event.block_number, set()).update(touched)
         # A log is news only for targets last read before its block (backfill overlaps what was read).
@@ -403,6 +405,7 @@ class Engine:
             return
         self.processed = BlockRef(number=head.number, hash=head.hash)
         await self._store.save_cursor(self.processed)
+        TIMINGS.take()  # a block without a pass logs no stages: what its logs' lookups cost is not carried on
         self.processed_at = time.time()
         metrics.CHAIN.block_processed(head.number)
         async with self._progress:
@@ -453,10 +456,34 @@ class Engine:
         return outcomes
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
-        readings = await self._with_asset_lines(await self.read(targets, block), block)
-        metrics.PASS_POSITIONS.observe(len(readings))
-        await self._tracker.observe(readings)
-        log.info("recompute.read", block=block, positions=len(readings))
+        """Reads `targets` at `block` riskiest first (lowest last-known health), one `aggregate3` chunk of targets
+        at a time, and commits each chunk's alerts before the next chunk's answer is awaited: the position
+        closest to liquidation is told first, not after the whole pass. Every chunk's request is sent at once (the
+        reader bounds how many are in flight), so the later chunks are read while the first is judged. The cursor
+        is not moved here: a crash mid-block re-reads the whole block, and the levels committed say what was told.
+        Raises ReadFailed only when no chunk could be read."""
+        chunks = plan_chunks(self._protocols, self._tracker.riskiest_first(targets), self._reader.limit.calls)
+        reads = [asyncio.ensure_future(read_planned(self._reader, chunk, block)) for chunk in chunks]
+        positions, failures = 0, []
+        try:
+            for chunk, read in zip(chunks, reads):
+                try:
+                    outcomes = await read
+                except ReadFailed as error:
+                    failures.append(error)
+                    outcomes = [(target, error) for target, _ in chunk]
+                readings = await self._with_asset_lines(readings_of(await self._apply(outcomes, block)), block)
+                positions += len(readings)
+                await self._tracker.observe(readings)
+        finally:
+            for read in reads:
+                read.cancel()  # only those not yet done: a failure above must not leave reads running
+        if chunks and len(failures) == len(chunks):
+            raise failures[0]
+        metrics.PASS_POSITIONS.observe(positions)
+        stages = TIMINGS.take()
+        metrics.observe_stages(stages)
+        log.info("recompute.read", block=block, positions=positions, chunks=len(chunks), **stages)
 
     async def _with_asset_lines(self, readings: list[Reading], block: int) -> list[Reading]:
         """Alerts of positions whose liquidation price the plain read cannot tell (several collaterals) carry one
