@@ -29,6 +29,7 @@ from typing import Any, Final
 from benchmarks.child import Child
 from benchmarks.clock import BlockClock, NodeRpc, PriceMove
 from benchmarks.figures import Row, SystemFigures, percentile
+from benchmarks.floor import rpc_floor
 from benchmarks.market import (
     AAVE,
     CRITICAL,
@@ -55,6 +56,7 @@ from benchmarks.provenance import (
 )
 from chainwatch.config import ConfigError, load_config
 from chainwatch.devnet.anvil import AnvilNode, running_anvil
+from chainwatch.index import Target
 from tests.support.botapi import BotApiServer, SentMessage, running_bot_api
 from tests.support.rpcproxy import RpcProxy, running_proxy
 
@@ -188,6 +190,9 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             await child.stop()
             cursor.close()
             await rpc.aclose()
+        # chainwatch is stopped: the floor has the machine to itself, as chainwatch had during its block.
+        floor = await rpc_floor(config, affected_targets(market), move.block, proxy.http_url)
+        say(f"floor: {floor['floor_eth_calls']} bare aggregate3 eth_calls in {1000 * floor['floor_s']:.1f} ms (median)")
     started = next((e for e in child.events if e.get("event") == "recompute.read"), {})
     try:
         # Per position read: the start-up read's eth_calls; in the mix the start-up also holds Euler's sub-account
@@ -199,12 +204,20 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
         refresh = refresh_estimate(load_config(config), market, per_read)
     except ConfigError:  # the benchmark's own chainwatch (the working tree) may read configs differently than --ref
         refresh = {}
+    steps = timeline(child.events, move)
+    latencies = [m.received_at - move.origin for m in messages]
     return SystemFigures(
-        latencies=[m.received_at - move.origin for m in messages],
+        latencies=latencies,
         calls_on_price_block=on_price_block["eth_call"],
         calls_per_quiet_block=quiet["eth_call"] / options.quiet_blocks,
         peak_rss_mib=peak,
+        first_queued_s=steps["first_alert_queued"],
+        all_queued_s=steps["last_alert_queued"],
+        first_sent_s=round(min(latencies), 4),
+        last_sent_s=round(max(latencies), 4),
+        stages_ms=stages(child.events, move.block),
         notes={
+            **floor,
             "startup_seconds": round(startup_seconds, 2),
             "startup_read_done_after_spawn_s": round(_wall(started["timestamp"]) - child.started_wall, 2)
             if started else None,
@@ -214,7 +227,7 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             "quiet_blocks": options.quiet_blocks,
             "requests_in_quiet_blocks": dict(quiet),
             "requests_for_price_block": dict(on_price_block),
-            "price_block_timeline_s": timeline(child.events, move),
+            "price_block_timeline_s": steps,
             "price_block_cursor_seen_after_s": round(processed_at - move.origin, 4),
             **({"by_protocol": by_protocol(market, messages, move.origin)} if market.mixed else {}),
             **origin_facts(move),
@@ -339,11 +352,29 @@ def timeline(events: list[dict[str, Any]], move: PriceMove) -> dict[str, float]:
         return round(pick(stamps) - move.wall_at_origin, 4) if stamps else None
 
     return {
-        "first_alert_queued": after("alerts.queued", min),  # one line per pass, once its alerts are committed
+        "first_alert_queued": after("alerts.queued", min),  # one line per chunk, once its alerts are committed
+        "last_alert_queued": after("alerts.queued", max),
         "read_and_all_queued": after("recompute.read", min),  # logged once the tracker has stored every level
         "first_alert_sent": after("alert.sent", min),
         "last_alert_sent": after("alert.sent", max),
     }
+
+
+def stages(events: list[dict[str, Any]], block: int) -> dict[str, float]:
+    """chainwatch's own milliseconds per stage for `block`'s read pass (its `recompute.read` line), and the
+    sendMessage requests of that block's alerts (`send_ms` of each `alert.sent`: total and mean)."""
+    read = next((e for e in events if e.get("event") == "recompute.read" and e.get("block") == block), {})
+    found = {k: v for k, v in read.items() if k.endswith("_ms")}
+    sends = [e["send_ms"] for e in events if e.get("event") == "alert.sent" and e.get("block") == block and "send_ms" in e]
+    if sends:
+        found["send_ms"] = round(sum(sends), 3)
+        found["send_mean_ms"] = round(sum(sends) / len(sends), 3)
+    return found
+
+
+def affected_targets(market: Market) -> list[Target]:
+    """The positions the price move touches (the WETH holders), on the protocol each is watched on."""
+    return [Target(protocol=market.protocol_of(i), account=market.accounts[i]) for i in market.exposed]
 
 
 def origin_facts(move: PriceMove) -> dict[str, float]:
@@ -422,7 +453,7 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
             say(f"N={count:,}: Anvil state on disk at the end {used / 2**20:,.1f} MiB (removed with the node)")
     return Row(positions=count, alerts=len(market.exposed), setup_seconds=market.setup_seconds,
                run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline,
-               scenario="mix" if market.mixed else "aave")  # fmt: skip
+               scenario="mix" if market.mixed else "aave", floor_s=chainwatch.notes.get("floor_s"))  # type: ignore[arg-type]  # fmt: skip
 
 
 async def run(options: argparse.Namespace) -> int:
@@ -440,7 +471,7 @@ async def run(options: argparse.Namespace) -> int:
     print(report(rows, facts, options, total))
     if options.json:
         Path(options.json).write_text(json.dumps({"facts": facts, "total_seconds": total, "options": vars(options),
-                                                  "rows": [asdict(r) for r in rows]}, indent=2, default=str))  # fmt: skip
+                                                  "rows": [{**asdict(r), "floor_ratio": r.floor_ratio} for r in rows]}, indent=2, default=str))  # fmt: skip
     return 0
 
 
