@@ -38,15 +38,20 @@ def plan_chunks(
     protocols: Mapping[str, LendingProtocol], targets: Sequence[Target], max_calls: int
 ) -> list[list[Planned]]:
     """`targets`' plans cut, in the order given, into runs whose distinct calls fit one `aggregate3` of
-    `max_calls` (a target with more calls than that gets a run of its own, which the reader splits)."""
+    `max_calls` (a target with more calls than that gets a run of its own, which the reader splits).
+
+    The first run holds an eighth of that, and each next one twice the one before up to `max_calls`: the riskiest
+    targets' answer (and so their alert) comes back sooner, at the cost of a few more requests in a large pass."""
     chunks: list[list[Planned]] = []
     current: list[Planned] = []
     keys: set[tuple[str, bytes]] = set()
+    room = max(1, max_calls // 8)
     for target, plan in _plans(protocols, targets, False):
         mine = {_call_key(call) for call in plan.calls}
-        if current and len(keys | mine) > max_calls:
+        if current and len(keys | mine) > room:
             chunks.append(current)
             current, keys = [], set()
+            room = min(max_calls, 2 * room)
         current.append((target, plan))
         keys |= mine
     if current:

@@ -31,14 +31,17 @@ def targets(count: int) -> list[Target]:
 
 
 class TestPlanChunks:
-    def test_chunks_hold_as_many_targets_as_their_distinct_calls_allow_in_the_order_given(self) -> None:
-        """With 5 calls a chunk, a shared call counts once: 4 accounts fit one chunk, the order is kept."""
-        ordered = list(reversed(targets(9)))
-        chunks = plan_chunks({"p": TwoCalls()}, ordered, 5)  # type: ignore[dict-item]
-        assert [[t for t, _ in chunk] for chunk in chunks] == [ordered[0:4], ordered[4:8], ordered[8:9]]
+    def test_chunks_grow_from_an_eighth_to_the_limit_in_the_order_given(self) -> None:
+        """With 40 calls a chunk at most, the first holds 5 calls, then 10, 20, 40, 40; a shared call counts once
+        (4 accounts in 5 calls) and the order given is kept."""
+        ordered = list(reversed(targets(90)))
+        chunks = plan_chunks({"p": TwoCalls()}, ordered, 40)  # type: ignore[dict-item]
+        sizes = [len(chunk) for chunk in chunks]
+        assert sizes == [4, 9, 19, 39, 19]
+        assert [t for chunk in chunks for t, _ in chunk] == ordered
 
     def test_a_target_with_more_calls_than_a_chunk_gets_a_chunk_alone(self) -> None:
-        chunks = plan_chunks({"p": TwoCalls()}, targets(2), 1)  # type: ignore[dict-item]
+        chunks = plan_chunks({"p": TwoCalls()}, targets(2), 8)  # type: ignore[dict-item]
         assert [len(chunk) for chunk in chunks] == [1, 1]
 
     def test_no_targets_no_chunks(self) -> None:
