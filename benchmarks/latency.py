@@ -37,6 +37,7 @@ from benchmarks.market import (
     HEALTH_OTHERS,
     WARN,
     WETH_AFTER,
+    WETH_BEFORE,
     Market,
     build_market,
 )
@@ -234,6 +235,51 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             "limits": f"messages_per_second={options.messages_per_second:g}, per_chat_interval=1.0, one chat per account",
         },
     )
+
+
+# -- one position alone ---------------------------------------------------------------------------------------
+
+
+async def measure_alone(node: AnvilNode, market: Market, options: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """`--alone`: one watched account exposed; WETH drops (it goes below warn) and comes back, `--repeat` times.
+    Each drop's block -> queued is chainwatch's own `alerts.queued` line against the block's origin."""
+    async with running_bot_api(TOKEN) as bot, running_proxy(node.http_url, node.ws_url) as proxy:
+        config = workdir / "chainwatch.toml"
+        config.write_text(chainwatch_config(market, proxy, bot, options.messages_per_second))
+        rpc = NodeRpc(node.http_url)
+        clock = BlockClock(rpc, node.ws_url, options.block_time, lambda: proxy.count("eth_call"))
+        cursor = Cursor(workdir / "chainwatch.db")
+        argv = [sys.executable, "-m", "chainwatch.cli", "--log-level", "info", "run", "--config", str(config)]
+        child = await Child.start(argv, workdir / "chainwatch.log", options.chainwatch_code)
+        aggregator = market.devnet.aave_v3.reserves["WETH"].aggregator
+        queued, sent = [], []
+        try:
+            await child.wait_for(lambda e: e.get("event") == "listener.backfilled", READY_TIMEOUT_S)
+            await clock.start()
+            ticking = asyncio.create_task(clock.run())
+            try:
+                for _ in range(options.repeat):
+                    told = len(bot.messages)
+                    move = await clock.move_price(aggregator, WETH_AFTER)
+                    event = await child.wait_for(lambda e, b=move.block: e.get("event") == "alerts.queued"
+                                                 and e.get("block") == b, ALERTS_TIMEOUT_S)  # fmt: skip
+                    queued.append(_wall(event["timestamp"]) - move.wall_at_origin)
+                    deadline = time.monotonic() + ALERTS_TIMEOUT_S
+                    while len(bot.messages) <= told and time.monotonic() < deadline:
+                        await asyncio.sleep(_POLL_S)
+                    sent.append(bot.messages[told].received_at - move.origin)
+                    back = await clock.move_price(aggregator, WETH_BEFORE)
+                    await cursor.reached(back.block, child)
+            finally:
+                ticking.cancel()
+                await clock.stop()
+        finally:
+            await child.stop()
+            cursor.close()
+            await rpc.aclose()
+    return {"repetitions": options.repeat, "block_to_queued_p50_s": round(percentile(queued, 50), 4),
+            "block_to_queued_max_s": round(max(queued), 4), "block_to_sent_p50_s": round(percentile(sent, 50), 4),
+            "block_to_queued_s": [round(q, 4) for q in queued]}  # fmt: skip
 
 
 # -- the polling baseline -----------------------------------------------------------------------------------
@@ -456,7 +502,30 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
                scenario="mix" if market.mixed else "aave", floor_s=chainwatch.notes.get("floor_s"))  # type: ignore[arg-type]  # fmt: skip
 
 
+async def run_alone(options: argparse.Namespace) -> int:
+    count = options.positions[0]
+    with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as tmp:
+        workdir = Path(options.workdir) if options.workdir else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        options.chainwatch_code = ROOT if options.ref is None else export_chainwatch(options.ref, workdir / "code")
+        async with running_anvil() as node:
+            market = await build_market(node, count, 1 / count)  # exactly one account holds WETH
+            say(f"alone: {count:,} positions, one exposed; {options.repeat} drops of WETH")
+            figures = await measure_alone(node, market, options, workdir)
+    figures.update({"code": code_under_test(options.ref), **machine_facts()})
+    print("One position alone (one price event moving one watched account below warn): "
+          f"p50 block -> queued {1000 * figures['block_to_queued_p50_s']:.1f} ms, max "  # type: ignore[operator]
+          f"{1000 * figures['block_to_queued_max_s']:.1f} ms, p50 block -> sent "  # type: ignore[operator]
+          f"{1000 * figures['block_to_sent_p50_s']:.1f} ms over {options.repeat} drops, N={count:,}")  # type: ignore[operator]
+    print(json.dumps(figures))
+    if options.json:
+        Path(options.json).write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
 async def run(options: argparse.Namespace) -> int:
+    if options.alone:
+        return await run_alone(options)
     started = time.monotonic()
     facts = {"code": code_under_test(options.ref), **machine_facts()}
     rows = []
@@ -490,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="spread the N positions over Aave v3, Morpho Blue, Euler v2 and Curvance (N/4 each)")
     parser.add_argument("--ref", help="run the watcher from chainwatch/ as committed at this git revision "
                                       "(default: the working tree as it is)")  # fmt: skip
+    parser.add_argument("--alone", action="store_true",
+                        help="one exposed account among --positions: WETH drops and recovers --repeat times")
+    parser.add_argument("--repeat", type=int, default=20, help="with --alone: how many drops")
     options = parser.parse_args(argv)
     if not 0 < options.fraction <= 1:
         parser.error("--fraction must be in (0, 1]")
