@@ -2,7 +2,8 @@
 
 Logs mark targets (a protocol event marks the account it names; a price update marks the accounts exposed
 to the assets the feed prices). Once the queue is drained and the head covers every marked log, all marks
-are read in one batched, block-pinned pass and handed to the alert tracker. A block with nothing marked
+are read in one block-pinned pass, riskiest first in `aggregate3`-sized chunks, each chunk's readings handed to
+the alert tracker (and its alerts committed) as soon as it is answered. A block with nothing marked
 costs no `eth_call`, except the risk-tiered re-reads that catch interest accrual (see refresh.py).
 """
 

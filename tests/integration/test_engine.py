@@ -293,11 +293,14 @@ class HeldNode(EchoNode):
 
 
 class Scripted(PerAccount):
-    """Health scripted per (account, block)."""
+    """Health scripted per (account, block); its account event touches every scripted account."""
 
     def __init__(self, name: str, health: dict[tuple[str, int], float]) -> None:
         super().__init__(name, {})
         self.health = health
+
+    def touched_by(self, log: Log) -> Touch | None:
+        return AccountsTouched(accounts=frozenset(account for account, _ in self.health))
 
     def _decode(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
         reading = Reading(key=PositionKey(protocol=self.name, account=account), block=block,
@@ -325,7 +328,6 @@ class TestRiskiestChunkFirst:
         queue: asyncio.Queue[Head | Log] = asyncio.Queue()
         for event in (log_at(2, ACCOUNT_TOPIC), head(2)):
             queue.put_nowait(event)
-        stand_in.touched_by = lambda log: AccountsTouched(accounts=frozenset({"0xA", "0xZ"}))  # type: ignore[method-assign]
         running = asyncio.create_task(engine.run(queue))
         try:
             async with asyncio.timeout(5):
