@@ -36,7 +36,7 @@ async def rpc_floor(config_path: Path, targets: Sequence[Target], block: int, ur
         for name, protocol in protocols.items():
             await protocol.resolve(reader, block)
             await protocol.discover(rpc, reader, sorted({t.account for t in targets if t.protocol == name}), block)
-        chunks = plan_chunks(protocols, sorted(targets), config.chain.calls_per_batch)
+        chunks = list(plan_chunks(protocols, sorted(targets), config.chain.calls_per_batch))
     finally:
         await rpc.close()
     payloads = []

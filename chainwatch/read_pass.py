@@ -4,7 +4,7 @@ results decoded by its own plan. A pass may also be cut into chunks of targets (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from chainwatch.index import Target
 from chainwatch.model import Reading
@@ -36,27 +36,27 @@ async def read_targets(
 
 def plan_chunks(
     protocols: Mapping[str, LendingProtocol], targets: Sequence[Target], max_calls: int
-) -> list[list[Planned]]:
+) -> Iterator[list[Planned]]:
     """`targets`' plans cut, in the order given, into runs whose distinct calls fit one `aggregate3` of
-    `max_calls` (a target with more calls than that gets a run of its own, which the reader splits).
+    `max_calls` (a target with more calls than that gets a run of its own, which the reader splits). Planned as
+    they are taken, so that the first run can be sent before the last is encoded.
 
     The first run holds an eighth of that, and each next one twice the one before up to `max_calls`: the riskiest
     targets' answer (and so their alert) comes back sooner, at the cost of a few more requests in a large pass."""
-    chunks: list[list[Planned]] = []
     current: list[Planned] = []
     keys: set[tuple[str, bytes]] = set()
     room = max(1, max_calls // 8)
-    for target, plan in _plans(protocols, targets, False):
-        mine = {_call_key(call) for call in plan.calls}
+    for target in targets:
+        (planned,) = _plans(protocols, (target,), False)
+        mine = {_call_key(call) for call in planned[1].calls}
         if current and len(keys | mine) > room:
-            chunks.append(current)
+            yield current
             current, keys = [], set()
             room = min(max_calls, 2 * room)
-        current.append((target, plan))
+        current.append(planned)
         keys |= mine
     if current:
-        chunks.append(current)
-    return chunks
+        yield current
 
 
 async def read_planned(reader: Reader, plans: Sequence[Planned], block: int) -> list[Outcome]:

@@ -36,7 +36,7 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Unreadable,
 )
-from chainwatch.read_pass import Outcome, plan_chunks, read_planned, read_targets, readings_of
+from chainwatch.read_pass import Outcome, Planned, plan_chunks, read_planned, read_targets, readings_of
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
@@ -459,14 +459,18 @@ class Engine:
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         """Reads `targets` at `block` riskiest first (lowest last-known health), one `aggregate3` chunk of targets
         at a time, and commits each chunk's alerts before the next chunk's answer is awaited: the position
-        closest to liquidation is told first, not after the whole pass. Every chunk's request is sent at once (the
-        reader bounds how many are in flight), so the later chunks are read while the first is judged. The cursor
+        closest to liquidation is told first, not after the whole pass. Each chunk's request is started as soon as
+        it is planned (the reader bounds how many are in flight), so later chunks are read while the first is judged. The cursor
         is not moved here: a crash mid-block re-reads the whole block, and the levels committed say what was told.
         Raises ReadFailed only when no chunk could be read."""
-        chunks = plan_chunks(self._protocols, self._tracker.riskiest_first(targets), self._reader.limit.calls)
-        reads = [asyncio.ensure_future(read_planned(self._reader, chunk, block)) for chunk in chunks]
+        chunks: list[list[Planned]] = []
+        reads: list[asyncio.Future[list[Outcome]]] = []
         positions, failures = 0, []
         try:
+            for chunk in plan_chunks(self._protocols, self._tracker.riskiest_first(targets), self._reader.limit.calls):
+                chunks.append(chunk)
+                reads.append(asyncio.ensure_future(read_planned(self._reader, chunk, block)))
+                await asyncio.sleep(0)  # a yield, not a wait: the reads made so far go out while the next is encoded
             for chunk, read in zip(chunks, reads):
                 try:
                     outcomes = await read

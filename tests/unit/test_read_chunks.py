@@ -35,17 +35,17 @@ class TestPlanChunks:
         """With 40 calls a chunk at most, the first holds 5 calls, then 10, 20, 40, 40; a shared call counts once
         (4 accounts in 5 calls) and the order given is kept."""
         ordered = list(reversed(targets(90)))
-        chunks = plan_chunks({"p": TwoCalls()}, ordered, 40)  # type: ignore[dict-item]
+        chunks = list(plan_chunks({"p": TwoCalls()}, ordered, 40))  # type: ignore[dict-item]
         sizes = [len(chunk) for chunk in chunks]
         assert sizes == [4, 9, 19, 39, 19]
         assert [t for chunk in chunks for t, _ in chunk] == ordered
 
     def test_a_target_with_more_calls_than_a_chunk_gets_a_chunk_alone(self) -> None:
-        chunks = plan_chunks({"p": TwoCalls()}, targets(2), 8)  # type: ignore[dict-item]
+        chunks = list(plan_chunks({"p": TwoCalls()}, targets(2), 8))  # type: ignore[dict-item]
         assert [len(chunk) for chunk in chunks] == [1, 1]
 
     def test_no_targets_no_chunks(self) -> None:
-        assert plan_chunks({"p": TwoCalls()}, [], 5) == []  # type: ignore[dict-item]
+        assert list(plan_chunks({"p": TwoCalls()}, [], 5)) == []  # type: ignore[dict-item]
 
 
 class TestStageTimings:
