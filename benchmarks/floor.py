@@ -25,7 +25,9 @@ from chainwatch.reader import Reader
 from chainwatch.rpc import Rpc
 
 
-async def rpc_floor(config_path: Path, targets: Sequence[Target], block: int, url: str, *, repeats: int = 5) -> dict[str, object]:
+async def rpc_floor(
+    config_path: Path, targets: Sequence[Target], block: int, url: str, *, repeats: int = 5
+) -> dict[str, object]:
     """Median and best seconds of `repeats` bare passes over `targets`' reads at `block` via `url`."""
     config = load_config(config_path)
     rpc = Rpc(config.chain.rpc_endpoints)

@@ -182,6 +182,7 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
                 move = await clock.move_price(market.devnet.aave_v3.reserves["WETH"].aggregator, WETH_AFTER)
                 processed_at = await cursor.reached(move.block, child)
                 on_price_block = Counter(proxy.calls) - before
+                sending = await send_cpu(child, bot, len(market.exposed))
                 messages = await all_alerts(bot, market)
             finally:
                 ticking.cancel()
@@ -219,6 +220,7 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
         stages_ms=stages(child.events, move.block),
         notes={
             **floor,
+            **sending,
             "startup_seconds": round(startup_seconds, 2),
             "startup_read_done_after_spawn_s": round(_wall(started["timestamp"]) - child.started_wall, 2)
             if started else None,
@@ -416,6 +418,20 @@ def stages(events: list[dict[str, Any]], block: int) -> dict[str, float]:
         found["send_ms"] = round(sum(sends), 3)
         found["send_mean_ms"] = round(sum(sends) / len(sends), 3)
     return found
+
+
+async def send_cpu(child: Child, bot: BotApiServer, expected: int) -> dict[str, object]:
+    """chainwatch's CPU per message while it only sends: from its cursor passing the price block (every alert
+    queued) to the last alert arriving, over the messages sent meanwhile. Whatever else the process does then
+    (quiet blocks) counts too: an upper bound on the sender's own cost."""
+    cpu, already = child.cpu_seconds(), len(bot.messages)
+    deadline = time.monotonic() + ALERTS_TIMEOUT_S
+    while len(bot.messages) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_S)
+    sent = len(bot.messages) - already
+    if sent < 10:  # too few left after the block was processed to say anything per message
+        return {"send_cpu_ms_per_message": None, "send_cpu_messages": sent}
+    return {"send_cpu_ms_per_message": round(1000 * (child.cpu_seconds() - cpu) / sent, 3), "send_cpu_messages": sent}
 
 
 def affected_targets(market: Market) -> list[Target]:

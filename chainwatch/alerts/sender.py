@@ -207,7 +207,9 @@ class Sender:
             if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
                 metrics.BLOCK_TO_SENT.observe(latency)
             # The request's own time (its stage of the block's latency): what a slow Bot API path shows up in.
-            send_ms = round(1000 * self._send_seconds.pop(message.id, 0.0), 3)
+            seconds = self._send_seconds.pop(message.id, 0.0)
+            metrics.PASS_STAGE_SECONDS.labels("send").observe(seconds)
+            send_ms = round(1000 * seconds, 3)
             log.info("alert.sent", send_ms=send_ms, **_facts(message))
         self.settled.set()
 
