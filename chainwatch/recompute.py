@@ -460,18 +460,26 @@ class Engine:
         """Reads `targets` at `block` riskiest first (lowest last-known health), one `aggregate3` chunk of targets
         at a time, and commits each chunk's alerts before the next chunk's answer is awaited: the position
         closest to liquidation is told first, not after the whole pass. Each chunk's request is started as soon as
-        it is planned (the reader bounds how many are in flight), so later chunks are read while the first is judged. The cursor
+        it is planned (the reader bounds how many are in flight), and planning yields between chunks, so the first
+        chunk is judged and committed while later ones are still being encoded and read. The cursor
         is not moved here: a crash mid-block re-reads the whole block, and the levels committed say what was told.
         Raises ReadFailed only when no chunk could be read."""
-        chunks: list[list[Planned]] = []
+        started: asyncio.Queue[tuple[list[Planned], asyncio.Future[list[Outcome]]] | None] = asyncio.Queue()
         reads: list[asyncio.Future[list[Outcome]]] = []
-        positions, failures = 0, []
-        try:
+
+        async def plan_and_send() -> None:
             for chunk in plan_chunks(self._protocols, self._tracker.riskiest_first(targets), self._reader.limit.calls):
-                chunks.append(chunk)
                 reads.append(asyncio.ensure_future(read_planned(self._reader, chunk, block)))
-                await asyncio.sleep(0)  # a yield, not a wait: the reads made so far go out while the next is encoded
-            for chunk, read in zip(chunks, reads):
+                started.put_nowait((chunk, reads[-1]))
+                await asyncio.sleep(0)  # a yield, not a wait: answered chunks are judged while the rest is encoded
+            started.put_nowait(None)
+
+        planning = asyncio.ensure_future(plan_and_send())
+        chunks, positions, failures = 0, 0, []
+        try:
+            while (item := await started.get()) is not None:
+                chunk, read = item
+                chunks += 1
                 try:
                     outcomes = await read
                 except ReadFailed as error:
@@ -480,15 +488,17 @@ class Engine:
                 readings = await self._with_asset_lines(readings_of(await self._apply(outcomes, block)), block)
                 positions += len(readings)
                 await self._tracker.observe(readings)
+            await planning
         finally:
+            planning.cancel()
             for read in reads:
                 read.cancel()  # only those not yet done: a failure above must not leave reads running
-        if chunks and len(failures) == len(chunks):
+        if chunks and len(failures) == chunks:
             raise failures[0]
         metrics.PASS_POSITIONS.observe(positions)
         stages = TIMINGS.take()
         metrics.observe_stages(stages)
-        log.info("recompute.read", block=block, positions=positions, chunks=len(chunks), **stages)
+        log.info("recompute.read", block=block, positions=positions, chunks=chunks, **stages)
 
     async def _with_asset_lines(self, readings: list[Reading], block: int) -> list[Reading]:
         """Alerts of positions whose liquidation price the plain read cannot tell (several collaterals) carry one
