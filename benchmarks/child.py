@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,11 @@ class Child:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.log_path.name}: no matching event within {timeout:g} s; see {self.log_path}")
             await asyncio.sleep(_POLL_S)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the process has used so far (`/proc/<pid>/stat`, fields 14 and 15)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
         """VmHWM of the live process: the most resident memory it ever had."""

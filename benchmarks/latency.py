@@ -29,6 +29,7 @@ from typing import Any, Final
 from benchmarks.child import Child
 from benchmarks.clock import BlockClock, NodeRpc, PriceMove
 from benchmarks.figures import Row, SystemFigures, percentile
+from benchmarks.floor import rpc_floor
 from benchmarks.market import (
     AAVE,
     CRITICAL,
@@ -36,6 +37,7 @@ from benchmarks.market import (
     HEALTH_OTHERS,
     WARN,
     WETH_AFTER,
+    WETH_BEFORE,
     Market,
     build_market,
 )
@@ -55,6 +57,7 @@ from benchmarks.provenance import (
 )
 from chainwatch.config import ConfigError, load_config
 from chainwatch.devnet.anvil import AnvilNode, running_anvil
+from chainwatch.index import Target
 from tests.support.botapi import BotApiServer, SentMessage, running_bot_api
 from tests.support.rpcproxy import RpcProxy, running_proxy
 
@@ -179,6 +182,7 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
                 move = await clock.move_price(market.devnet.aave_v3.reserves["WETH"].aggregator, WETH_AFTER)
                 processed_at = await cursor.reached(move.block, child)
                 on_price_block = Counter(proxy.calls) - before
+                sending = await send_cpu(child, bot, len(market.exposed))
                 messages = await all_alerts(bot, market)
             finally:
                 ticking.cancel()
@@ -188,6 +192,9 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             await child.stop()
             cursor.close()
             await rpc.aclose()
+        # chainwatch is stopped: the floor has the machine to itself, as chainwatch had during its block.
+        floor = await rpc_floor(config, affected_targets(market), move.block, proxy.http_url)
+        say(f"floor: {floor['floor_eth_calls']} bare aggregate3 eth_calls in {1000 * floor['floor_s']:.1f} ms (median)")
     started = next((e for e in child.events if e.get("event") == "recompute.read"), {})
     try:
         # Per position read: the start-up read's eth_calls; in the mix the start-up also holds Euler's sub-account
@@ -199,12 +206,21 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
         refresh = refresh_estimate(load_config(config), market, per_read)
     except ConfigError:  # the benchmark's own chainwatch (the working tree) may read configs differently than --ref
         refresh = {}
+    steps = timeline(child.events, move)
+    latencies = [m.received_at - move.origin for m in messages]
     return SystemFigures(
-        latencies=[m.received_at - move.origin for m in messages],
+        latencies=latencies,
         calls_on_price_block=on_price_block["eth_call"],
         calls_per_quiet_block=quiet["eth_call"] / options.quiet_blocks,
         peak_rss_mib=peak,
+        first_queued_s=steps["first_alert_queued"],
+        all_queued_s=steps["last_alert_queued"],
+        first_sent_s=round(min(latencies), 4),
+        last_sent_s=round(max(latencies), 4),
+        stages_ms=stages(child.events, move.block),
         notes={
+            **floor,
+            **sending,
             "startup_seconds": round(startup_seconds, 2),
             "startup_read_done_after_spawn_s": round(_wall(started["timestamp"]) - child.started_wall, 2)
             if started else None,
@@ -214,13 +230,58 @@ async def measure_chainwatch(node: AnvilNode, market: Market, options: argparse.
             "quiet_blocks": options.quiet_blocks,
             "requests_in_quiet_blocks": dict(quiet),
             "requests_for_price_block": dict(on_price_block),
-            "price_block_timeline_s": timeline(child.events, move),
+            "price_block_timeline_s": steps,
             "price_block_cursor_seen_after_s": round(processed_at - move.origin, 4),
             **({"by_protocol": by_protocol(market, messages, move.origin)} if market.mixed else {}),
             **origin_facts(move),
             "limits": f"messages_per_second={options.messages_per_second:g}, per_chat_interval=1.0, one chat per account",
         },
     )
+
+
+# -- one position alone ---------------------------------------------------------------------------------------
+
+
+async def measure_alone(node: AnvilNode, market: Market, options: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """`--alone`: one watched account exposed; WETH drops (it goes below warn) and comes back, `--repeat` times.
+    Each drop's block -> queued is chainwatch's own `alerts.queued` line against the block's origin."""
+    async with running_bot_api(TOKEN) as bot, running_proxy(node.http_url, node.ws_url) as proxy:
+        config = workdir / "chainwatch.toml"
+        config.write_text(chainwatch_config(market, proxy, bot, options.messages_per_second))
+        rpc = NodeRpc(node.http_url)
+        clock = BlockClock(rpc, node.ws_url, options.block_time, lambda: proxy.count("eth_call"))
+        cursor = Cursor(workdir / "chainwatch.db")
+        argv = [sys.executable, "-m", "chainwatch.cli", "--log-level", "info", "run", "--config", str(config)]
+        child = await Child.start(argv, workdir / "chainwatch.log", options.chainwatch_code)
+        aggregator = market.devnet.aave_v3.reserves["WETH"].aggregator
+        queued, sent = [], []
+        try:
+            await child.wait_for(lambda e: e.get("event") == "listener.backfilled", READY_TIMEOUT_S)
+            await clock.start()
+            ticking = asyncio.create_task(clock.run())
+            try:
+                for _ in range(options.repeat):
+                    told = len(bot.messages)
+                    move = await clock.move_price(aggregator, WETH_AFTER)
+                    event = await child.wait_for(lambda e, b=move.block: e.get("event") == "alerts.queued"
+                                                 and e.get("block") == b, ALERTS_TIMEOUT_S)  # fmt: skip
+                    queued.append(_wall(event["timestamp"]) - move.wall_at_origin)
+                    deadline = time.monotonic() + ALERTS_TIMEOUT_S
+                    while len(bot.messages) <= told and time.monotonic() < deadline:
+                        await asyncio.sleep(_POLL_S)
+                    sent.append(bot.messages[told].received_at - move.origin)
+                    back = await clock.move_price(aggregator, WETH_BEFORE)
+                    await cursor.reached(back.block, child)
+            finally:
+                ticking.cancel()
+                await clock.stop()
+        finally:
+            await child.stop()
+            cursor.close()
+            await rpc.aclose()
+    return {"repetitions": options.repeat, "block_to_queued_p50_s": round(percentile(queued, 50), 4),
+            "block_to_queued_max_s": round(max(queued), 4), "block_to_sent_p50_s": round(percentile(sent, 50), 4),
+            "block_to_queued_s": [round(q, 4) for q in queued]}  # fmt: skip
 
 
 # -- the polling baseline -----------------------------------------------------------------------------------
@@ -339,11 +400,43 @@ def timeline(events: list[dict[str, Any]], move: PriceMove) -> dict[str, float]:
         return round(pick(stamps) - move.wall_at_origin, 4) if stamps else None
 
     return {
-        "first_alert_queued": after("alerts.queued", min),  # one line per pass, once its alerts are committed
+        "first_alert_queued": after("alerts.queued", min),  # one line per chunk, once its alerts are committed
+        "last_alert_queued": after("alerts.queued", max),
         "read_and_all_queued": after("recompute.read", min),  # logged once the tracker has stored every level
         "first_alert_sent": after("alert.sent", min),
         "last_alert_sent": after("alert.sent", max),
     }
+
+
+def stages(events: list[dict[str, Any]], block: int) -> dict[str, float]:
+    """chainwatch's own milliseconds per stage for `block`'s read pass (its `recompute.read` line), and the
+    sendMessage requests of that block's alerts (`send_ms` of each `alert.sent`: total and mean)."""
+    read = next((e for e in events if e.get("event") == "recompute.read" and e.get("block") == block), {})
+    found = {k: v for k, v in read.items() if k.endswith("_ms")}
+    sends = [e["send_ms"] for e in events if e.get("event") == "alert.sent" and e.get("block") == block and "send_ms" in e]
+    if sends:
+        found["send_ms"] = round(sum(sends), 3)
+        found["send_mean_ms"] = round(sum(sends) / len(sends), 3)
+    return found
+
+
+async def send_cpu(child: Child, bot: BotApiServer, expected: int) -> dict[str, object]:
+    """chainwatch's CPU per message while it only sends: from its cursor passing the price block (every alert
+    queued) to the last alert arriving, over the messages sent meanwhile. Whatever else the process does then
+    (quiet blocks) counts too: an upper bound on the sender's own cost."""
+    cpu, already = child.cpu_seconds(), len(bot.messages)
+    deadline = time.monotonic() + ALERTS_TIMEOUT_S
+    while len(bot.messages) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_S)
+    sent = len(bot.messages) - already
+    if sent < 10:  # too few left after the block was processed to say anything per message
+        return {"send_cpu_ms_per_message": None, "send_cpu_messages": sent}
+    return {"send_cpu_ms_per_message": round(1000 * (child.cpu_seconds() - cpu) / sent, 3), "send_cpu_messages": sent}
+
+
+def affected_targets(market: Market) -> list[Target]:
+    """The positions the price move touches (the WETH holders), on the protocol each is watched on."""
+    return [Target(protocol=market.protocol_of(i), account=market.accounts[i]) for i in market.exposed]
 
 
 def origin_facts(move: PriceMove) -> dict[str, float]:
@@ -422,10 +515,33 @@ async def measure(count: int, options: argparse.Namespace, workdir: Path) -> Row
             say(f"N={count:,}: Anvil state on disk at the end {used / 2**20:,.1f} MiB (removed with the node)")
     return Row(positions=count, alerts=len(market.exposed), setup_seconds=market.setup_seconds,
                run_seconds=time.monotonic() - started, chainwatch=chainwatch, baseline=baseline,
-               scenario="mix" if market.mixed else "aave")  # fmt: skip
+               scenario="mix" if market.mixed else "aave", floor_s=chainwatch.notes.get("floor_s"))  # type: ignore[arg-type]  # fmt: skip
+
+
+async def run_alone(options: argparse.Namespace) -> int:
+    count = options.positions[0]
+    with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as tmp:
+        workdir = Path(options.workdir) if options.workdir else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        options.chainwatch_code = ROOT if options.ref is None else export_chainwatch(options.ref, workdir / "code")
+        async with running_anvil() as node:
+            market = await build_market(node, count, 1 / count)  # exactly one account holds WETH
+            say(f"alone: {count:,} positions, one exposed; {options.repeat} drops of WETH")
+            figures = await measure_alone(node, market, options, workdir)
+    figures.update({"code": code_under_test(options.ref), **machine_facts()})
+    print("One position alone (one price event moving one watched account below warn): "
+          f"p50 block -> queued {1000 * figures['block_to_queued_p50_s']:.1f} ms, max "  # type: ignore[operator]
+          f"{1000 * figures['block_to_queued_max_s']:.1f} ms, p50 block -> sent "  # type: ignore[operator]
+          f"{1000 * figures['block_to_sent_p50_s']:.1f} ms over {options.repeat} drops, N={count:,}")  # type: ignore[operator]
+    print(json.dumps(figures))
+    if options.json:
+        Path(options.json).write_text(json.dumps(figures, indent=2, default=str))
+    return 0
 
 
 async def run(options: argparse.Namespace) -> int:
+    if options.alone:
+        return await run_alone(options)
     started = time.monotonic()
     facts = {"code": code_under_test(options.ref), **machine_facts()}
     rows = []
@@ -440,7 +556,7 @@ async def run(options: argparse.Namespace) -> int:
     print(report(rows, facts, options, total))
     if options.json:
         Path(options.json).write_text(json.dumps({"facts": facts, "total_seconds": total, "options": vars(options),
-                                                  "rows": [asdict(r) for r in rows]}, indent=2, default=str))  # fmt: skip
+                                                  "rows": [{**asdict(r), "floor_ratio": r.floor_ratio} for r in rows]}, indent=2, default=str))  # fmt: skip
     return 0
 
 
@@ -459,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="spread the N positions over Aave v3, Morpho Blue, Euler v2 and Curvance (N/4 each)")
     parser.add_argument("--ref", help="run the watcher from chainwatch/ as committed at this git revision "
                                       "(default: the working tree as it is)")  # fmt: skip
+    parser.add_argument("--alone", action="store_true",
+                        help="one exposed account among --positions: WETH drops and recovers --repeat times")
+    parser.add_argument("--repeat", type=int, default=20, help="with --alone: how many drops")
     options = parser.parse_args(argv)
     if not 0 < options.fraction <= 1:
         parser.error("--fraction must be in (0, 1]")

@@ -74,6 +74,11 @@ def report(rows: list[Row], facts: dict[str, Any], options: argparse.Namespace, 
         "Details:",
     ]  # fmt: skip
     for row in rows:
+        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f} ms" for k, v in row.chainwatch.stages_ms.items())
+        lines.append(f"  N={row.positions:,} chainwatch stages for the price block (its own timings; rpc summed over "
+                     f"concurrent chunks): {stages or '-'}; process CPU per message sent after the block was "
+                     f"processed: {row.chainwatch.notes.get('send_cpu_ms_per_message')} ms "
+                     f"({row.chainwatch.notes.get('send_cpu_messages')} messages)")  # fmt: skip
         lines.append(f"  N={row.positions:,} chainwatch: {json.dumps(row.chainwatch.notes)}")
         lines.append(f"  N={row.positions:,} polling:    {json.dumps(row.baseline.notes)}")
     return "\n".join(lines)

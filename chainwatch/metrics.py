@@ -108,3 +108,16 @@ class ChainProgress:
 
 
 CHAIN = ChainProgress()
+
+
+# A read pass's time per stage (see stage_timings.py), so that a slower release shows which stage grew.
+PASS_STAGE_SECONDS = Histogram(
+    "chainwatch_pass_stage_seconds",
+    "Seconds a read pass spent per stage (rpc: summed over concurrent chunks); send: per message.",
+    ["stage"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)  # fmt: skip
+
+
+def observe_stages(milliseconds: dict[str, float]) -> None:
+    for name, ms in milliseconds.items():
+        PASS_STAGE_SECONDS.labels(name.removesuffix("_ms")).observe(ms / 1000)

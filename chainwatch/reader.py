@@ -24,6 +24,7 @@ from chainwatch.multicall import (
     encode_aggregate3,
 )
 from chainwatch.rpc import Rpc, RpcError
+from chainwatch.stage_timings import TIMINGS
 
 log = structlog.get_logger(__name__)
 
@@ -155,8 +156,12 @@ class Reader:
 
     async def _read_chunk(self, chunk: Sequence[Call], block: int) -> list[CallResult]:
         async with self._limit:
-            raw = await self._rpc.call(self._multicall, encode_aggregate3(chunk), block)
-        return decode_aggregate3(raw, len(chunk))
+            with TIMINGS.timed("encode"):
+                data = encode_aggregate3(chunk)
+            with TIMINGS.timed("rpc"):
+                raw = await self._rpc.call(self._multicall, data, block)
+        with TIMINGS.timed("decode"):
+            return decode_aggregate3(raw, len(chunk))
 
 
 class _Pass:

@@ -2,7 +2,8 @@
 
 Logs mark targets (a protocol event marks the account it names; a price update marks the accounts exposed
 to the assets the feed prices). Once the queue is drained and the head covers every marked log, all marks
-are read in one batched, block-pinned pass and handed to the alert tracker. A block with nothing marked
+are read in one block-pinned pass, riskiest first in `aggregate3`-sized chunks, each chunk's readings handed to
+the alert tracker (and its alerts committed) as soon as it is answered. A block with nothing marked
 costs no `eth_call`, except the risk-tiered re-reads that catch interest accrual (see refresh.py).
 """
 
@@ -36,11 +37,12 @@ from chainwatch.protocols.base import (
     SourcesChanged,
     Unreadable,
 )
-from chainwatch.read_pass import Outcome, read_targets, readings_of
+from chainwatch.read_pass import Outcome, Planned, plan_chunks, read_planned, read_targets, readings_of
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.refresh import RefreshPolicy, RefreshSchedule
 from chainwatch.rpc import Rpc, RpcError
 from chainwatch.screening import Screen
+from chainwatch.stage_timings import TIMINGS
 from chainwatch.store import BlockRef, Store
 from chainwatch.unreadable import UnreadableLedger
 
@@ -305,7 +307,8 @@ class Engine:
             return
         self._seen_logs[event.identity] = event.block_number
         self._newest_log_block = max(self._newest_log_block, event.block_number)
-        touched = self._targets_touched_by(event)
+        with TIMINGS.timed("index"):
+            touched = self._targets_touched_by(event)
         if touched:
             self._touched_at.setdefault(event.block_number, set()).update(touched)
         # A log is news only for targets last read before its block (backfill overlaps what was read).
@@ -478,6 +481,7 @@ class Engine:
             return
         self.processed = BlockRef(number=head.number, hash=head.hash)
         await self._store.save_cursor(self.processed)
+        TIMINGS.take()  # a block without a pass logs no stages: what its logs' lookups cost is not carried on
         self.processed_at = time.time()
         metrics.CHAIN.block_processed(head.number)
         async with self._progress:
@@ -530,10 +534,48 @@ class Engine:
         return outcomes
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
-        readings = await self._with_asset_lines(await self.read(targets, block), block)
-        metrics.PASS_POSITIONS.observe(len(readings))
-        await self._tracker.observe(readings)
-        log.info("recompute.read", block=block, positions=len(readings))
+        """Reads `targets` at `block` riskiest first (lowest last-known health), one `aggregate3` chunk of targets
+        at a time, and commits each chunk's alerts before the next chunk's answer is awaited: the position
+        closest to liquidation is told first, not after the whole pass. Each chunk's request is started as soon as
+        it is planned (the reader bounds how many are in flight), and planning yields between chunks, so the first
+        chunk is judged and committed while later ones are still being encoded and read. The cursor
+        is not moved here: a crash mid-block re-reads the whole block, and the levels committed say what was told.
+        Raises ReadFailed only when no chunk could be read."""
+        started: asyncio.Queue[tuple[list[Planned], asyncio.Future[list[Outcome]]] | None] = asyncio.Queue()
+        reads: list[asyncio.Future[list[Outcome]]] = []
+
+        async def plan_and_send() -> None:
+            for chunk in plan_chunks(self._protocols, self._tracker.riskiest_first(targets), self._reader.limit.calls):
+                reads.append(asyncio.ensure_future(read_planned(self._reader, chunk, block)))
+                started.put_nowait((chunk, reads[-1]))
+                await asyncio.sleep(0)  # a yield, not a wait: answered chunks are judged while the rest is encoded
+            started.put_nowait(None)
+
+        planning = asyncio.ensure_future(plan_and_send())
+        chunks, positions, failures = 0, 0, []
+        try:
+            while (item := await started.get()) is not None:
+                chunk, read = item
+                chunks += 1
+                try:
+                    outcomes = await read
+                except ReadFailed as error:
+                    failures.append(error)
+                    outcomes = [(target, error) for target, _ in chunk]
+                readings = await self._with_asset_lines(readings_of(await self._apply(outcomes, block)), block)
+                positions += len(readings)
+                await self._tracker.observe(readings)
+            await planning
+        finally:
+            planning.cancel()
+            for read in reads:
+                read.cancel()  # only those not yet done: a failure above must not leave reads running
+        if chunks and len(failures) == chunks:
+            raise failures[0]
+        metrics.PASS_POSITIONS.observe(positions)
+        stages = TIMINGS.take()
+        metrics.observe_stages(stages)
+        log.info("recompute.read", block=block, positions=positions, chunks=chunks, **stages)
 
     async def _with_asset_lines(self, readings: list[Reading], block: int) -> list[Reading]:
         """Alerts of positions whose liquidation price the plain read cannot tell (several collaterals) carry one

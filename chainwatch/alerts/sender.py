@@ -113,6 +113,7 @@ class Sender:
         self._in_flight: dict[Hashable, asyncio.Task[None]] = {}
         # Delivered but not yet marked sent: committed together, one transaction for a burst of answers.
         self._delivered: list[tuple[OutboxMessage, float]] = []
+        self._send_seconds: dict[int, float] = {}  # message id -> its request's time, logged when committed
         self._link_failures = 0
         # Set whenever a message leaves the outbox for good (sent or given up): lets others wait for quiet.
         self.settled = asyncio.Event()
@@ -205,7 +206,11 @@ class Sender:
             metrics.TELEGRAM_SENDS.labels("sent").inc()
             if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
                 metrics.BLOCK_TO_SENT.observe(latency)
-            log.info("alert.sent", **_facts(message))
+            # The request's own time (its stage of the block's latency): what a slow Bot API path shows up in.
+            seconds = self._send_seconds.pop(message.id, 0.0)
+            metrics.PASS_STAGE_SECONDS.labels("send").observe(seconds)
+            send_ms = round(1000 * seconds, 3)
+            log.info("alert.sent", send_ms=send_ms, **_facts(message))
         self.settled.set()
 
     def _raise_crashed_sends(self) -> None:
@@ -233,6 +238,7 @@ class Sender:
     async def _deliver(self, chat: Hashable, message: OutboxMessage) -> None:
         """One send and, unless it succeeded (committed in a batch later), its outcome; frees the chat after."""
         facts = _facts(message)
+        started = time.perf_counter()
         try:
             await self._transport.send(message.chat_id, message.text, message.buttons)
         except RetryLater as e:
@@ -253,6 +259,7 @@ class Sender:
                 await self._on_chat_gone(message.chat_id)
         else:
             self._link_failures = 0
+            self._send_seconds[message.id] = time.perf_counter() - started
             self._delivered.append((message, self._clock()))
 
     def _hold_back(self, chat: Hashable, error: RetryLater) -> float:

@@ -19,6 +19,7 @@ from chainwatch.alerts.message import alert_text, unpriced_text
 from chainwatch.alerts.state import level_of, next_state
 from chainwatch.index import Target
 from chainwatch.model import Alert, AlertKind, Level, PositionKey, Reading
+from chainwatch.stage_timings import TIMINGS
 from chainwatch.store import ChatPosition, LevelChange, PendingMessage, Store, StoredLevel
 
 log = structlog.get_logger(__name__)
@@ -160,15 +161,17 @@ class Tracker:
         alerts: list[Alert] = []
         now = self._clock()
         # Riskiest first: among alerts of equal urgency the outbox sends the older, so this is who hears first.
-        for reading in sorted(readings, key=lambda r: r.health_factor):
-            for subscription in self._directory.subscribers(reading.key):
-                change, alert = self._judge(reading, subscription, now)
-                if change is not None:
-                    changes.append(change)
-                if alert is not None:
-                    alerts.append(alert)
+        with TIMINGS.timed("evaluate"):
+            for reading in sorted(readings, key=lambda r: r.health_factor):
+                for subscription in self._directory.subscribers(reading.key):
+                    change, alert = self._judge(reading, subscription, now)
+                    if change is not None:
+                        changes.append(change)
+                    if alert is not None:
+                        alerts.append(alert)
         if changes:
-            await self._store.record(changes)
+            with TIMINGS.timed("commit"):
+                await self._store.record(changes)
         for change in changes:
             self._levels[ChatPosition(chat_id=change.chat_id, key=change.key)] = change.level
         for alert in alerts:

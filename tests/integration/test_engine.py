@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+from eth_abi import decode
 import msgspec
 import pytest
 from structlog.testing import capture_logs
@@ -281,3 +282,76 @@ class TestResolveBackoff:
             )
         assert flaky.resolves == 2 and resubscribed == 0
         assert any(e["event"] == "recompute.read" and e["block"] == 2 for e in logs)
+
+
+class HeldNode(EchoNode):
+    """Echoes aggregate3, except that a request holding `held` calldata waits, at `block`, until released."""
+
+    def __init__(self, held: bytes, block: int) -> None:
+        super().__init__(set())
+        self.held, self.block = held, block
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def call(self, to: str, data: bytes, block: int) -> bytes:
+        (calls,) = decode(["(address,bool,bytes)[]"], data[4:])
+        if block == self.block and any(payload == self.held for _, _, payload in calls):
+            self.holding.set()
+            await self.release.wait()
+        return await super().call(to, data, block)
+
+
+class Scripted(PerAccount):
+    """Health scripted per (account, block); its account event touches every scripted account."""
+
+    def __init__(self, name: str, health: dict[tuple[str, int], float]) -> None:
+        super().__init__(name, {})
+        self.health = health
+
+    def touched_by(self, log: Log) -> Touch | None:
+        return AccountsTouched(accounts=frozenset(account for account, _ in self.health))
+
+    def _decode(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        reading = Reading(key=PositionKey(protocol=self.name, account=account), block=block,
+                          health_factor=self.health[(account, block)], collateral=1.0, debt=1.0)  # fmt: skip
+        return AccountReading(readings=(reading,), exposure=frozenset())
+
+
+class TestRiskiestChunkFirst:
+    async def test_the_riskiest_chunks_alert_is_queued_while_a_later_chunk_is_still_being_read(self, store: Store) -> None:
+        """One call per chunk: 0xZ (health 1.4 last read, so it is read first although it sorts last) goes critical
+        at block 2 and its alert is in the outbox while the node still holds 0xA's read; the block is marked done
+        only once 0xA is read and alerted too."""
+        stand_in = Scripted("p", {("0xA", 1): 2.0, ("0xZ", 1): 1.4, ("0xA", 2): 1.1, ("0xZ", 2): 1.1})
+        directory = Directory([Subscription(chat_id=1, address="0xA", label="safer", operator=True),
+                               Subscription(chat_id=2, address="0xZ", label="riskier", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        node = HeldNode(held=b"0xA", block=2)
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"p": stand_in}, {Target(protocol="p", account="0xA"), Target(protocol="p", account="0xZ")},  # type: ignore[dict-item]
+                        Reader(node, EMITTER, max_calls=1), tracker, store,  # type: ignore[arg-type]
+                        refresh=RefreshPolicy(every_blocks=10**6, bands=()))  # fmt: skip
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        warned = {m.chat_id: m.kind for m in await store.due_messages(10**12)}
+        assert warned == {2: "WARN"}
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        for event in (log_at(2, ACCOUNT_TOPIC), head(2)):
+            queue.put_nowait(event)
+        running = asyncio.create_task(engine.run(queue))
+        try:
+            async with asyncio.timeout(5):
+                await node.holding.wait()
+                while not any(m.kind == "CRITICAL" for m in await store.due_messages(10**12)):
+                    await asyncio.sleep(0)  # yields to the engine; the deadline above bounds the wait
+            queued = {m.chat_id: (m.kind, m.text) for m in await store.due_messages(10**12)}
+            assert queued[2][0] == "CRITICAL" and "riskier" in queued[2][1]
+            assert 1 not in queued  # 0xA's read is still held by the node
+            assert engine.processed is not None and engine.processed.number == 1
+            assert (await store.cursor()).number == 1  # type: ignore[union-attr]
+            node.release.set()
+            async with asyncio.timeout(5):
+                await engine.wait_processed(2)
+        finally:
+            running.cancel()
+        queued = {m.chat_id: m.kind for m in await store.due_messages(10**12)}
+        assert queued == {1: "CRITICAL", 2: "CRITICAL"}
