@@ -91,7 +91,45 @@ CREATE TABLE mutes (
 );
 """
 
-MIGRATIONS = (_V1,)
+# Version 2: the work queue of a cluster (ingest -> workers). A chunk is a block's targets to read, riskiest first;
+# (chain, block hash, seq) is unique so a block's work can never be written twice, even by two ingests. Each
+# target's state records the newest block whose result was applied (an older result is dropped) and what that read
+# found (exposure, lowest health), which the ingest reads back to keep its index and its risk order.
+_V2 = """
+CREATE TABLE work_chunks (
+    id BIGSERIAL PRIMARY KEY,
+    chain_id BIGINT NOT NULL,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    risk DOUBLE PRECISION NOT NULL,
+    targets BYTEA NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready',
+    lease_until DOUBLE PRECISION,
+    claimed_by TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    written_by TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    done_at DOUBLE PRECISION,
+    UNIQUE (chain_id, block_hash, seq)
+);
+CREATE INDEX work_chunks_open ON work_chunks (chain_id, block_number DESC, seq) WHERE state <> 'done';
+CREATE TABLE target_state (
+    chain_id BIGINT NOT NULL,
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    applied_block BIGINT NOT NULL,
+    exposure BYTEA NOT NULL,
+    worst_health DOUBLE PRECISION NOT NULL,
+    partly_unread BOOLEAN NOT NULL DEFAULT FALSE,
+    read_again BOOLEAN NOT NULL DEFAULT FALSE,
+    seq BIGSERIAL NOT NULL,
+    PRIMARY KEY (chain_id, protocol, account)
+);
+CREATE INDEX target_state_by_seq ON target_state (chain_id, seq);
+"""
+
+MIGRATIONS = (_V1, _V2)
 LATEST = len(MIGRATIONS)
 
 # Any constant shared by every chainwatch: watchers of several chains starting at once on one database take turns
