@@ -78,7 +78,7 @@ async def enqueue(db: asyncpg.Connection, chain_id: int, block: BlockRef, chunks
     await db.executemany(
         "INSERT INTO work_chunks (chain_id, block_number, block_hash, seq, risk, targets, written_by, created_at) "
         f"VALUES ($1, $2, $3, $4, $5, $6, $7, {_NOW})",
-        [(chain_id, block.number, block.hash, first + i, _finite(risk), msgspec.json.encode(tuple(targets)),
+        [(chain_id, block.number, block.hash, first + i, _finite(risk), msgspec.json.encode(tuple(targets), enc_hook=str),
           written_by) for i, (risk, targets) in enumerate(chunks)],
     )  # fmt: skip
     return len(chunks)
@@ -156,7 +156,7 @@ async def store_results(db: asyncpg.Connection, chain_id: int, results: Sequence
         "UPDATE target_state SET applied_block = $4, exposure = $5, worst_health = $6, partly_unread = $7, "
         "read_again = $8, seq = nextval(pg_get_serial_sequence('target_state', 'seq')) "
         "WHERE chain_id = $1 AND protocol = $2 AND account = $3 AND applied_block < $4",
-        [(chain_id, r.target.protocol, r.target.account, r.block, msgspec.json.encode(sorted(r.exposure)),
+        [(chain_id, r.target.protocol, r.target.account, r.block, msgspec.json.encode(sorted(r.exposure), enc_hook=str),
           _finite(r.worst_health), r.partly_unread, r.read_again) for r in results],
     )  # fmt: skip
 
