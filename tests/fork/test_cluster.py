@@ -3,6 +3,8 @@ exactly once, through a worker's and an ingest's SIGKILL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +17,7 @@ from tests.fork.cluster_support import (
 from tests.fork.conftest import LOOPBACK_BUDGET, Chain, StartWatcher, write_config
 from tests.integration.test_store_port import fresh_database
 from tests.support.botapi import BotApiServer
+from tests.support.pgforward import forwarding
 from tests.support.rpcproxy import RpcProxy, running_proxy
 
 
@@ -121,6 +124,56 @@ async def test_the_standby_ingest_takes_over_from_the_cursor_and_the_missed_bloc
         dropped = await alerts_in_outbox(url, block)
         assert sorted(_account_of(text, accounts) for text in dropped) == sorted(accounts)  # each once
         assert await _each_block_written_once(url)
+
+
+async def test_a_partitioned_ingest_stops_writing_work_before_the_standby_starts(
+    chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """The active ingest's lock connection goes through a forwarder that is cut; the process keeps running (and
+    keeps trying to write blocks' work, fenced by the lock it lost) while the standby takes over."""
+    accounts = await borrowers(chain, 8, "cluster-partition")
+    url = await fresh_database(postgres_url)
+    config = write_config(tmp_path / "cluster.toml", chain, proxy, bot_api, watched=accounts, storage_url=url,
+                          chain_extra="calls_per_batch = 4")  # fmt: skip
+    async with forwarding(postgres_url) as cable, cluster(tmp_path) as running:
+        cut_off = await running.start("ingest", "ingest-a", config, "--lock-url", cable.url(url))
+        await until(lambda: _event(cut_off, "ingest.started"), "ingest-a active", alive=[cut_off])
+        standby = await running.start("ingest", "ingest-b", config)
+        worker = await running.start("worker", "worker-1", config)
+        everyone = [cut_off, standby, worker]
+        await until(lambda: booked(cut_off, 8), "the first reads booked", alive=everyone)
+
+        async def mine() -> None:
+            while True:  # a block every 0.2 s: both ingests always have a block to write
+                await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                await asyncio.sleep(0.2)
+
+        miner = asyncio.create_task(mine())
+        try:
+            await until(lambda: _cursor_moved(url, 3), "blocks turned into work by ingest-a", alive=everyone)
+            cable.cut()
+            await until(lambda: _event(standby, "leadership.acquired"), "the standby holding the lock", deadline=5.0)
+            await until(lambda: _event(cut_off, "ingest.fenced"), "ingest-a standing down", alive=everyone)
+            block = await chain.actions.set_price("WETH", 1300)
+            await until(lambda: _cursor_at(url, block), "the standby past the price block", alive=everyone)
+            await until(lambda: queue_drained(url), "every chunk done", alive=everyone)
+        finally:
+            miner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await miner
+        assert cut_off.process.returncode is None  # partitioned, never dead
+        assert await _each_block_written_once(url)
+        (order,) = await rows(url, "SELECT MAX(created_at) FILTER (WHERE written_by = 'ingest-a'), "
+                                   "MIN(created_at) FILTER (WHERE written_by = 'ingest-b') FROM work_chunks")  # fmt: skip
+        assert order[0] is not None and order[1] is not None and order[0] < order[1]
+        dropped = await alerts_in_outbox(url, block)
+        assert sorted(_account_of(text, accounts) for text in dropped) == sorted(accounts)
+
+
+async def _cursor_moved(url: str, blocks: int) -> bool:
+    """The cursor went `blocks` past the first block of work."""
+    (row,) = await rows(url, "SELECT (SELECT block_number FROM cursor) - MIN(block_number) FROM work_chunks")
+    return row[0] is not None and row[0] >= blocks
 
 
 async def _each_block_written_once(url: str) -> bool:
