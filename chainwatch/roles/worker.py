@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import asyncpg
+import msgspec
 import structlog
 
 from chainwatch.alerts.directory import Directory, build_directory
@@ -121,7 +122,8 @@ class Worker:
                 await wq.release(self._store.pool, chunk, RETRY_FAILED_READ)
                 log.error("worker.read_partly_failed", block=chunk.block_number, chunk=chunk.seq)
                 return
-            await self._commit(chunk, outcomes)
+            read = {t: o for t, o in outcomes if isinstance(o, AccountReading)}
+            await self._commit(chunk, await self._with_asset_lines(read, chunk.block_number, reader))
         except wq.LeaseLost as error:
             log.warning("worker.lease_lost", error=str(error))  # another worker has the chunk: its result counts
             return
@@ -144,15 +146,38 @@ class Worker:
             if not await wq.renew(self._store.pool, chunk, self._lease):
                 return
 
-    async def _commit(self, chunk: wq.Chunk, outcomes: list[tuple[Target, object]]) -> None:
+    async def _with_asset_lines(self, read: dict[Target, AccountReading], block: int,
+                                reader: Reader) -> dict[Target, AccountReading]:  # fmt: skip
+        """As the single process does: alerts whose liquidation price the plain read cannot tell (several
+        collaterals) carry a line per asset, read again in detail at the same block. Whether a reading would alert
+        is judged on the stored levels without locking them: the commit judges again on the locked ones."""
+        assert self._directory is not None
+        plain = [r for o in read.values() for r in o.readings if r.has_debt and r.liquidation_price is None and not r.assets]
+        if not plain:
+            return read
+        owners = {Target(protocol=r.key.protocol, account=r.key.account) for r in plain}
+        async with self._store.pool.acquire() as db:
+            levels = await _levels(db, self._chain, owners, lock=False)
+        judge = Tracker(self._store, self._directory, levels, lambda: None)  # type: ignore[arg-type]
+        wanted = {Target(protocol=r.key.protocol, account=r.key.account) for r in plain if judge.would_alert(r)}
+        if not wanted:
+            return read
+        try:
+            detailed = await read_targets(self._protocols, reader, wanted, block, detailed=True)
+        except ReadFailed:
+            return read  # the alert matters more than its detail: send it without
+        better = {r.key: r for _, o in detailed if isinstance(o, AccountReading) for r in o.readings}
+        return {t: msgspec.structs.replace(o, readings=tuple(better.get(r.key, r) for r in o.readings))
+                for t, o in read.items()}  # fmt: skip
+
+    async def _commit(self, chunk: wq.Chunk, read: dict[Target, AccountReading]) -> None:
         assert self._directory is not None
         block = chunk.block_number
-        read = {t: o for t, o in outcomes if isinstance(o, AccountReading)}
         async with self._store.pool.acquire() as db, db.transaction():
             applied = await wq.lock_applied(db, self._chain, chunk.targets)
             fresh = {t: o for t, o in read.items() if applied.get(t, -1) < block}
             dropped = len(read) - len(fresh)
-            levels = await _locked_levels(db, self._chain, fresh)
+            levels = await _levels(db, self._chain, fresh, lock=True)
             tracker = Tracker(_InTransaction(self._store, db), self._directory, levels, lambda: None,  # type: ignore[arg-type]
                               buttons=self._context.config.bot_enabled)  # fmt: skip
             alerts = await tracker.observe([r for o in fresh.values() for r in o.readings])
@@ -170,14 +195,16 @@ class Worker:
                  stale_dropped=dropped, attempt=chunk.attempt)  # fmt: skip
 
 
-async def _locked_levels(db: asyncpg.Connection, chain_id: int, targets: Sequence[Target] | dict[Target, object]) -> dict[ChatPosition, StoredLevel]:
+async def _levels(db: asyncpg.Connection, chain_id: int, targets: Collection[Target], *,
+                  lock: bool) -> dict[ChatPosition, StoredLevel]:  # fmt: skip
+    """The stored levels of `targets`' positions (`lock`: FOR UPDATE, in one order, until the transaction ends)."""
     ordered = sorted(targets)
     if not ordered:
         return {}
     rows = await db.fetch(
         "SELECT chat_id, protocol, account, market, level, health_factor, block FROM levels WHERE chain_id = $1 "
         "AND (protocol, account) IN (SELECT * FROM unnest($2::text[], $3::text[])) "
-        "ORDER BY chat_id, protocol, account, market FOR UPDATE",
+        "ORDER BY chat_id, protocol, account, market" + (" FOR UPDATE" if lock else ""),
         chain_id, [t.protocol for t in ordered], [t.account for t in ordered],
     )  # fmt: skip
     return {

@@ -9,7 +9,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from decimal import Decimal
+
 import msgspec
+
+from chainwatch.devnet.actions import Position
 
 from tests.fork.cluster_support import (
     alerts_in_outbox, booked, borrowers, cluster, queue_drained, rows, until,
@@ -33,7 +37,12 @@ async def test_one_ingest_two_workers_queue_every_alert_once_as_one_process_does
     chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, start_watcher: StartWatcher, postgres_url: str,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    accounts = await borrowers(chain, 20, "cluster-parity")
+    accounts = await borrowers(chain, 18, "cluster-parity")
+    # Two collaterals: the alert's liquidation price is one line per asset, from a detailed read by the worker.
+    several = [str(a) for a in await chain.actions.fund_accounts(2, label="cluster-parity-two")]
+    await chain.actions.open_positions([Position(account=a, supply={"WETH": Decimal(1), "WBTC": Decimal("0.01")},
+                                                 borrow={"USDC": Decimal(1400)}) for a in several])  # fmt: skip
+    accounts += several
     before = await _snapshot(chain)
     alone = await fresh_database(postgres_url)
     single = await start_watcher(watched=accounts, storage_url=alone)
@@ -41,6 +50,8 @@ async def test_one_ingest_two_workers_queue_every_alert_once_as_one_process_does
     await single.shutdown()
     expected = [_shape(text) for text in await alerts_in_outbox(alone)]  # superseded ones too, as below
     assert len(expected) >= 20  # every position alerted by the drop, some also warned at the start
+    lines_of = {account: {int(shape[3]) for shape in expected if account in shape[1]} for account in accounts}
+    assert min(lines_of[several[0]]) > max(lines_of[accounts[0]])  # its alert has a line per asset
     await _revert(chain, before)
 
     url = await fresh_database(postgres_url)
@@ -202,7 +213,7 @@ def _shape(text: str) -> tuple[str, ...]:
     """An alert's kind, account and block; its figures differ in the last digit between two runs of the chain,
     whose blocks have other timestamps (interest accrues by the second)."""
     lines = text.split("\n")
-    return (lines[0], lines[1], lines[-1])
+    return (lines[0], lines[1], lines[-1], str(len(lines)))
 
 
 def _account_of(text: str, accounts: list[str]) -> str:
