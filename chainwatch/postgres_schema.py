@@ -139,7 +139,12 @@ _MIGRATION_LOCK = 0x63776D67  # "cwmg"
 
 async def schema_version(db: asyncpg.Connection) -> int:
     """The database's schema version; 0 for a database chainwatch never opened."""
-    if await db.fetchval("SELECT to_regclass('schema_version')") is None:
+    # A scan of the catalog by SQL, not to_regclass: after waiting for the migration lock, to_regclass can answer
+    # from this backend's catalog cache, which may predate the tables another watcher just created.
+    if not await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'schema_version' "
+        "AND schemaname = current_schema())"
+    ):
         return 0
     return int(await db.fetchval("SELECT version FROM schema_version"))
 
