@@ -25,6 +25,10 @@ def lock_key(duty: str) -> int:
     return int.from_bytes(hashlib.sha256(f"chainwatch:{duty}".encode()).digest()[:8], "big", signed=True)
 
 
+def fence_key(duty: str) -> int:
+    return lock_key(f"{duty}:fence")
+
+
 class LeadershipLost(Exception):
     """The lock's connection failed: this process is no longer (provably) the active one."""
 
@@ -35,12 +39,17 @@ class Leadership:
     def __init__(self, connection: asyncpg.Connection, key: int, duty: str) -> None:
         self.connection = connection
         self.key = key
+        self.fence_key = fence_key(duty)
         self.duty = duty
         self.backend_pid: int = connection.get_server_pid()
         self.lost = asyncio.Event()
 
     async def fenced(self, db: asyncpg.Connection) -> None:
-        """Inside a transaction on any connection: raises LeadershipLost unless our backend still holds the lock."""
+        """Inside a transaction on any connection: raises LeadershipLost unless our backend still holds the lock.
+
+        The transaction also holds the duty's fence lock shared until it ends: a new holder waits for it (see
+        `leadership`), so a write that passed this check is committed before the new holder reads or writes."""
+        await db.execute("SELECT pg_advisory_xact_lock_shared($1)", self.fence_key)
         held = await db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 "
             "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $2)",
@@ -78,6 +87,10 @@ async def leadership(
         if stop.is_set() or connection is None:
             yield None
             return
+        # Waits out the writes of a previous holder that passed `fenced` before it lost the lock; any later write of
+        # theirs finds the lock ours.
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", fence_key(duty))
         held = Leadership(connection, key, duty)
         log.info("leadership.acquired", duty=duty)
         watchdog = asyncio.create_task(_watch(held, check_seconds))

@@ -111,7 +111,45 @@ CREATE TABLE discovered (
 );
 """
 
-MIGRATIONS = (_V1, _V2)
+# Version 3: the work queue of a cluster (ingest -> workers). A chunk is a block's targets to read, riskiest first;
+# (chain, block hash, seq) is unique so a block's work can never be written twice, even by two ingests. Each
+# target's state records the newest block whose result was applied (an older result is dropped) and what that read
+# found (exposure, lowest health), which the ingest reads back to keep its index and its risk order.
+_V3 = """
+CREATE TABLE work_chunks (
+    id BIGSERIAL PRIMARY KEY,
+    chain_id BIGINT NOT NULL,
+    block_number BIGINT NOT NULL,
+    block_hash TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    risk DOUBLE PRECISION NOT NULL,
+    targets BYTEA NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready',
+    lease_until DOUBLE PRECISION,
+    claimed_by TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    written_by TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    done_at DOUBLE PRECISION,
+    UNIQUE (chain_id, block_hash, seq)
+);
+CREATE INDEX work_chunks_open ON work_chunks (chain_id, block_number DESC, seq) WHERE state <> 'done';
+CREATE TABLE target_state (
+    chain_id BIGINT NOT NULL,
+    protocol TEXT NOT NULL,
+    account TEXT NOT NULL,
+    applied_block BIGINT NOT NULL,
+    exposure BYTEA NOT NULL,
+    worst_health DOUBLE PRECISION NOT NULL,
+    partly_unread BOOLEAN NOT NULL DEFAULT FALSE,
+    read_again BOOLEAN NOT NULL DEFAULT FALSE,
+    seq BIGSERIAL NOT NULL,
+    PRIMARY KEY (chain_id, protocol, account)
+);
+CREATE INDEX target_state_by_seq ON target_state (chain_id, seq);
+"""
+
+MIGRATIONS = (_V1, _V2, _V3)
 LATEST = len(MIGRATIONS)
 
 # Any constant shared by every chainwatch: watchers of several chains starting at once on one database take turns
@@ -121,7 +159,12 @@ _MIGRATION_LOCK = 0x63776D67  # "cwmg"
 
 async def schema_version(db: asyncpg.Connection) -> int:
     """The database's schema version; 0 for a database chainwatch never opened."""
-    if await db.fetchval("SELECT to_regclass('schema_version')") is None:
+    # A scan of the catalog by SQL, not to_regclass: after waiting for the migration lock, to_regclass can answer
+    # from this backend's catalog cache, which may predate the tables another watcher just created.
+    if not await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'schema_version' "
+        "AND schemaname = current_schema())"
+    ):
         return 0
     return int(await db.fetchval("SELECT version FROM schema_version"))
 

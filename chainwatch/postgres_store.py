@@ -40,13 +40,26 @@ class PostgresStore:
         self._chain = chain_id
         self.chats = PostgresChatSettings(pool, chain_id)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connections (a cluster's roles run their own transactions on them)."""
+        return self._pool
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain
+
     # -- cursor ---------------------------------------------------------------------------------------
     async def cursor(self) -> BlockRef | None:
         row = await self._pool.fetchrow("SELECT block_number, block_hash FROM cursor WHERE chain_id = $1", self._chain)
         return BlockRef(number=row[0], hash=row[1]) if row else None
 
     async def save_cursor(self, block: BlockRef) -> None:
-        await self._pool.execute(
+        await self.save_cursor_in(self._pool, block)
+
+    async def save_cursor_in(self, db: asyncpg.Connection | asyncpg.Pool, block: BlockRef) -> None:
+        """Saves the cursor on `db` (a cluster's ingest: in the transaction that writes the block's work)."""
+        await db.execute(
             "INSERT INTO cursor (chain_id, block_number, block_hash) VALUES ($1, $2, $3) ON CONFLICT (chain_id) "
             "DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash",
             self._chain, block.number, block.hash,
@@ -102,26 +115,30 @@ class PostgresStore:
 
     async def record(self, changes: Sequence[LevelChange]) -> None:
         """Saves positions' new levels and, in the same transaction, the messages they cause (see `Store.record`)."""
-        now = time.time()
         async with self._pool.acquire() as db, db.transaction():
-            for change in changes:
-                key, level, message = change.key, change.level, change.message
-                await db.execute(
-                    "INSERT INTO levels (chain_id, chat_id, protocol, account, market, level, health_factor, block) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                    "ON CONFLICT (chain_id, chat_id, protocol, account, market) DO UPDATE SET "
-                    "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
-                    self._chain, change.chat_id, key.protocol, key.account, key.market, int(level.level),
-                    _finite(level.health_factor), level.block,
-                )  # fmt: skip
-                if message is None:
-                    continue
-                if message.retracts_after is not None:
-                    if await self._retract(db, key.as_text(), message.chat_id, message.retracts_after, now):
-                        await self._insert_message(db, message, key.as_text(), level.block, now)
-                    continue
-                await self._supersede(db, key.as_text(), message, now)
-                await self._insert_message(db, message, key.as_text(), level.block, now)
+            await self.record_in(db, changes)
+
+    async def record_in(self, db: asyncpg.Connection, changes: Sequence[LevelChange]) -> None:
+        """`record` inside the caller's transaction (a cluster's worker: with its chunk's completion)."""
+        now = time.time()
+        for change in changes:
+            key, level, message = change.key, change.level, change.message
+            await db.execute(
+                "INSERT INTO levels (chain_id, chat_id, protocol, account, market, level, health_factor, block) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT (chain_id, chat_id, protocol, account, market) DO UPDATE SET "
+                "level = excluded.level, health_factor = excluded.health_factor, block = excluded.block",
+                self._chain, change.chat_id, key.protocol, key.account, key.market, int(level.level),
+                _finite(level.health_factor), level.block,
+            )  # fmt: skip
+            if message is None:
+                continue
+            if message.retracts_after is not None:
+                if await self._retract(db, key.as_text(), message.chat_id, message.retracts_after, now):
+                    await self._insert_message(db, message, key.as_text(), level.block, now)
+                continue
+            await self._supersede(db, key.as_text(), message, now)
+            await self._insert_message(db, message, key.as_text(), level.block, now)
 
     async def _supersede(self, db: asyncpg.Connection, position: str, message: PendingMessage, now: float) -> None:
         await db.execute(

@@ -78,6 +78,7 @@ class Engine:
         max_reorg_depth: int = 64,
         unpriced_after: int = 3,
         resolve_retry: tuple[float, float] = (RESOLVE_RETRY_FIRST, RESOLVE_RETRY_CAP),
+        track: Callable[[Collection[Target], int], Awaitable[None]] | None = None,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
@@ -86,6 +87,9 @@ class Engine:
         self._reader = reader
         self._tracker = tracker
         self._store = store
+        # What a block's marked targets become: read and evaluated here, or (a cluster's ingest) work for workers,
+        # whose results come back through `take_result`.
+        self._track = track or self._read_and_track
         self._schedule = RefreshSchedule(refresh)
         self._refresh = refresh
         # Holders marked by direct feeds' answers alone: screened in memory before the pass (screening.py).
@@ -135,7 +139,7 @@ class Engine:
         # down is alerted before the rest are read.
         progress = Progress("first_read", len(self._targets))
         for batch in _slices(self._tracker.riskiest_first(self._targets), _START_BATCH):
-            await self._read_and_track(batch, head.number)
+            await self._track(batch, head.number)
             progress.advance(len(batch))
         progress.finish()
         await self._finish(head)
@@ -267,7 +271,9 @@ class Engine:
         # New targets are read now, so that their first alert does not wait for a price move.
         await self._discover({t.account for t in added} | set(accounts))
         asked = {Target(protocol=name, account=a) for a in accounts for name in self._protocols}
-        outcomes = await self._read_outcomes(added | asked, self._head.number)
+        if added - asked:
+            await self._track(added - asked, self._head.number)
+        outcomes = await self._read_outcomes(asked, self._head.number) if asked else []
         return [(target, outcome) for target, outcome in outcomes if target in asked]
 
     async def _check(self, accounts: Sequence[str], detailed: bool) -> list[Outcome]:
@@ -416,7 +422,7 @@ class Engine:
         if self._pending:
             marked, self._pending = self._pending, set()
             try:
-                await self._read_and_track(marked, head.number)
+                await self._track(marked, head.number)
             except ReadFailed as error:
                 self._pending |= marked
                 log.error("recompute.read_failed", block=head.number, targets=len(marked), error=str(error))
@@ -520,18 +526,26 @@ class Engine:
                 self._schedule.record_failure(target, block)
                 continue
             await self._unreadable.record(target, outcome.unreadable, outcome.readings, block)
-            self.index.set_exposure(target, outcome.exposure)
             self._screen.remember(target, outcome if not outcome.unreadable else None)
-            self._read_at[target] = block
             worst = min((reading.health_factor for reading in outcome.readings), default=math.inf)
-            self._schedule.record(target, block, worst, partly_unread=bool(outcome.unreadable))
-            if outcome.read_again:
-                self._pending.add(target)
+            self.take_result(target, block, outcome.exposure, worst, partly_unread=bool(outcome.unreadable),
+                             read_again=outcome.read_again)  # fmt: skip
         if unread:
             # Still marked: the run loop comes back for them within seconds, even on a quiet chain.
             self._pending |= unread
             log.error("recompute.read_partly_failed", block=block, unread=len(unread))
         return outcomes
+
+    def take_result(self, target: Target, block: int, exposure: frozenset[str], worst: float, *,
+                    partly_unread: bool = False, read_again: bool = False) -> None:  # fmt: skip
+        """Books one target's read at `block` (here, or by a worker): its exposure, read mark and refresh tier."""
+        if target not in self._targets or self._read_at.get(target, -1) > block:
+            return
+        self.index.set_exposure(target, exposure)
+        self._read_at[target] = block
+        self._schedule.record(target, block, worst, partly_unread=partly_unread)
+        if read_again:
+            self._pending.add(target)
 
     async def _read_and_track(self, targets: Iterable[Target], block: int) -> None:
         """Reads `targets` at `block` riskiest first (lowest last-known health), one `aggregate3` chunk of targets
