@@ -114,7 +114,7 @@ class Watcher:
 
                 self.metrics_address = await stack.enter_async_context(serving(config.metrics, outbox))
             transport = await stack.enter_async_context(self._transport())
-            await _check_bot(transport)
+            await check_bot(transport)
             mailbox: asyncio.Queue[Mail] = asyncio.Queue()
 
             async def load_directory() -> Directory:
@@ -222,22 +222,31 @@ class Watcher:
             raise StartupError(f"chain.chain_id is {self.config.chain.chain_id} but the node reports {actual}")
 
     def _transport(self) -> TelegramTransport | StdoutTransport:
-        telegram = self.config.telegram
-        token = self.config.telegram_token()
-        if telegram is None or token is None:
-            return StdoutTransport()
-        return TelegramTransport(token.reveal(), telegram.api_base, telegram.default_chat_id)
+        return transport_for(self.config)
 
     def _send_limits(self) -> dict[str, float]:
-        telegram = self.config.telegram
-        if telegram is None or self.config.telegram_token() is None:
-            # Standard output has no limits, and one print at a time keeps what is printed in order.
-            return {"per_chat_interval": 0.0, "messages_per_second": 1000.0, "concurrency": 1}
-        return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval,
-                "concurrency": telegram.concurrent_sends}  # fmt: skip
+        return send_limits(self.config)
 
 
-async def _check_bot(transport: TelegramTransport | StdoutTransport) -> None:
+def transport_for(config: Config) -> TelegramTransport | StdoutTransport:
+    """Where alerts go: the Bot API when a token is set, standard output otherwise (also for the sender role)."""
+    telegram = config.telegram
+    token = config.telegram_token()
+    if telegram is None or token is None:
+        return StdoutTransport()
+    return TelegramTransport(token.reveal(), telegram.api_base, telegram.default_chat_id)
+
+
+def send_limits(config: Config) -> dict[str, float]:
+    telegram = config.telegram
+    if telegram is None or config.telegram_token() is None:
+        # Standard output has no limits, and one print at a time keeps what is printed in order.
+        return {"per_chat_interval": 0.0, "messages_per_second": 1000.0, "concurrency": 1}
+    return {"messages_per_second": telegram.messages_per_second, "per_chat_interval": telegram.per_chat_interval,
+            "concurrency": telegram.concurrent_sends}  # fmt: skip
+
+
+async def check_bot(transport: TelegramTransport | StdoutTransport) -> None:
     """Asks Telegram who the bot is: a refused token must stop the start, not the first alert."""
     if not isinstance(transport, TelegramTransport):
         return

@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="watch the configured addresses until SIGINT/SIGTERM")
     run.add_argument("--config", required=True, type=Path)
+    run.add_argument(
+        "--role", action="append", metavar="ROLE",
+        help="run only this role (repeatable): ingest, worker, sender, bot; needs [storage] url = postgresql://",
+    )  # fmt: skip
+    run.add_argument("--name", help="this process's name in logs and /health (default: host:pid)")
+    run.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help="serve /metrics and /health here instead of [metrics] listen (port 0: any free port)")  # fmt: skip
     check = commands.add_parser("check", help="print an address's positions and health once")
     check.add_argument("--config", required=True, type=Path)
     check.add_argument("address")
@@ -63,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "run":
-                return _run_service(_load(args.config))
+                config = _with_metrics_listen(_load(args.config), args.metrics_listen)
+                if args.role:
+                    return _run_roles(config, args.role, args.name)
+                return _run_service(config)
             case "check":
                 return asyncio.run(_check(_load(args.config), _address_argument(args.address)))
             case "demo":
@@ -119,6 +129,52 @@ async def _migrate(source: Path, target: str, chain_id: int) -> int:
         return 1
     summary = ", ".join(f"{n} {table}" for table, n in copied.items())
     print(f"copied chain {chain_id} from {source} to {redacted(target)}: {summary}")
+    return 0
+
+
+def _with_metrics_listen(config: Config, listen: str | None) -> Config:
+    """`--metrics-listen` over `[metrics] listen`: several processes on one machine each need a port of their own."""
+    import re
+
+    import msgspec
+
+    from chainwatch.config import MetricsConfig
+
+    if listen is None:
+        return config
+    if not re.fullmatch(r"[^\s:]+:\d{1,5}", listen) or int(listen.rpartition(":")[2]) > 65535:
+        raise UsageError(f"--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9464, port 0 for any), got {listen!r}")
+    metrics = MetricsConfig(listen=listen) if config.metrics is None else msgspec.structs.replace(config.metrics, listen=listen)
+    return msgspec.structs.replace(config, metrics=metrics)
+
+
+def _run_roles(config: Config, roles: list[str], name: str | None) -> int:
+    from chainwatch.postgres_url import is_postgres_url
+    from chainwatch.roles import ROLES, RUNNERS, RoleError, Runner, runner
+
+    for role in roles:
+        if role not in ROLES:
+            raise UsageError(f"--role: unknown role {role!r} (valid: {', '.join(ROLES)})")
+    if config.storage.url is None or not is_postgres_url(config.storage.url.reveal()):
+        raise UsageError('--role needs [storage] url = "postgresql://..." in the config: the roles share PostgreSQL')
+    runners: dict[str, Runner] = {}
+    for role in dict.fromkeys(roles):  # once each, in the order asked
+        try:
+            runners[role] = runner(role)
+        except ImportError as error:
+            module = RUNNERS[role].partition(":")[0]
+            if error.name == "asyncpg":
+                raise UsageError("--role needs asyncpg: pip install 'chainwatch[postgres]'") from None
+            if error.name != module:
+                raise
+            raise UsageError(f"--role {role}: this build of chainwatch has no {module} yet") from None
+    from chainwatch.roles.process import process_name, run_roles
+
+    try:
+        asyncio.run(run_roles(config, runners, name or process_name()))
+    except RoleError as error:
+        print(f"chainwatch: {error}", file=sys.stderr)
+        return USAGE_ERROR
     return 0
 
 

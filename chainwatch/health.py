@@ -31,8 +31,25 @@ class HealthFacts(Record, frozen=True, kw_only=True):
     outbox: Mapping[str, OutboxStats]
 
 
-def verdict(facts: HealthFacts, config: MetricsConfig) -> list[str]:
-    """Why the service is unhealthy (empty: healthy)."""
+def verdict(facts: HealthFacts, config: MetricsConfig, *, chain: bool = True, outbox: bool = True) -> list[str]:
+    """Why the service is unhealthy (empty: healthy). `chain`: judge the heads and the lag; `outbox`: judge the
+    oldest unsent message (a role process judges only what its active roles do)."""
+    reasons = []
+    if chain:
+        reasons += _chain_reasons(facts, config)
+    oldest = max((s.oldest_age_seconds for s in facts.outbox.values() if s.count), default=0.0)
+    if outbox and oldest > config.max_outbox_age_seconds:
+        reasons.append(f"the oldest unsent message waits for {oldest:.0f} s (limit {config.max_outbox_age_seconds:g} s)")
+    return reasons
+
+
+def role_verdict(facts: HealthFacts, config: MetricsConfig, active: Mapping[str, bool]) -> list[str]:
+    """A role process: a standby is healthy; an active ingest answers for the heads, an active sender for the
+    outbox (workers and the bot have no verdict of their own here yet)."""
+    return verdict(facts, config, chain=active.get("ingest", False), outbox=active.get("sender", False))
+
+
+def _chain_reasons(facts: HealthFacts, config: MetricsConfig) -> list[str]:
     reasons = []
     if facts.seconds_since_head is None or facts.seconds_since_head > config.stall_seconds:
         since = "ever" if facts.seconds_since_head is None else f"{facts.seconds_since_head:.0f} s"
@@ -40,15 +57,18 @@ def verdict(facts: HealthFacts, config: MetricsConfig) -> list[str]:
     behind = facts.head_seen - facts.head_processed
     if behind > config.max_lag_blocks:
         reasons.append(f"processing is {behind} blocks behind the head (limit {config.max_lag_blocks})")
-    oldest = max((s.oldest_age_seconds for s in facts.outbox.values() if s.count), default=0.0)
-    if oldest > config.max_outbox_age_seconds:
-        reasons.append(f"the oldest unsent message waits for {oldest:.0f} s (limit {config.max_outbox_age_seconds:g} s)")
     return reasons
 
 
 @asynccontextmanager
-async def serving(config: MetricsConfig, outbox: Callable[[], Awaitable[Mapping[str, OutboxStats]]]) -> AsyncIterator[str]:
-    """Serves /metrics and /health on `config.listen` for the duration of the block; yields the bound address."""
+async def serving(
+    config: MetricsConfig, outbox: Callable[[], Awaitable[Mapping[str, OutboxStats]]], *,
+    roles: Callable[[], Mapping[str, bool]] | None = None, name: str | None = None,
+) -> AsyncIterator[str]:  # fmt: skip
+    """Serves /metrics and /health on `config.listen` for the duration of the block; yields the bound address.
+
+    `roles` (a `chainwatch run --role` process): each role it runs -> whether it is active now; /health then
+    reports them and judges only what the active ones do."""
 
     async def facts() -> HealthFacts:
         stats = await outbox()
@@ -65,8 +85,9 @@ async def serving(config: MetricsConfig, outbox: Callable[[], Awaitable[Mapping[
 
     async def health_page(request: web.Request) -> web.Response:
         known = await facts()
-        reasons = verdict(known, config)
-        body = {
+        active = None if roles is None else dict(roles())
+        reasons = verdict(known, config) if active is None else role_verdict(known, config, active)
+        body: dict[str, object] = {
             "status": "ok" if not reasons else "unhealthy",
             "reasons": reasons,
             "head_seen": known.head_seen,
@@ -75,6 +96,9 @@ async def serving(config: MetricsConfig, outbox: Callable[[], Awaitable[Mapping[
             "outbox": {kind: {"count": s.count, "oldest_age_seconds": round(s.oldest_age_seconds, 3)}
                        for kind, s in known.outbox.items()},
         }  # fmt: skip
+        if active is not None:
+            body["roles"] = {role: "active" if is_active else "standby" for role, is_active in active.items()}
+            body["name"] = name
         return web.json_response(body, status=200 if not reasons else 503)
 
     app = web.Application()

@@ -56,6 +56,8 @@ UNREADABLE_POSITIONS = Gauge("chainwatch_unreadable_positions", "Watched targets
 PROGRESS_DONE = Gauge("chainwatch_progress_done", "Items done of a long task (discovery, first read, backfill).",
                       ["task"])  # fmt: skip
 PROGRESS_TOTAL = Gauge("chainwatch_progress_total", "Items in all of a long task.", ["task"])
+# Only in a `chainwatch run --role` process: 1 while it is the active holder of the role's duty, 0 as a standby.
+ROLE_ACTIVE = Gauge("chainwatch_role_active", "Whether this process is active (1) or a standby (0) in a role.", ["role"])
 
 class ChainProgress:
     """The heads seen and processed, with when each block reached chainwatch (monotonic, bounded): the lag gauges,

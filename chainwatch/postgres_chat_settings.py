@@ -10,11 +10,18 @@ import time
 import asyncpg
 
 from chainwatch.chat_settings import ANY, AddOutcome, ChatSetup, ChatWatch, Mute, ThresholdRule
+from chainwatch.roles import WATCHES_CHANNEL
 
 
 def affected(status: str) -> int:
     """Rows touched, from asyncpg's command status ("UPDATE 3", "DELETE 0", "INSERT 0 1")."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def watches_changed(db: asyncpg.Connection, chain_id: int) -> None:
+    """Tells the chain's ingest (LISTEN on WATCHES_CHANNEL) that what it reads changed; delivered on commit only,
+    so it never sees the notification before the change."""
+    await db.execute("SELECT pg_notify($1, $2)", WATCHES_CHANNEL, str(chain_id))
 
 
 class PostgresChatSettings:
@@ -71,15 +78,20 @@ class PostgresChatSettings:
             if row[0] is None:
                 return False
             await db.execute("UPDATE chats SET paused_at = NULL WHERE chain_id = $1 AND chat_id = $2", self._chain, chat_id)
+            await watches_changed(db, self._chain)
             return True
 
     async def pause_chat(self, chat_id: int) -> bool:
         """Telegram refuses this chat: its watches stay, its alerts wait. False for a chat the bot does not know."""
-        status = await self._pool.execute(
-            "UPDATE chats SET paused_at = $1 WHERE chain_id = $2 AND chat_id = $3 AND paused_at IS NULL",
-            time.time(), self._chain, chat_id,
-        )  # fmt: skip
-        return affected(status) > 0
+        async with self._pool.acquire() as db, db.transaction():
+            status = await db.execute(
+                "UPDATE chats SET paused_at = $1 WHERE chain_id = $2 AND chat_id = $3 AND paused_at IS NULL",
+                time.time(), self._chain, chat_id,
+            )  # fmt: skip
+            if affected(status) > 0:
+                await watches_changed(db, self._chain)
+                return True
+            return False
 
     async def forget_chat(self, chat_id: int) -> None:
         """Deletes everything of `chat_id`: watches, rules, mutes, alert levels and unsent alerts."""
@@ -92,6 +104,7 @@ class PostgresChatSettings:
                 time.time(), self._chain, chat_id,
             )  # fmt: skip
             await db.execute("DELETE FROM chats WHERE chain_id = $1 AND chat_id = $2", self._chain, chat_id)
+            await watches_changed(db, self._chain)
 
     # -- watches --------------------------------------------------------------------------------------
     async def add_watch(self, chat_id: int, chat_type: str, address: str, label: str | None, *, limit: int) -> AddOutcome:
@@ -117,6 +130,7 @@ class PostgresChatSettings:
                     "UPDATE chat_watches SET label = $1 WHERE chain_id = $2 AND chat_id = $3 AND address = $4",
                     label, self._chain, chat_id, address,
                 )  # fmt: skip
+                await watches_changed(db, self._chain)
                 return AddOutcome.RELABELLED
             if len(mine) >= limit:
                 return AddOutcome.LIMIT_REACHED
@@ -124,6 +138,7 @@ class PostgresChatSettings:
                 "INSERT INTO chat_watches (chain_id, chat_id, address, label, created_at) VALUES ($1, $2, $3, $4, $5)",
                 self._chain, chat_id, address, label, time.time(),
             )  # fmt: skip
+            await watches_changed(db, self._chain)
             return AddOutcome.ADDED
 
     async def remove_watch(self, chat_id: int, address: str) -> bool:
@@ -143,11 +158,12 @@ class PostgresChatSettings:
             await db.execute(
                 "DELETE FROM levels WHERE chain_id = $1 AND chat_id = $2 AND account = $3", self._chain, chat_id, address
             )
+            await watches_changed(db, self._chain)
             return True
 
     # -- thresholds -----------------------------------------------------------------------------------
     async def set_rule(self, rule: ThresholdRule) -> None:
-        await self._pool.execute(
+        await self._changing(
             "INSERT INTO thresholds (chain_id, chat_id, address, protocol, market, warn, critical) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (chain_id, chat_id, address, protocol, market) "
             "DO UPDATE SET warn = excluded.warn, critical = excluded.critical",
@@ -155,7 +171,7 @@ class PostgresChatSettings:
         )  # fmt: skip
 
     async def reset_rule(self, chat_id: int, address: str, protocol: str, market: str) -> bool:
-        status = await self._pool.execute(
+        status = await self._changing(
             "DELETE FROM thresholds WHERE chain_id = $1 AND chat_id = $2 AND address = $3 AND protocol = $4 "
             "AND market = $5",
             self._chain, chat_id, address, protocol, market,
@@ -164,7 +180,7 @@ class PostgresChatSettings:
 
     # -- mutes ----------------------------------------------------------------------------------------
     async def mute(self, mute: Mute) -> None:
-        await self._pool.execute(
+        await self._changing(
             "INSERT INTO mutes (chain_id, chat_id, address, until) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (chain_id, chat_id, address) DO UPDATE SET until = excluded.until",
             self._chain, mute.chat_id, mute.address, mute.until,
@@ -173,11 +189,17 @@ class PostgresChatSettings:
     async def unmute(self, chat_id: int, address: str) -> int:
         """Lifts the mute of `address` (ANY: every mute of the chat); returns how many were lifted."""
         if address == ANY:
-            status = await self._pool.execute(
-                "DELETE FROM mutes WHERE chain_id = $1 AND chat_id = $2", self._chain, chat_id
-            )
+            status = await self._changing("DELETE FROM mutes WHERE chain_id = $1 AND chat_id = $2", self._chain, chat_id)
         else:
-            status = await self._pool.execute(
+            status = await self._changing(
                 "DELETE FROM mutes WHERE chain_id = $1 AND chat_id = $2 AND address = $3", self._chain, chat_id, address
             )
         return affected(status)
+
+    async def _changing(self, statement: str, *arguments: object) -> str:
+        """One statement that changes what the ingest reads, and its notification if it changed anything."""
+        async with self._pool.acquire() as db, db.transaction():
+            status: str = await db.execute(statement, *arguments)
+            if affected(status) > 0:
+                await watches_changed(db, self._chain)
+            return status

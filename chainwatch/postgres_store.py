@@ -9,7 +9,7 @@ connections, each transaction on its own connection, so no process-wide lock is 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -19,6 +19,7 @@ from chainwatch.model import Discovered, Level, PositionKey
 from chainwatch.postgres_chat_settings import PostgresChatSettings
 from chainwatch.postgres_schema import migrate
 from chainwatch.postgres_url import StorageUnavailable, redacted, scrubbed
+from chainwatch.roles import OUTBOX_CHANNEL
 from chainwatch.store import (
     REPLY_PRIORITY,
     BlockRef,
@@ -48,6 +49,12 @@ class PostgresStore:
     @property
     def chain_id(self) -> int:
         return self._chain
+
+    async def check(self, condition: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+        """Runs `condition` (e.g. `Leadership.fenced`) in a transaction on one of the store's own connections: it
+        proves the fact from where the writes go, not from the connection that holds a lock."""
+        async with self._pool.acquire() as db, db.transaction():
+            await condition(db)
 
     # -- cursor ---------------------------------------------------------------------------------------
     async def cursor(self) -> BlockRef | None:
@@ -119,8 +126,10 @@ class PostgresStore:
             await self.record_in(db, changes)
 
     async def record_in(self, db: asyncpg.Connection, changes: Sequence[LevelChange]) -> None:
-        """`record` inside the caller's transaction (a cluster's worker: with its chunk's completion)."""
+        """`record` inside the caller's transaction (a cluster's worker: with its chunk's completion); wakes the
+        senders (NOTIFY, delivered on commit) when a message was queued."""
         now = time.time()
+        queued = False
         for change in changes:
             key, level, message = change.key, change.level, change.message
             await db.execute(
@@ -136,9 +145,13 @@ class PostgresStore:
             if message.retracts_after is not None:
                 if await self._retract(db, key.as_text(), message.chat_id, message.retracts_after, now):
                     await self._insert_message(db, message, key.as_text(), level.block, now)
+                    queued = True
                 continue
             await self._supersede(db, key.as_text(), message, now)
             await self._insert_message(db, message, key.as_text(), level.block, now)
+            queued = True
+        if queued:
+            await self._wake_senders(db)
 
     async def _supersede(self, db: asyncpg.Connection, position: str, message: PendingMessage, now: float) -> None:
         await db.execute(
@@ -169,6 +182,8 @@ class PostgresStore:
             for key, block, message in notices:
                 await self._supersede(db, key.as_text(), message, now)
                 await self._insert_message(db, message, key.as_text(), block, now)
+            if notices:
+                await self._wake_senders(db)
 
     async def queue_replies(self, chat_id: int, texts: Sequence[str], buttons: Keyboard = ()) -> None:
         """Queues a reply to a command (in parts, in order; the buttons go under the last part)."""
@@ -178,6 +193,13 @@ class PostgresStore:
                 message = PendingMessage(priority=REPLY_PRIORITY, chat_id=chat_id, text=text, kind="REPLY",
                                          buttons=buttons if i == len(texts) - 1 else ())  # fmt: skip
                 await self._insert_message(db, message, "", 0, now)
+            if texts:
+                await self._wake_senders(db)
+
+    async def _wake_senders(self, db: asyncpg.Connection) -> None:
+        # Inside the writing transaction: PostgreSQL delivers a NOTIFY only on commit, so a sender woken by it
+        # always finds the rows, and a rolled-back write wakes nobody.
+        await db.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, str(self._chain))
 
     async def _insert_message(self, db: asyncpg.Connection, message: PendingMessage, position: str, block: int,
                               now: float) -> None:  # fmt: skip

@@ -1,6 +1,7 @@
 """What the bot's handlers work with: the store for their chat's settings, the engine's mailbox for anything that
 reads the chain, and the outbox for every reply. Handlers never read the chain themselves: they send the engine
-a message and await its answer, so nothing races a pass.
+a message and await its answer, so nothing races a pass. A bot role process has no engine: it passes a `ChainSide`
+of its own instead of the mailbox (see `chainwatch.roles.bot`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -64,14 +66,44 @@ class ChatLimits:
         return 0.0
 
 
+class ChainSide(Protocol):
+    """What the handlers ask of whatever reads the chain; raises EngineBusy when it cannot answer in time."""
+
+    async def watches_changed(self, accounts: tuple[str, ...]) -> list[Outcome]: ...
+    async def read_now(self, accounts: tuple[str, ...], detailed: bool) -> list[Outcome]: ...
+
+
+class Mailbox:
+    """The in-process engine as a ChainSide: commands through its mailbox, answered between its passes."""
+
+    def __init__(self, mailbox: asyncio.Queue[Mail]) -> None:
+        self._mailbox = mailbox
+
+    async def watches_changed(self, accounts: tuple[str, ...]) -> list[Outcome]:
+        reply: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        return await self._ask(WatchesChanged(accounts=accounts, reply=reply))
+
+    async def read_now(self, accounts: tuple[str, ...], detailed: bool) -> list[Outcome]:
+        reply: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        return await self._ask(CheckNow(accounts=accounts, detailed=detailed, reply=reply))
+
+    async def _ask(self, command: WatchesChanged | CheckNow) -> list[Outcome]:
+        self._mailbox.put_nowait(command)
+        try:
+            async with asyncio.timeout(ENGINE_DEADLINE):
+                return await asyncio.shield(command.reply)
+        except TimeoutError:
+            raise EngineBusy() from None
+
+
 class BotContext:
     def __init__(
-        self, config: Config, store: Store, mailbox: asyncio.Queue[Mail], wake_sender: Callable[[], None],
+        self, config: Config, store: Store, mailbox: asyncio.Queue[Mail] | ChainSide, wake_sender: Callable[[], None],
         status: Callable[[], dict[str, object]],
     ) -> None:  # fmt: skip
         self.config = config
         self.store = store
-        self._mailbox = mailbox
+        self._chain: ChainSide = Mailbox(mailbox) if isinstance(mailbox, asyncio.Queue) else mailbox
         self._wake_sender = wake_sender
         self.status = status
         self.limits = ChatLimits(config.bot.commands_per_minute, config.bot.check_cooldown_seconds)
@@ -87,20 +119,10 @@ class BotContext:
 
     async def watches_changed(self, accounts: Sequence[str] = ()) -> list[Outcome]:
         """Tells the engine the stored watches changed (already committed); returns readings of `accounts`."""
-        reply: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        return await self._ask(WatchesChanged(accounts=tuple(accounts), reply=reply))
+        return await self._chain.watches_changed(tuple(accounts))
 
     async def read_now(self, accounts: Sequence[str], *, detailed: bool = False) -> list[Outcome]:
-        reply: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        return await self._ask(CheckNow(accounts=tuple(accounts), detailed=detailed, reply=reply))
-
-    async def _ask(self, command: WatchesChanged | CheckNow) -> list[Outcome]:
-        self._mailbox.put_nowait(command)
-        try:
-            async with asyncio.timeout(ENGINE_DEADLINE):
-                return await asyncio.shield(command.reply)
-        except TimeoutError:
-            raise EngineBusy() from None
+        return await self._chain.read_now(tuple(accounts), detailed)
 
     async def resolve(self, chat_id: int, text: str) -> Subscription:
         """This chat's watch named by address or label (case-insensitive); BadArguments when there is none."""

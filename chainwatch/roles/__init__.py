@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,19 @@ class RoleContext:
 
 
 Runner = Callable[[RoleContext], Awaitable[None]]
+
+
+class RoleError(Exception):
+    """A role cannot run as configured; the text (one line) says what to fix."""
+
+
+def token_duty(role: str, config: Config) -> str:
+    """The duty one process per bot token holds ("sender:<hash>"): Telegram's limits and getUpdates are per token.
+    The token itself never appears (a hash prefix); without a token, stdout is per chain."""
+    token = config.telegram_token()
+    if token is None:
+        return f"{role}:stdout:{config.chain.chain_id}"
+    return f"{role}:{hashlib.sha256(token.reveal().encode()).hexdigest()[:16]}"
 
 
 def runner(role: str) -> Runner:
