@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+import aiohttp
 import msgspec
 
 from chainwatch.devnet.anvil import AnvilNode, anvil_binary, running_anvil
@@ -41,6 +42,8 @@ GAS_LIMIT: Final = 2_000_000_000
 PER_TRANSACTION: Final = 1_000
 # Anvil answers once the state is loaded; 100,000 positions take it longer than the default start-up wait.
 LOAD_DEADLINE_S: Final = 300.0
+_KEEP_BLOCKS: Final = 4
+_DUMP_TIMEOUT_S: Final = 600.0
 _DEVNET_SOURCES: Final = Path(__file__).resolve().parent.parent / "chainwatch" / "devnet"
 
 
@@ -112,10 +115,19 @@ async def scale_chain(count: int, seed: int, *, rebuild: bool = False) -> AsyncI
                         seconds=seconds, state_mib=state.stat().st_size / 2**20)  # fmt: skip
         return
     started = time.monotonic()
-    async with running_anvil(extra_args=["--gas-limit", str(GAS_LIMIT)]) as node:
+    # Anvil keeps every mined transaction with its full call trace in memory (12 GB at N=100,000, and a dump too
+    # large to return): only the last blocks' are kept, and empty blocks mined at the end push the bulk ones out.
+    keeper = ["--transaction-block-keeper", str(_KEEP_BLOCKS)]
+    async with running_anvil(extra_args=["--gas-limit", str(GAS_LIMIT), *keeper]) as node:
         devnet = await deploy_devnet(node.http_url)
         bulk = await deploy_bulk(node.http_url)
         accounts = await open_bulk(node.http_url, devnet, bulk, plan, per_transaction=PER_TRANSACTION)
+        rpc = Rpc(node.http_url)
+        try:
+            for _ in range(_KEEP_BLOCKS + 1):
+                await rpc.call("evm_mine")
+        finally:
+            await rpc.aclose()
         seconds = time.monotonic() - started
         meta = ChainMeta(devnet=devnet, bulk=bulk, positions=count, seed=seed, build_seconds=seconds)
         size = await _dump(node.http_url, directory, meta)
@@ -129,11 +141,13 @@ def _accounts(bulk: BulkDevnet, count: int) -> list[str]:
 
 async def _dump(http_url: str, directory: Path, meta: ChainMeta) -> int:
     """Writes the node's state as `--load-state` reads it (plain JSON) and the scenario beside it; its size."""
-    rpc = Rpc(http_url)
-    try:
-        dumped: str = await rpc.call("anvil_dumpState")
-    finally:
-        await rpc.aclose()
+    request = {"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_DUMP_TIMEOUT_S)) as session:
+        async with session.post(http_url, json=request) as response:
+            answer = await response.json()
+    if "error" in answer:
+        raise RuntimeError(f"anvil_dumpState failed: {answer['error']}")
+    dumped: str = answer["result"]
     state = json.loads(gzip.decompress(bytes.fromhex(dumped.removeprefix("0x"))))
     # The mined transactions carry their full call traces: 48 of the 50 MB at N=1,000. Nothing here reads past
     # transactions, and Anvil loads a state without them.
