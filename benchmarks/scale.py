@@ -35,6 +35,7 @@ from chainwatch.devnet.common import FEED_DECIMALS, POOL, aave_artifact
 from chainwatch.devnet.solc import compile_own_contracts
 from chainwatch.devnet.transactions import Rpc, RpcFailed
 from chainwatch.model import Level
+from chainwatch.storage import open_store
 from tests.support.botapi import BotApiServer, running_bot_api
 
 TOKEN: Final = "123456:SCALE-token"
@@ -55,7 +56,7 @@ def say(text: str) -> None:
 
 
 def config_text(chain: Chain, bot: BotApiServer, node_ws: str, node_http: str) -> str:
-    watches = "".join(f'[[watch]]\naddress = "{a}"\nchat_id = {CHAT_BASE + i}\n\n' for i, a in enumerate(chain.accounts))
+    """The watcher's config: no `[[watch]]` (100,000 would pass the 1 MiB a config may have); see `seed_watches`."""
     return f"""[chain]
 chain_id = {chain.meta.devnet.chain_id}
 ws_urls = ["{node_ws}"]
@@ -79,8 +80,24 @@ critical = {CRITICAL}
 kind = "aave_v3"
 name = "{PROTOCOL}"
 pool_addresses_provider = "{chain.meta.devnet.aave_v3.pool_addresses_provider}"
+"""
 
-{watches}"""
+
+async def seed_watches(db: Path, accounts: list[str]) -> None:
+    """Each account watched by a chat of its own, as if each user had added theirs through the bot (`/watch`).
+
+    The schema is chainwatch's own (opening the store creates it); the rows go in with one executemany, since
+    100,000 `add_watch` calls would take minutes. Nothing else is in the database: no levels, no cursor.
+    """
+    async with open_store(db):
+        pass
+    now = time.time()
+    with sqlite3.connect(db) as connection:
+        connection.executemany("INSERT INTO chats (chat_id, type, created_at) VALUES (?, 'private', ?)",
+                               [(CHAT_BASE + i, now) for i in range(len(accounts))])  # fmt: skip
+        connection.executemany("INSERT INTO chat_watches (chat_id, address, label, created_at) VALUES (?, ?, NULL, ?)",
+                               [(CHAT_BASE + i, a, now) for i, a in enumerate(accounts)])  # fmt: skip
+    connection.close()
 
 
 class Watcher:
@@ -174,6 +191,7 @@ async def measure(chain: Chain, options: argparse.Namespace, workdir: Path, figu
     rpc = NodeRpc(node.http_url)
     async with running_bot_api(TOKEN) as bot:
         (workdir / "chainwatch.toml").write_text(config_text(chain, bot, node.ws_url, node.http_url))
+        await seed_watches(workdir / "chainwatch.db", chain.accounts)
         watcher = Watcher(workdir, options.profile)
         cursor = Cursor(workdir / "chainwatch.db")
         await rpc.call("evm_setAutomine", False)
