@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Final
@@ -48,8 +48,14 @@ def anvil_binary() -> Path:
 
 
 @asynccontextmanager
-async def running_anvil(port: int | None = None, *, block_time: float | None = None) -> AsyncIterator[AnvilNode]:
+async def running_anvil(
+    port: int | None = None, *, block_time: float | None = None, extra_args: Sequence[str] = (),
+    ready_deadline: float = _READY_DEADLINE_S,
+) -> AsyncIterator[AnvilNode]:
     """A fresh Anvil on 127.0.0.1 (chain id 31337, automine unless `block_time`), stopped on exit.
+
+    `extra_args` go to Anvil as they are (the scale benchmark's `--gas-limit`, `--load-state`); a large state to
+    load needs a `ready_deadline` longer than the default.
 
     Anvil writes the states of past blocks to disk once its in-memory history is full, by default under
     ~/.foundry/anvil/tmp, and never removes them: GBs per benchmark run, once a full disk. Each node gets its own
@@ -58,7 +64,7 @@ async def running_anvil(port: int | None = None, *, block_time: float | None = N
     """
     binary = anvil_binary()
     with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory(prefix="chainwatch-anvil-") as cache:
-        node = await _start(binary, port, block_time, stderr, Path(cache))
+        node = await _start(binary, port, block_time, stderr, Path(cache), extra_args, ready_deadline)
         try:
             yield node
         finally:
@@ -66,7 +72,8 @@ async def running_anvil(port: int | None = None, *, block_time: float | None = N
 
 
 async def _start(
-    binary: Path, port: int | None, block_time: float | None, stderr: IO[bytes], cache: Path
+    binary: Path, port: int | None, block_time: float | None, stderr: IO[bytes], cache: Path,
+    extra_args: Sequence[str] = (), ready_deadline: float = _READY_DEADLINE_S,
 ) -> AnvilNode:  # fmt: skip
     attempts = 1 if port is not None else _START_ATTEMPTS
     for attempt in range(1, attempts + 1):
@@ -75,13 +82,14 @@ async def _start(
                 "--cache-path", str(cache)]  # fmt: skip
         if block_time is not None:
             args += ["--block-time", f"{block_time:g}"]
+        args += extra_args
         process = await asyncio.create_subprocess_exec(
             binary, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
         )
         node = AnvilNode(port=chosen, http_url=f"http://127.0.0.1:{chosen}", ws_url=f"ws://127.0.0.1:{chosen}",
                          process=process, cache_path=cache)  # fmt: skip
         try:
-            ready = await _answers_chain_id(node)
+            ready = await _answers_chain_id(node, ready_deadline)
         except BaseException:
             await _stop(process)
             raise
@@ -95,9 +103,9 @@ async def _start(
     raise AssertionError("unreachable: the last attempt raises")
 
 
-async def _answers_chain_id(node: AnvilNode) -> bool:
+async def _answers_chain_id(node: AnvilNode, within: float = _READY_DEADLINE_S) -> bool:
     """Poll until Anvil answers `eth_chainId`; False once it has exited (e.g. port taken)."""
-    deadline = time.monotonic() + _READY_DEADLINE_S
+    deadline = time.monotonic() + within
     request = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     timeout = aiohttp.ClientTimeout(total=1.0)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -112,7 +120,7 @@ async def _answers_chain_id(node: AnvilNode) -> bool:
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass  # not listening yet
             await asyncio.sleep(_POLL_INTERVAL_S)
-    raise AnvilFailed(f"anvil on port {node.port} did not answer eth_chainId within {_READY_DEADLINE_S:g} s")
+    raise AnvilFailed(f"anvil on port {node.port} did not answer eth_chainId within {within:g} s")
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
