@@ -366,8 +366,9 @@ class Config(Record, frozen=True, kw_only=True):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
-# A real config is a few KiB; anything this large is the wrong file, and parsing it whole would take seconds.
-MAX_CONFIG_BYTES = 1024 * 1024
+# A real config is a few KiB, or a few MiB with tens of thousands of operator watches (~110 bytes each); anything
+# larger is the wrong file, and parsing it whole would take seconds.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] = os.environ) -> Config:

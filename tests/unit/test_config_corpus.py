@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.config import ConfigError, load_config
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 TOKEN = "123456:AAH-corpus-secret-token-never-shown"
 PROVIDER = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
