@@ -159,6 +159,7 @@ class TestConfigErrors:
     async def test_corpus_files_are_one_line_status_2_without_the_token(self, tmp_path: Path) -> None:
         """Broken files from the corpus (bad TOML, NaN, a 50 MB file, a directory as storage, binary) exit 2 with
         one line each, no traceback and no token; a file that is not SQLite fails the start the same way."""
+        from chainwatch.config import MAX_CONFIG_BYTES
         from tests.unit.test_config_corpus import FULL, TOKEN as CORPUS_TOKEN
 
         (tmp_path / "db-dir").mkdir()
@@ -167,7 +168,7 @@ class TestConfigErrors:
         cases = {
             "syntax.toml": (FULL.replace("[bot]", "[bot"), "invalid TOML"),
             "nan.toml": (FULL.replace("warn = 1.5", "warn = nan"), "alerts.warn: must be a finite number"),
-            "huge.toml": (huge, "larger than 1024 KiB"),
+            "huge.toml": (huge, f"larger than {MAX_CONFIG_BYTES // 1024} KiB"),
             "dir.toml": (FULL.replace('path = "chainwatch.db"', 'path = "db-dir"'), "storage.path: is a directory"),
             "binary.toml": (bytes(range(256)) + CORPUS_TOKEN.encode(), "not UTF-8"),
             "foreign.toml": (FULL.replace('path = "chainwatch.db"', 'path = "not-sqlite.db"'),
