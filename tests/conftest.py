@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postgres import embedded_postgres_server
+from chainwatch.devnet.postgres import embedded_postgres_server
 
 
 @pytest.fixture(scope="session")

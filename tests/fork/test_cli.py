@@ -314,3 +314,33 @@ class TestDemo:
             # Rounded down: a few seconds of interest since opening can take the last digit one lower.
             assert shown and Decimal(health) - Decimal("0.001") <= Decimal(shown.group(1)) <= Decimal(health), line
             assert "liquidation WETH at" in line, line
+
+
+class TestClusterDemo:
+    async def test_the_cluster_demo_survives_its_kills_and_sends_each_alert_once(self) -> None:
+        """`scripts/cluster`: seven role processes on an embedded PostgreSQL; after the active ingest and sender
+        are SIGKILLed a standby of each holds the lock, and every alert of the story reaches Telegram once."""
+        import sys
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chainwatch.cluster_demo", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(150):
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+        assert process.returncode == 0, (out.decode()[-3000:], err.decode()[-2000:])
+        lines = [line for line in out.decode().splitlines() if line.startswith("== demo: ")]
+        for role in ("ingest", "sender"):
+            (kill,) = [i for i, line in enumerate(lines) if line.endswith(f"(the active {role})")]
+            victim = lines[kill].split()[3]
+            took_over = [line for line in lines[kill:] if f"leadership.acquired duty={role}:" in line]
+            assert took_over and victim not in took_over[0], (role, lines[kill:])
+        received = [line for line in lines if "telegram <- " in line]
+        sent = [line for line in lines if " alert.sent " in line]
+        assert len(received) == len(sent) == 18, lines  # the story's alerts: 4 + 1 + 5 + 3 + 5, none twice
+        for protocol in ("neverland", "morpho", "euler", "curvance"):
+            assert any(f"RECOVERED on {protocol}" in line for line in received), protocol

