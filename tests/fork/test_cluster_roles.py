@@ -5,13 +5,17 @@ later block, and a restart of everything sends nothing again."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 import signal
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
+
 from chainwatch.devnet.actions import Position
+from chainwatch.roles import WATCHES_CHANNEL
 from tests.fork.bot_support import ALICE, is_alert
 from tests.fork.cluster_support import borrowers, queue_drained, rows, until
 from tests.fork.conftest import CHAT, LOOPBACK_BUDGET, Chain, write_config
@@ -139,6 +143,9 @@ async def test_a_crash_through_kills_of_the_active_ingest_a_worker_and_the_activ
         assert set(sent) == set(queued)
         assert sum(n - 1 for n in sent.values()) <= 1, f"more duplicates than sender kills: {sent}"
         assert {t.split()[1] for t in sent} <= {"CRITICAL", "LIQUIDATABLE"}
+        writers = await rows(url, "SELECT DISTINCT written_by FROM work_chunks WHERE block_number = $1", crash)
+        print(f"\ncrash block {crash}: work written by {sorted(r[0] for r in writers)}, {len(sent)} alerts, "
+              f"{sum(n - 1 for n in sent.values())} sent twice")  # fmt: skip
 
         # The /add made during the crash: answered, stored, and the position read at a later block.
         reply = await bot_api.wait_for_message(ALICE, lambda m: not is_alert(m), after=replied_from, timeout=DEADLINE)
@@ -181,3 +188,41 @@ async def _one_active_of_each(processes: list[RoleProcess]) -> None:
         await until(lambda: any(p.logged(event, **facts) for p in candidates), f"an active {role}",
                     deadline=DEADLINE, alive=processes)  # fmt: skip
         _active(candidates, event, **facts)  # and only one
+
+
+async def test_an_add_to_the_bot_role_is_stored_notified_and_answered_by_the_sender_role(
+    chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """The bot process has no sender: its reply waits in the outbox until a sender process sends it."""
+    (account,) = [str(a) for a in await chain.actions.fund_accounts(1, label="bot-role-add")]
+    await chain.actions.open_positions([Position(account=account, supply={"WETH": Decimal(1)},
+                                                 borrow={"USDC": Decimal(1000)})])  # fmt: skip
+    url = await fresh_database(postgres_url)
+    config = write_config(tmp_path / "bot.toml", chain, proxy, bot_api, watched=[], storage_url=url,
+                          bot="check_cooldown_seconds = 0")  # fmt: skip
+    listener = await asyncpg.connect(url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.add_listener(WATCHES_CHANNEL, lambda _c, _p, _channel, payload: heard.put_nowait(payload))
+        async with role_processes() as start:
+            bot = await start(config, "bot-a", "bot")
+            await bot.wait_logged("role.active", role="bot", deadline=DEADLINE)
+            bot_api.send_text(ALICE, f"/add {account} my vault")
+            async with asyncio.timeout(DEADLINE):
+                assert await heard.get() == str(chain.devnet.chain_id)
+            (watch,) = await rows(url, "SELECT chat_id, label FROM chat_watches WHERE lower(address) = lower($1)",
+                                  account)  # fmt: skip
+            assert tuple(watch) == (ALICE, "my vault")
+            await until(lambda: rows(url, "SELECT 1 FROM outbox WHERE kind = 'REPLY' AND chat_id = $1", ALICE),
+                        "the reply queued by the bot", deadline=DEADLINE, alive=[bot])  # fmt: skip
+            (queued,) = await rows(url, "SELECT id, text, sent_at FROM outbox WHERE kind = 'REPLY' AND chat_id = $1",
+                                   ALICE)  # fmt: skip
+            assert queued[2] is None and bot_api.messages_to(ALICE) == []  # the bot does not send
+            sender = await start(config, "sender-a", "sender")
+            reply = await bot_api.wait_for_message(ALICE, lambda m: True, timeout=DEADLINE)
+            assert reply.text == queued[1] and f"Watching from the next block:\n{account} (my vault)" in reply.text
+            await until(lambda: _nothing_pending(url), "the reply recorded as sent", deadline=DEADLINE,
+                        alive=[bot, sender])  # fmt: skip
+            assert sender.logged("role.active", role="sender") is not None
+    finally:
+        await listener.close()
