@@ -68,6 +68,7 @@ async def _mine(chain: Chain) -> int:
 async def test_a_crash_through_kills_of_the_active_ingest_a_worker_and_the_active_sender_alerts_everyone(
     chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, postgres_url: str, tmp_path: Path
 ) -> None:
+    """Issue 11's cluster test: alerts through three SIGKILLs, an /add mid-crash, then a restart of everything."""
     accounts = await borrowers(chain, 24, "cluster-roles")
     # Not watched by the operator: a user adds it during the crash. Health 1.36 at $2,000, under 1 at $1,300.
     (late,) = [str(a) for a in await chain.actions.fund_accounts(1, label="cluster-roles-late")]
