@@ -115,11 +115,17 @@ class Sender:
         self._delivered: list[tuple[OutboxMessage, float]] = []
         self._send_seconds: dict[int, float] = {}  # message id -> its request's time, logged when committed
         self._link_failures = 0
+        # The last due_messages answer not yet started from, and whether it may still be used: a burst of 1,000
+        # alerts to 1,000 chats is then one query per batch, not one per send (the query ranks every pending row).
+        # Anything that may change what is due (new messages, a deferred or failed send) drops it.
+        self._picks: list[OutboxMessage] = []
+        self._picks_valid = False
         # Set whenever a message leaves the outbox for good (sent or given up): lets others wait for quiet.
         self.settled = asyncio.Event()
 
     def wake(self) -> None:
         """Tells the sender the outbox has new messages; call it after committing them."""
+        self._picks_valid = False
         self._wake.set()
 
     async def run(self) -> NoReturn:
@@ -159,24 +165,37 @@ class Sender:
             if len(self._in_flight) >= self._concurrency:
                 return math.inf
             wall = self._clock()
+            if self._picks_valid and self._start_due(self._picks) is None:
+                return 0.0  # started from the last answer: no query
             # One message per chat, most urgent first (chats in flight included: they are skipped here).
-            due = await self._store.due_messages(wall, self._batch + len(self._in_flight))
-            held, started = math.inf, False
-            for message in due:
-                chat = _chat_key(message)
-                if chat in self._in_flight:
-                    continue
-                if len(self._in_flight) >= self._concurrency:
-                    break
-                delay = self._limiter.delay_for(chat, self._monotonic())
-                if delay == 0:
-                    self._start(chat, message)
-                    started = True
-                else:
-                    held = min(held, delay)
-            if started:
+            self._picks = await self._store.due_messages(wall, self._batch + len(self._in_flight))
+            self._picks_valid = True
+            held = self._start_due(self._picks)
+            if held is None:
                 return 0.0
             return min(held, await self._until_next_due(wall))
+
+    def _start_due(self, picks: list[OutboxMessage]) -> float | None:
+        """Starts what may go now from `picks` (most urgent first), removing it; None if anything started, else
+        the seconds until the limiter lets one of them go (inf if none can start at all)."""
+        held, started, kept = math.inf, False, []
+        for index, message in enumerate(picks):
+            chat = _chat_key(message)
+            if len(self._in_flight) >= self._concurrency:
+                # A pick whose chat is in flight may be that very message (unsent until committed): never kept.
+                kept.extend(m for m in picks[index:] if _chat_key(m) not in self._in_flight)
+                break
+            if chat in self._in_flight:
+                continue  # its chat's next message is picked again once this send is committed
+            delay = self._limiter.delay_for(chat, self._monotonic())
+            if delay == 0:
+                self._start(chat, message)
+                started = True
+            else:
+                held = min(held, delay)
+                kept.append(message)
+        picks[:] = kept
+        return None if started else held
 
     def _start(self, chat: Hashable, message: OutboxMessage) -> None:
         # The attempt counts against the limits whatever its outcome: Telegram counted it too.
@@ -245,12 +264,14 @@ class Sender:
             wait = self._hold_back(chat, e)
             until = self._clock() + wait
             await self._store.defer(message.id, until, e.reason)
+            self._picks_valid = False
             self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("retry_later").inc()
             log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason, **facts)
         except Undeliverable as e:
             self._link_failures = 0
             await self._store.mark_failed(message.id, self._clock(), e.reason)
+            self._picks_valid = False
             self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("undeliverable").inc()
             self.settled.set()

@@ -353,6 +353,26 @@ class TestConcurrency:
         assert bot_api.peak_sends_in_flight_per_chat == 1
         assert {chat: [m.text for m in bot_api.messages_to(chat)] for chat in queued} == queued
 
+    async def test_a_burst_to_many_chats_is_picked_from_few_queries(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """200 chats with one alert each: the outbox is ranked a few times for the burst, not once per send (each
+        ranking reads every pending row, so one per send made a burst quadratic); each alert still goes once."""
+        queued = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(1, 201)}
+        queries = 0
+        ranked = store.due_messages
+
+        async def counted(now: float, limit: int = 100):  # type: ignore[no-untyped-def]
+            nonlocal queries
+            queries += 1
+            return await ranked(now, limit)
+
+        store.due_messages = counted  # type: ignore[method-assign]  # counts the real store's queries
+        sender = Sender(store, transport, messages_per_second=10_000, per_chat_interval=0, concurrency=8)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 200
+        assert queries < 20, queries
+
     async def test_the_most_urgent_chats_go_first(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
     ) -> None:
