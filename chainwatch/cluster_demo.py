@@ -21,11 +21,9 @@ from pathlib import Path
 
 import asyncpg
 
-from chainwatch.demo import DEMO_TOKEN, POSITIONS, WETH_PATH, _config_text, _open_positions, say
-from chainwatch.devnet.actions import DevnetActions
+from chainwatch.demo import DEMO_TOKEN, POSITIONS, WETH_PATH, _config_text, prepare_chain, say
 from chainwatch.devnet.anvil import running_anvil
 from chainwatch.devnet.botapi import running_bot_api
-from chainwatch.devnet.deploy import deploy_devnet
 from chainwatch.devnet.postgres import embedded_postgres_server
 
 PROCESSES = [
@@ -76,12 +74,7 @@ async def run_cluster_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="chainwatch-cluster-") as workdir, embedded_postgres_server() as url:
         say(f"PostgreSQL is up (embedded, in {workdir})")
         async with running_anvil() as node, running_bot_api(DEMO_TOKEN) as server, AsyncExitStack() as stack:
-            devnet = await deploy_devnet(node.http_url)
-            aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
-            accounts = (await aave.anvil_accounts())[1 : 1 + len(POSITIONS)]
-            for position, account in zip(POSITIONS, accounts):
-                position.account = account
-            await _open_positions(node.http_url, devnet, accounts, stack)
+            devnet, aave = await prepare_chain(node.http_url, stack)
             config = Path(workdir) / "cluster.toml"
             text = _config_text(node.ws_url, devnet, Path(workdir) / "unused.db", server.base_url)
             config.write_text(text.replace(f'path = "{Path(workdir) / "unused.db"}"', f'url = "{url}"'))

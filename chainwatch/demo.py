@@ -75,6 +75,17 @@ async def _open_positions(http_url: str, devnet: Devnet, accounts: list[str], st
         say(f"opened {position.label} {position.account}: {position.summary}")
 
 
+async def prepare_chain(http_url: str, stack: AsyncExitStack) -> tuple[Devnet, DevnetActions]:
+    """The demo's chain: the devnet deployed and the story's positions opened (also the cluster demo's)."""
+    devnet = await deploy_devnet(http_url)
+    aave = await stack.enter_async_context(DevnetActions(http_url, devnet))
+    accounts = (await aave.anvil_accounts())[1 : 1 + len(POSITIONS)]
+    for position, account in zip(POSITIONS, accounts):
+        position.account = account
+    await _open_positions(http_url, devnet, accounts, stack)
+    return devnet, aave
+
+
 def _config_text(node_ws: str, devnet: Devnet, db: Path, bot_api: str | None = None) -> str:
     assert devnet.morpho_blue is not None and devnet.euler_v2 is not None and devnet.curvance is not None
     markets = ", ".join(f'"{market.id}"' for market in devnet.morpho_blue.markets.values())
@@ -185,12 +196,7 @@ async def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="chainwatch-demo-") as workdir:
         async with running_anvil() as node, running_bot_api(DEMO_TOKEN) as server, AsyncExitStack() as stack:
             say(f"Anvil is up on {node.http_url}; deploying Aave v3, Morpho Blue, Euler v2 and Curvance markets")
-            devnet = await deploy_devnet(node.http_url)
-            aave = await stack.enter_async_context(DevnetActions(node.http_url, devnet))
-            accounts = (await aave.anvil_accounts())[1 : 1 + len(POSITIONS)]
-            for position, account in zip(POSITIONS, accounts):
-                position.account = account
-            await _open_positions(node.http_url, devnet, accounts, stack)
+            devnet, aave = await prepare_chain(node.http_url, stack)
             config_path = Path(workdir) / "demo.toml"
             config_path.write_text(_config_text(node.ws_url, devnet, Path(workdir) / "demo.db", server.base_url))
             watcher = Watcher(load_config(config_path))
