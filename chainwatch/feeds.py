@@ -92,9 +92,11 @@ class Followed(NamedTuple):
     sources: frozenset[PriceSource]
     proxies: frozenset[str]
     unresolved: str = ""
-    # The feed address itself is a Chainlink-shaped aggregator that emits its own answers (no proxy, adapter or
-    # composite in between): its latest `AnswerUpdated` answer is exactly what `latestAnswer()` returns.
-    direct: bool = False
+    # The source whose announced answer IS what the feed address's `latestAnswer()` returns: the address itself
+    # when it is a Chainlink-shaped aggregator, or the aggregator behind a chain of Chainlink proxies, which
+    # forward the answer untouched. None when anything in between may transform it (a composite, an adapter, a
+    # wrapper that only looks like a proxy), or when the source's events carry no answer to screen with.
+    direct: PriceSource | None = None
 
 
 # --- reading the shapes -----------------------------------------------------------------------------------------
@@ -102,6 +104,8 @@ class Followed(NamedTuple):
 # Every probe is made on every address in one batch; a contract without the function simply fails that call.
 _PROBES = (
     "aggregator()",  # Chainlink proxy (EACAggregatorProxy)
+    "phaseId()",  # ... whose answer is its current phase aggregator's, untouched (what a look-alike lacks)
+    "latestAnswer()",  # compared across a proxy and its aggregator: a proxy that forwards returns the same
     "getPriceFeedAdapter()",  # RedStone per-feed contract
     "getDataFeedId()",
     "pyth()",  # Pyth: the Chainlink-shaped PythAggregatorV3 (priceId) and Euler's PythOracle (feedId)
@@ -124,6 +128,8 @@ class _Node(NamedTuple):
     reads: tuple[str, ...] = ()
     is_proxy: bool = False
     broken: str = ""
+    forwards: bool = False  # a proxy with the EACAggregatorProxy interface (`phaseId()` as well as `aggregator()`)
+    answer: int | None = None  # `latestAnswer()` at the block followed, when it has one
 
 
 def _word_address(result: CallResult) -> str | None:
@@ -140,12 +146,20 @@ def _word_bytes32(result: CallResult) -> str | None:
     return "0x" + result.data.hex()
 
 
+def _word_int(result: CallResult) -> int | None:
+    if not result.success or len(result.data) != 32:
+        return None
+    return int.from_bytes(result.data, "big", signed=True)
+
+
 def classify(address: str, results: Sequence[CallResult]) -> _Node:
     """Pure: which feed shape the probe results show for `address`."""
     r = {name: results[i] for name, i in _P.items()}
+    answer = _word_int(r["latestAnswer()"])
     aggregator = _word_address(r["aggregator()"])
     if aggregator is not None:
-        return _Node(reads=(aggregator,), is_proxy=True)
+        forwards = r["phaseId()"].success and len(r["phaseId()"].data) == 32
+        return _Node(reads=(aggregator,), is_proxy=True, forwards=forwards, answer=answer)
     if r["getDataFeedId()"].success:
         adapter, feed_id = _word_address(r["getPriceFeedAdapter()"]), _word_bytes32(r["getDataFeedId()"])
         if adapter is None or feed_id is None:
@@ -167,7 +181,7 @@ def classify(address: str, results: Sequence[CallResult]) -> _Node:
     if feed is not None:
         return _Node(reads=(feed,))
     if r["latestRoundData()"].success:
-        return _Node(source=PriceSource(emitter=address))
+        return _Node(source=PriceSource(emitter=address), answer=answer)
     return _Node(broken="no known feed shape, and latestRoundData() reverts")
 
 
@@ -194,9 +208,28 @@ def combine(root: str, nodes: Mapping[str, _Node]) -> Followed:
                 proxies.add(address)
             following += node.reads
         frontier, depth = following, depth + 1
-    top = nodes[root]
-    direct = top.source == PriceSource(emitter=root) and not top.reads and not top.is_proxy
-    return Followed(frozenset(sources), frozenset(proxies), direct=direct)
+    return Followed(frozenset(sources), frozenset(proxies), direct=_direct_source(root, nodes))
+
+
+def _direct_source(root: str, nodes: Mapping[str, _Node]) -> PriceSource | None:
+    """Pure: the aggregator whose announced answer `root` returns as it is, through Chainlink proxies only.
+
+    A proxy counts only with the EACAggregatorProxy interface and when, at the block followed, its answer equals
+    its aggregator's: a look-alike that scales, caps or converts the answer fails one or the other (one that
+    happened to match only until later would also need `phaseId()`, which no known adapter has). A proxy that
+    switches aggregators announces it (`AggregatorConfirmed`) and the feeds are followed again."""
+    address, seen = root, set()
+    while address not in seen:
+        seen.add(address)
+        node = nodes[address]
+        if not node.is_proxy:
+            bare = node.source == PriceSource(emitter=address) and not node.reads
+            return node.source if bare else None
+        (behind,) = node.reads
+        if not node.forwards or node.answer is None or node.answer != nodes[behind].answer:
+            return None
+        address = behind
+    return None
 
 
 async def follow_feeds(reader: Reader, feeds: Iterable[str], block: int, **context: object) -> dict[str, Followed]:

@@ -20,7 +20,7 @@ from web3 import Web3
 
 from chainwatch.devnet.artifacts import Artifact
 from chainwatch.devnet.deploy import (
-    ADMIN_ACCOUNT_INDEX, DATA_PROVIDER, ERC20, FEED_DECIMALS, POOL, Devnet, PriceSourcesDevnet, Reserve, aave_artifact,
+    ADMIN_ACCOUNT_INDEX, DATA_PROVIDER, ERC20, FEED_DECIMALS, ORACLE, POOL, Devnet, PriceSourcesDevnet, Reserve, aave_artifact,
 )  # fmt: skip
 from chainwatch.devnet.solc import compile_own_contracts, node_package
 from chainwatch.devnet.transactions import Rpc, RpcFailed, TxFailed, TxPlan, execute
@@ -90,6 +90,23 @@ class DevnetActions:
         _call(plan, f"confirm the new {symbol} aggregator", admin, reserve.feed, own["FeedProxy"], "confirmAggregator",
               new, gas=_TOKEN_GAS)  # fmt: skip
         return new, await self._run(plan)
+
+    async def reprice_through(self, symbol: str, *, scale: tuple[int, int] | None = None) -> tuple[ChecksumAddress, int]:
+        """Make the Aave oracle read the asset through a new contract in front of its SettableFeed: a FeedProxy
+        (the answer forwarded, as a Chainlink proxy does), or with `scale` = (numerator, denominator) a ScaledFeed
+        (proxy-shaped, the answer multiplied). The new source and the block of `setAssetSources`."""
+        own = await compile_own_contracts()
+        reserve = self.devnet.aave_v3.reserves[symbol]
+        admin = (await self.anvil_accounts())[ADMIN_ACCOUNT_INDEX]
+        plan = await TxPlan.for_senders(self._rpc, [admin])
+        if scale is None:
+            code = own["FeedProxy"].creation_code(reserve.aggregator)
+        else:
+            code = own["ScaledFeed"].creation_code(reserve.aggregator, *scale)
+        source = plan.deploy(f"deploy a {'scaled feed' if scale else 'proxy'} for {symbol}", admin, code)
+        _call(plan, f"make {source} the oracle source of {symbol}", admin, self.devnet.aave_v3.oracle,
+              aave_artifact(ORACLE), "setAssetSources", [reserve.asset], [source], gas=_TOKEN_GAS)  # fmt: skip
+        return source, await self._run(plan)
 
     async def set_ratio(self, ratio: Amount) -> int:
         """sWETH's exchange rate (WETH per sWETH), on the ratio feed of its composite oracle."""

@@ -22,7 +22,7 @@ from chainwatch.devnet.artifacts import Artifact
 
 CONTRACTS_DIR: Final = Path(__file__).resolve().parent / "contracts"
 OWN_CONTRACTS: Final = ("Multicall3", "SettableFeed", "FeedProxy", "RevertingDecimalsToken", "RatioOracleAggregator",
-                         "RedstoneMultiFeedAdapter", "RedstonePriceFeed", "PythPriceFeeds", "PythAggregator")
+                         "RedstoneMultiFeedAdapter", "RedstonePriceFeed", "PythPriceFeeds", "PythAggregator", "ScaledFeed")
 BOOTSTRAP_HINT: Final = "run scripts/bootstrap"
 _ARTIFACTS: Final = msgspec.json.Decoder(dict[str, Artifact])
 

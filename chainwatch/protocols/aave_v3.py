@@ -98,7 +98,7 @@ class AaveV3:
         self.sources: dict[str, frozenset[PriceSource]] = {}  # asset -> the price sources that move it
         self.followed_proxies: frozenset[str] = frozenset()  # Chainlink proxies on the way to those sources
         self.symbols: dict[str, str] = {}  # asset -> ERC-20 symbol, for people
-        self.direct: dict[PriceSource, frozenset[str]] = {}  # aggregators the oracle reads with no proxy between
+        self.direct: dict[PriceSource, frozenset[str]] = {}  # aggregators whose answer the oracle returns as is
         # No e-mode category has a price source of its own (then an account's prices are the oracle's, whatever
         # its e-mode): only then is a reading's health at a feed's new answer computable without a read.
         self.oracle_prices_only = False
@@ -153,8 +153,11 @@ class AaveV3:
         self.oracle_prices_only = base is not None and all(_emode_without_oracle(result) for result in categories)
         direct: dict[PriceSource, set[str]] = {}
         for asset, feed in feeds.items():
-            if followed[feed].direct and asset != base:
-                direct.setdefault(PriceSource(emitter=feed), set()).add(asset)
+            # The oracle's price is its source's `latestAnswer()` (while positive): the aggregator's own answer
+            # when the source is that aggregator or a Chainlink proxy of it (as on Neverland and most markets).
+            source = followed[feed].direct
+            if source is not None and asset != base:
+                direct.setdefault(source, set()).add(asset)
         self.direct = {source: frozenset(assets) for source, assets in direct.items()}
         self.followed_proxies = frozenset(proxy for outcome in followed.values() for proxy in outcome.proxies)
         symbols = await reader.read([Call(target=asset, data=calldata("symbol()"), gas=50_000) for asset in assets], block)

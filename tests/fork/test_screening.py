@@ -1,5 +1,6 @@
-"""Screening on real Aave v3: a WETH answer (WETH's oracle source is its aggregator itself) re-reads only the holders
-it can bring near a warn line; the far ones cost nothing, and a huge `screen_margin` reads them all again."""
+"""Screening on real Aave v3: a WETH answer re-reads only the holders it can bring near a warn line, whether WETH's
+oracle source is its aggregator itself or a Chainlink proxy in front of it; the far ones cost nothing. A huge
+`screen_margin`, or a source that transforms the answer (proxy-shaped, but multiplying it), reads them all again."""
 
 from __future__ import annotations
 
@@ -81,5 +82,49 @@ class TestScreening:
         with capture_logs() as logs:
             block = await chain.actions.set_price("WETH", 1950)
             await running.settled(block)
+        assert screened_at(logs, block) == [] and positions_read_at(logs, block) == [3]
+        assert bot_api.messages == []
+
+
+class TestScreeningThroughAProxy:
+    async def test_a_proxy_fed_price_screens_out_the_safe_holders_and_alerts_the_crossing_ones(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer, proxy: RpcProxy
+    ) -> None:
+        """WETH's oracle source made a FeedProxy (as on Neverland): the aggregator's answer is the proxy's, so the
+        same story as with the bare aggregator: $1,950 costs no eth_call, $1,700 reads and warns `near` and
+        `farther` only, at the health the Pool reports, and `far` is never read."""
+        book = Book(chain)
+        await chain.actions.reprice_through("WETH")
+        await book.open(chain)
+        running = await start_watcher(watched=[], extra=book.watches())
+        with capture_logs() as logs:
+            before = proxy.count("eth_call")
+            quiet = await chain.actions.set_price("WETH", 1950)
+            await running.settled(quiet)
+            assert proxy.count("eth_call") == before
+            assert screened_at(logs, quiet) == [3] and positions_read_at(logs, quiet) == []
+            crash = await chain.actions.set_price("WETH", 1700)
+            await running.settled(crash)
+            assert screened_at(logs, crash) == [1] and positions_read_at(logs, crash) == [2]
+        warned = sorted((m.chat_id, m.text) for m in bot_api.messages)
+        assert [chat for chat, _ in warned] == [STRICT_CHAT, CHAT]
+        for (_, text), account in zip(warned, (book.farther, book.near)):
+            health, block = health_and_block(text)
+            assert account in text and block == crash and health == await health_at(chain, account, block)
+
+    async def test_a_source_that_transforms_the_answer_reads_every_holder(
+        self, chain: Chain, start_watcher: StartWatcher, bot_api: BotApiServer, proxy: RpcProxy
+    ) -> None:
+        """WETH's source a ScaledFeed (aggregator() and phaseId() like a proxy, the answer x 1.01): the aggregator's
+        answer is not the oracle's price, so each WETH answer reads all three WETH holders, through the RPC."""
+        book = Book(chain)
+        await chain.actions.reprice_through("WETH", scale=(101, 100))
+        await book.open(chain)
+        running = await start_watcher(watched=[], extra=book.watches())
+        with capture_logs() as logs:
+            before = proxy.count("eth_call")
+            block = await chain.actions.set_price("WETH", 1950)
+            await running.settled(block)
+        assert proxy.count("eth_call") > before
         assert screened_at(logs, block) == [] and positions_read_at(logs, block) == [3]
         assert bot_api.messages == []

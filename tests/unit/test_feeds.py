@@ -111,12 +111,26 @@ class TestFollowFeeds:
         assert followed[EULER_ADAPTER].sources == followed[COMPOSITE].sources
         assert reader.batches == 2  # one batch per level, each address probed once: the five, then RATIO and AGGREGATOR
 
-    async def test_only_a_bare_aggregator_is_direct(self) -> None:
-        """The oracle's answer is the event's only when the feed it reads is the emitter itself: never through a
-        proxy (it may switch aggregators), a composite, RedStone, Pyth or an adapter."""
-        followed = await follow_feeds(TableReader(CHAIN), [AGGREGATOR, PROXY, COMPOSITE, REDSTONE_FEED, PYTH_FEED,
-                                                           EULER_ADAPTER], 9)  # type: ignore[arg-type]  # fmt: skip
-        assert [feed for feed, outcome in followed.items() if outcome.direct] == [AGGREGATOR]
+    async def test_direct_only_where_the_answer_is_forwarded_untouched(self) -> None:
+        """The oracle's answer is the event's for the aggregator itself and for Chainlink proxies (EAC interface,
+        same answer at the block) in front of it, however many; never for a proxy look-alike without `phaseId()`,
+        one whose answer differs (a multiplied or capped wrapper), a composite, RedStone, Pyth or an adapter."""
+        answer = CallResult(success=True, data=encode(["int256"], [2_000 * 10**8]))
+        scaled_answer = CallResult(success=True, data=encode(["int256"], [2_200 * 10**8]))
+        phase = CallResult(success=True, data=encode(["uint16"], [3]))
+        eac, outer, scaled, lookalike = ("0x" + f"{n:02x}" * 20 for n in (0x21, 0x22, 0x23, 0x24))
+        chain = {**CHAIN, (AGGREGATOR, "latestAnswer()"): answer}
+        for proxy, behind, its_answer, has_phase in ((eac, AGGREGATOR, answer, True), (outer, eac, answer, True),
+                                                     (scaled, AGGREGATOR, scaled_answer, True),
+                                                     (lookalike, AGGREGATOR, answer, False)):  # fmt: skip
+            chain |= {(proxy, "aggregator()"): address(behind), (proxy, "latestAnswer()"): its_answer}
+            if has_phase:
+                chain[(proxy, "phaseId()")] = phase
+        feeds = [AGGREGATOR, eac, outer, scaled, lookalike, PROXY, COMPOSITE, REDSTONE_FEED, PYTH_FEED, EULER_ADAPTER]
+        followed = await follow_feeds(TableReader(chain), feeds, 9)  # type: ignore[arg-type]
+        direct = {feed: outcome.direct for feed, outcome in followed.items() if outcome.direct is not None}
+        assert direct == {feed: PriceSource(emitter=AGGREGATOR) for feed in (AGGREGATOR, eac, outer)}
+        assert followed[scaled].sources == followed[eac].sources  # still followed: its holders are read on each move
 
     async def test_unfollowable_feed_is_quarantined_and_the_rest_resolve(self) -> None:
         """A feed whose every read reverts is logged and left without sources; the others are still followed."""

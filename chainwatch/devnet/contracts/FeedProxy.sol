@@ -19,17 +19,26 @@ interface IForwardedFeed {
 /// @notice The chainwatch project's own contract, written for tests and the local devnet. It reproduces the
 /// shape of a Chainlink `EACAggregatorProxy`: `aggregator()` names the underlying feed and the Chainlink reads
 /// are forwarded to it. Like the real proxy it emits nothing when the price changes, so a watcher that
-/// listens to the oracle source directly misses every update unless it follows `aggregator()`. Phase ids
-/// are not modelled: round ids are the aggregator's own.
+/// listens to the oracle source directly misses every update unless it follows `aggregator()`. Phases are
+/// modelled as far as the watcher looks (`phaseId()` and `phaseAggregators()`, the proxy's current aggregator
+/// counting one phase per confirmation); round ids are the aggregator's own, without the phase in their top bits.
 contract FeedProxy {
     event AggregatorConfirmed(address indexed previous, address indexed latest);
 
     address public immutable owner;
     IForwardedFeed private _aggregator;
+    uint16 public phaseId;
+    mapping(uint16 => address) public phaseAggregators;
 
     constructor(address aggregator_) {
         owner = msg.sender;
+        _setAggregator(aggregator_);
+    }
+
+    function _setAggregator(address aggregator_) private {
         _aggregator = IForwardedFeed(aggregator_);
+        phaseId += 1;
+        phaseAggregators[phaseId] = aggregator_;
     }
 
     function aggregator() external view returns (address) {
@@ -41,7 +50,7 @@ contract FeedProxy {
     function confirmAggregator(address aggregator_) external {
         require(msg.sender == owner, "Only callable by owner");
         address previous = address(_aggregator);
-        _aggregator = IForwardedFeed(aggregator_);
+        _setAggregator(aggregator_);
         emit AggregatorConfirmed(previous, aggregator_);
     }
 
