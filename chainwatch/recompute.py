@@ -432,13 +432,17 @@ class Engine:
     def _screened_in(self, block: int) -> set[Target]:
         """The direct-price marks that screening cannot rule out at `block` (the rest are not read for them)."""
         candidates, self._price_marked = self._price_marked - self._pending, set()
+        # A protocol still to resolve again (its resolve failed and backs off) may price from other feeds now (a
+        # proxy confirmed a new aggregator): the old aggregator's answer is no longer its price, so read.
+        unsure = {target for target in candidates if target.protocol in self._to_resolve}
+        candidates -= unsure
         if not candidates:
-            return set()
+            return unsure
         skipped = self._screen.skippable(candidates, block, self._tracker.screen_line, self._refresh.interval_for)
         if skipped:
             metrics.SCREENED.inc(len(skipped))
             log.info("recompute.screened", block=block, skipped=len(skipped), read=len(candidates) - len(skipped))
-        return candidates - skipped
+        return (candidates - skipped) | unsure
 
     async def _on_sources_changed(self, head: Head) -> None:
         """Resolves again the protocols whose sources changed, and re-reads their positions. One protocol's lasting

@@ -1,9 +1,20 @@
 """Screening a price move in memory: which holders of a repriced asset need no read at this block.
 
-Where a feed's answer IS the protocol's price of an asset (Aave's oracle reading a Chainlink aggregator directly),
-a holder's health at the new price is bounded from its last read amounts (the protocol's `PriceBasis`). A holder
-whose bound stays above the highest warn line of the chats watching it by `margin` cannot cross any line at this
-block and is not read; every other holder is. Pure: no I/O, the engine feeds it logs' answers and reads' bases.
+Where a feed's answer IS the protocol's price of an asset, a holder's health at the new price is bounded from its
+last read amounts (the protocol's `PriceBasis`). A holder whose bound stays above the highest warn line of the
+chats watching it by `margin` cannot cross any line at this block and is not read; every other holder is. Pure: no
+I/O, the engine feeds it logs' answers and reads' bases.
+
+Which answers are the price is the protocol's word (`direct_prices`, from `feeds.Followed.direct`): for Aave, the
+aggregator its oracle source is, or the aggregator behind the Chainlink proxies it is (Neverland, most markets;
+a proxy forwards `latestAnswer()` untouched, checked at each resolve). Never a feed that transforms the answer
+(a composite, an adapter, a multiplying or capped wrapper): its holders are all read, as are the holders of an
+asset that such a feed also prices (`is_direct`), and every holder of a protocol whose resolve is still due.
+
+A side of several assets (two collaterals) is bounded from the totals the hot read has: the protocol bounds the
+move as if the whole side were in the asset that moved worst (see `AaveBasis`), which is sound for any split and
+loose only for holders whose side is mostly in assets that did not move. Reading per-asset amounts would tighten
+it at the cost of four more calls per reserve on every read, hot or not, which the read budget does not allow.
 """
 
 from __future__ import annotations

@@ -292,8 +292,12 @@ class AaveV3:
 
 
 class AaveBasis(PriceBasis, frozen=True, kw_only=True):
-    """`getUserAccountData`'s totals with the prices they were computed at. A side with one asset scales with its
-    price; a side of several is known only as a sum, so a move of any of its assets cannot be bounded."""
+    """`getUserAccountData`'s totals with the prices they were computed at.
+
+    A side with one asset scales with its price. A side of several is known only as a sum, so a move is bounded
+    as if all of that side were in the asset that moved worst: collateral at the lowest ratio new/old price (and
+    Aave's averaged threshold at the highest, which only rounds), debt at the highest. Sound for every split of
+    the sum, and as tight as the single-asset bound when one asset holds nearly all of the side."""
 
     collateral: int  # totalCollateralBase
     threshold: int  # currentLiquidationThreshold (bps): with one collateral, exactly its own
@@ -306,25 +310,66 @@ class AaveBasis(PriceBasis, frozen=True, kw_only=True):
         moved = {a: p for a, p in prices.items() if a in self.prices and p != self.prices[a]}
         if any(p <= 0 or self.prices[a] <= 0 for a, p in moved.items()):
             return None  # the oracle falls back to another source for a non-positive answer
-        collateral, debt = self.collateral, self.debt
-        if moved.keys() & set(self.collateral_assets):
-            if len(self.collateral_assets) != 1:
-                return None
-            (asset,) = self.collateral_assets
+        collateral_moves = [(moved[a], self.prices[a]) for a in self.collateral_assets if a in moved]
+        debt_moves = [(moved[a], self.prices[a]) for a in self.debt_assets if a in moved]
+        if len(self.collateral_assets) == 1 and collateral_moves:
+            ((new, old),) = collateral_moves
             # GenericLogic: value = floor(balance x price / unit) = C, so balance / unit >= C / price.
-            collateral = collateral * moved[asset] // self.prices[asset]
-        if moved.keys() & set(self.debt_assets):
-            if len(self.debt_assets) != 1:
-                return None
-            (asset,) = self.debt_assets
+            weighted = (self.collateral * new // old * self.threshold + 5_000) // 10_000
+        elif collateral_moves:
+            weighted = _weighted_bound(self.collateral, self.threshold, collateral_moves)
+        else:
+            weighted = (self.collateral * self.threshold + 5_000) // 10_000
+        debt = self.debt
+        if len(self.debt_assets) == 1 and debt_moves:
+            ((new, old),) = debt_moves
             # D = floor(owed x price / unit), so owed / unit < (D + 1) / price: the new value is below that bound.
-            debt = ((debt + 1) * moved[asset] - 1) // self.prices[asset]
+            debt = ((debt + 1) * new - 1) // old
+        elif debt_moves:
+            debt = _debt_bound(debt, debt_moves)
         if debt == 0:
             return math.inf
         # GenericLogic: healthFactor = (totalCollateral.percentMul(avgLiquidationThreshold)).wadDiv(totalDebt),
         # both rounding half up, so it never falls when collateral rises or debt falls: the bounds give a bound.
-        weighted = (collateral * self.threshold + 5_000) // 10_000
         return ((weighted * _WAD + debt // 2) // debt) / 1e18
+
+
+_MAX_THRESHOLD = 2**16 - 1  # a reserve's liquidation threshold is 16 bits of its configuration
+
+
+def _weighted_bound(collateral: int, threshold: int, moves: Sequence[tuple[int, int]]) -> int:
+    """A lower bound on `percentMul(C', avgLT')` after the moves (new, old price) of several collateral assets.
+
+    Per reserve v = floor(b x p / unit) and W = sum(v x LT) >= C x avgLT = X. A fall to ratio r keeps
+    v' > r x v - 1, so W' > r_min x W - LT_max x (falls); a rise keeps v' < r x (v + 1), so
+    C' < r_max x (C + rises); and C' x floor(W' / C') > W' - C'. Hence X' > r_min x X - LT_max x falls -
+    r_max x (C + rises), each term rounded the safe way."""
+    (low_new, low_old), (high_new, high_old) = (1, 1), (1, 1)  # ratios compared in integers: exact when close
+    for new, old in moves:
+        if new * low_old < low_new * old:
+            low_new, low_old = new, old
+        if new * high_old > high_new * old:
+            high_new, high_old = new, old
+    falls, rises = sum(new < old for new, old in moves), sum(new > old for new, old in moves)
+    at_least = (
+        collateral * threshold * low_new // low_old
+        - _MAX_THRESHOLD * falls
+        - -(-(collateral + rises) * high_new // high_old)
+    )
+    return max(0, (at_least + 5_000) // 10_000)
+
+
+def _debt_bound(debt: int, moves: Sequence[tuple[int, int]]) -> int:
+    """An upper bound on the total debt after the moves of several debt assets: a fall lowers its term; a rise
+    to ratio r keeps each term d' < r x (d + 1), so D' < r_max x (D + rises)."""
+    rises = [(new, old) for new, old in moves if new > old]
+    if not rises:
+        return debt
+    new, old = rises[0]
+    for n, o in rises[1:]:
+        if n * old > new * o:
+            new, old = n, o
+    return -(-(debt + len(rises)) * new // old)
 
 
 def _base_currency(result: CallResult) -> str | None:

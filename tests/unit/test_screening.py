@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pytest
 from eth_abi import encode
@@ -19,6 +20,8 @@ from chainwatch.feeds import PriceSource
 from chainwatch.index import Target
 from chainwatch.model import PositionKey
 from chainwatch.multicall import CallResult
+from chainwatch import screening
+from chainwatch.protocols import aave_v3
 from chainwatch.protocols.aave_v3 import AaveBasis, AaveV3
 from chainwatch.protocols.base import AccountReading
 from chainwatch.screening import Screen, may_skip
@@ -102,50 +105,85 @@ def random_warn_lines(rng: random.Random) -> list[float]:
     return [rng.uniform(1.01, 3.0) for _ in range(rng.randint(1, 3))]
 
 
+class Stats(NamedTuple):
+    steps: int
+    skipped: int
+    skipped_several: int  # skips of a holder with several collaterals or several debts, one of them moved
+    closest: float  # exact health over the skip line, lowest among skipped holders
+
+
+def check_never_skips_a_crossing(seed: int, portfolios: int) -> Stats:
+    """Random portfolios (one to five reserves: several collaterals and debts, thresholds, decimals) through
+    random price paths: a skipped holder's exact health is above every chat's warn line by the margin (so no
+    warn, critical or liquidatable alert is missed), and the bound never exceeds the exact health."""
+    rng = random.Random(seed)
+    steps = skipped = skipped_several = 0
+    closest = 2.0
+    for _ in range(portfolios):
+        reserves = random_portfolio(rng)
+        aave = protocol_for(reserves)
+        lines = random_warn_lines(rng)
+        margin = rng.choice([0.0, 0.005, 0.02, 0.1])
+        screen = Screen(margin)
+        sources = {r.asset: PriceSource(emitter=f"0x{int(r.asset, 16) + 0x1000:040x}") for r in reserves}
+        direct = {sources[r.asset]: frozenset({r.asset}) for r in reserves}
+        screen.set_direct(PROTOCOL, direct, direct)
+        target = Target(protocol=PROTOCOL, account=USER)
+        prices = {r.asset: rng.randint(1, 10**12) for r in reserves}
+        screen.remember(target, read(aave, reserves, prices, block=0))
+        read_prices = dict(prices)
+        alerting = health(reserves, prices) < max(lines)
+        for block in range(1, 12):
+            steps += 1
+            for r in rng.sample(reserves, rng.randint(1, len(reserves))):
+                move = rng.choice([rng.uniform(0.97, 1.03), rng.uniform(0.5, 1.6), 1.0 + 1e-9, 0.999999])
+                prices[r.asset] = max(1, int(prices[r.asset] * move))
+                screen.hear(sources[r.asset], block, 0, prices[r.asset])
+            exact = health(reserves, prices)
+            bound = screen.health_bound(target)
+            assert bound is None or bound <= exact, (reserves, prices, bound, exact)
+            if rng.random() < 0.5 and 1.1 < exact < 1e6:
+                # A chat's line (they change between blocks) set right at the margin of the health to be: a
+                # bound a hair too high would skip a holder that is in fact just inside the margin.
+                lines = [*lines[:3], exact * rng.uniform(0.999, 1.001) / (1 + margin)]
+            line = None if alerting else max(lines)
+            if screen.skippable({target}, block, lambda key: line, lambda hf: 1_000):
+                skipped += 1
+                assert exact >= max(lines) * (1 + margin), (reserves, prices, exact, lines)
+                closest = min(closest, exact / (max(lines) * (1 + margin)))
+                moved = {r.asset for r in reserves if prices[r.asset] != read_prices[r.asset]}
+                sides = ([r.asset for r in reserves if r.collateral], [r.asset for r in reserves if r.borrowing])
+                skipped_several += any(len(side) > 1 and moved & set(side) for side in sides)
+            else:
+                screen.remember(target, read(aave, reserves, prices, block))
+                read_prices = dict(prices)
+                alerting = exact < max(lines)
+    return Stats(steps, skipped, skipped_several, closest)
+
+
 class TestNeverSkipsACrossing:
     def test_random_portfolios_and_price_paths(self) -> None:
-        """Over random portfolios (several collaterals and debts, thresholds, decimals) and random price paths,
-        a skipped holder's exact health is above every chat's warn line (so no warn, critical or liquidatable
-        alert is missed), and the bound never exceeds the exact health."""
-        rng = random.Random(20261203)
-        skipped_total = steps_total = 0
-        closest = 2.0  # exact health over the skip line, among skipped holders
-        for _ in range(1500):
-            reserves = random_portfolio(rng)
-            aave = protocol_for(reserves)
-            lines = random_warn_lines(rng)
-            margin = rng.choice([0.0, 0.005, 0.02, 0.1])
-            screen = Screen(margin)
-            sources = {r.asset: PriceSource(emitter=f"0x{int(r.asset, 16) + 0x1000:040x}") for r in reserves}
-            direct = {sources[r.asset]: frozenset({r.asset}) for r in reserves}
-            screen.set_direct(PROTOCOL, direct, direct)
-            target = Target(protocol=PROTOCOL, account=USER)
-            prices = {r.asset: rng.randint(1, 10**12) for r in reserves}
-            screen.remember(target, read(aave, reserves, prices, block=0))
-            alerting = health(reserves, prices) < max(lines)
-            for block in range(1, 12):
-                steps_total += 1
-                for r in rng.sample(reserves, rng.randint(1, len(reserves))):
-                    move = rng.choice([rng.uniform(0.97, 1.03), rng.uniform(0.5, 1.6), 1.0 + 1e-9, 0.999999])
-                    prices[r.asset] = max(1, int(prices[r.asset] * move))
-                    screen.hear(sources[r.asset], block, 0, prices[r.asset])
-                exact = health(reserves, prices)
-                bound = screen.health_bound(target)
-                assert bound is None or bound <= exact, (reserves, prices, bound, exact)
-                if rng.random() < 0.5 and 1.1 < exact < 1e6:
-                    # A chat's line (they change between blocks) set right at the margin of the health to be: a
-                    # bound a hair too high would skip a holder that is in fact just inside the margin.
-                    lines = [*lines[:3], exact * rng.uniform(0.999, 1.001) / (1 + margin)]
-                line = None if alerting else max(lines)
-                if screen.skippable({target}, block, lambda key: line, lambda hf: 1_000):
-                    skipped_total += 1
-                    assert exact >= max(lines) * (1 + margin), (reserves, prices, exact, lines)
-                    closest = min(closest, exact / (max(lines) * (1 + margin)))
-                else:
-                    screen.remember(target, read(aave, reserves, prices, block))
-                    alerting = exact < max(lines)
-        assert skipped_total > steps_total // 10  # screening does save reads: the property is not vacuous
-        assert closest < 1.0001  # and some skipped holders were right at the margin
+        stats = check_never_skips_a_crossing(20261203, 1500)
+        assert stats.skipped > stats.steps // 10  # screening does save reads: the property is not vacuous
+        assert stats.skipped_several > stats.skipped // 10  # multi-asset sides are screened, not just left alone
+        assert stats.closest < 1.0001  # and some skipped holders were right at the margin
+
+    @pytest.mark.parametrize("mutant", ["margin ignored", "several collaterals scaled by the mean move",
+                                        "several debts not scaled up"])  # fmt: skip
+    def test_the_property_catches_a_broken_screen(self, mutant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each plausible mistake, put in the screen, makes the property above fail: it would catch it."""
+        if mutant == "margin ignored":
+            monkeypatch.setattr(screening, "may_skip", lambda health, line, margin, age, interval: (
+                health is not None and line is not None and health >= line and age < interval))  # fmt: skip
+        elif mutant == "several collaterals scaled by the mean move":
+            def mean(collateral: int, threshold: int, moves: list[tuple[int, int]]) -> int:
+                ratio = sum(new / old for new, old in moves) / len(moves)
+                return int(collateral * threshold * ratio) // 10_000
+            monkeypatch.setattr(aave_v3, "_weighted_bound", mean)
+        else:
+            monkeypatch.setattr(aave_v3, "_debt_bound", lambda debt, moves: debt)
+        with pytest.raises(AssertionError):
+            check_never_skips_a_crossing(20261203, 1500)
 
     def test_bound_is_exact_when_both_sides_are_single(self) -> None:
         """One collateral moved, one debt: the bound is Aave's health itself or just below (dust rounding)."""
@@ -163,12 +201,16 @@ class TestWhatIsNeverScreened:
         self.usdc = Reserve("0x" + "02" * 20, 6, 0, 0, 1_000 * 10**6, False, True)
         self.prices = {self.weth.asset: 2_000 * 10**8, self.wbtc.asset: 60_000 * 10**8, self.usdc.asset: 10**8}
 
-    def test_a_moved_asset_on_a_side_of_several(self) -> None:
-        """Two collaterals are known as a sum only: a move of either cannot be bounded; of the debt, it can."""
+    def test_a_moved_asset_on_a_side_of_several_is_bounded_as_if_it_were_all_of_it(self) -> None:
+        """WETH ($2,000 x 0.85) and WBTC ($6,000 x 0.75) against 1,000 USDC, WETH halves: Aave says 5.349; the
+        totals alone cannot say which asset fell, so the bound is every dollar of collateral halved (3.10, less
+        0.0008 for the rounding of Aave's averaged threshold: C' x floor(W' / C') > W' - C'), still far above a 1.5 line. A debt side of one scales exactly as before."""
         reserves = [self.weth, self.wbtc, self.usdc]
         basis = read(protocol_for(reserves), reserves, self.prices, block=1).basis
         assert basis is not None
-        assert basis.health_at({self.weth.asset: 1_000 * 10**8}) is None
+        bound = basis.health_at({self.weth.asset: 1_000 * 10**8})
+        exact = health(reserves, {**self.prices, self.weth.asset: 1_000 * 10**8})
+        assert bound is not None and 3.099 <= bound <= 3.1 < exact == pytest.approx(5.35, abs=1e-3)
         assert basis.health_at({self.usdc.asset: 101_000_000}) == pytest.approx(
             health(reserves, {**self.prices, self.usdc.asset: 101_000_000}), rel=1e-9)
 
