@@ -92,20 +92,24 @@ class TestScreeningThroughAProxy:
     ) -> None:
         """WETH's oracle source made a FeedProxy (as on Neverland): the aggregator's answer is the proxy's, so the
         same story as with the bare aggregator: $1,950 costs no eth_call, $1,700 reads and warns `near` and
-        `farther` only, at the health the Pool reports, and `far` is never read."""
-        book = Book(chain)
+        `farther` only, at the health the Pool reports. Neither `far` nor `pair` (5 WETH and 0.1 WBTC against
+        1,000 USDC: 13.0, two collaterals known as one total) is ever read."""
+        book, pair = Book(chain), chain.accounts[4]
         await chain.actions.reprice_through("WETH")
         await book.open(chain)
-        running = await start_watcher(watched=[], extra=book.watches())
+        await chain.actions.open_position(pair, supply={"WETH": 5, "WBTC": Decimal("0.1")}, borrow={"USDC": 1000})
+        extra = book.watches() + f'\n[[watch]]\naddress = "{pair}"\nlabel = "pair"\n'
+        running = await start_watcher(watched=[], extra=extra)
         with capture_logs() as logs:
             before = proxy.count("eth_call")
             quiet = await chain.actions.set_price("WETH", 1950)
             await running.settled(quiet)
             assert proxy.count("eth_call") == before
-            assert screened_at(logs, quiet) == [3] and positions_read_at(logs, quiet) == []
+            assert screened_at(logs, quiet) == [4] and positions_read_at(logs, quiet) == []
             crash = await chain.actions.set_price("WETH", 1700)
             await running.settled(crash)
-            assert screened_at(logs, crash) == [1] and positions_read_at(logs, crash) == [2]
+            assert screened_at(logs, crash) == [2] and positions_read_at(logs, crash) == [2]
+        assert await health_at(chain, pair, crash) > Decimal("11.05")  # what screening bounded it at: all of it -15%
         warned = sorted((m.chat_id, m.text) for m in bot_api.messages)
         assert [chat for chat, _ in warned] == [STRICT_CHAT, CHAT]
         for (_, text), account in zip(warned, (book.farther, book.near)):
