@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from eth_abi import decode
@@ -15,10 +15,13 @@ from chainwatch.alerts.state import Thresholds
 from chainwatch.alerts.directory import Directory, Subscription
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.chain import Head, Log, LogFilter
+from chainwatch.feeds import ANSWER_UPDATED, PriceSource
 from chainwatch.index import Target
 from chainwatch.model import Level, PositionKey, Reading
 from chainwatch.multicall import Call, CallResult
-from chainwatch.protocols.base import AccountReading, AccountsTouched, ReadError, ReadPlan, SourcesChanged, Touch
+from chainwatch.protocols.base import (
+    AccountReading, AccountsTouched, PriceBasis, ReadError, ReadPlan, SourcesChanged, Touch,
+)  # fmt: skip
 from chainwatch.reader import ReadFailed, Reader
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
@@ -355,3 +358,65 @@ class TestRiskiestChunkFirst:
             running.cancel()
         queued = {m.chat_id: m.kind for m in await store.due_messages(10**12)}
         assert queued == {1: "CRITICAL", 2: "CRITICAL"}
+
+
+AGGREGATOR = "0x" + "a9" * 20
+
+
+class FarBasis(PriceBasis, frozen=True, kw_only=True):
+    """A holder far from any line at whatever price: screening would always skip it."""
+
+    def health_at(self, prices: Mapping[str, int]) -> float | None:
+        return 10.0
+
+
+class ScreenedFlaky(FlakyResolve):
+    """A FlakyResolve whose asset X is priced directly by AGGREGATOR's answers, its reads carrying a basis."""
+
+    def price_feeds(self) -> dict[str, frozenset[str]]:
+        return {AGGREGATOR: frozenset({"X"})}
+
+    def direct_prices(self) -> dict[PriceSource, frozenset[str]]:
+        return {PriceSource(emitter=AGGREGATOR): frozenset({"X"})}
+
+    def _decode(self, account: str, results: Sequence[CallResult], block: int) -> AccountReading:
+        reading = Reading(key=PositionKey(protocol=self.name, account=account), block=block, health_factor=10.0,
+                          collateral=1.0, debt=1.0)  # fmt: skip
+        return AccountReading(readings=(reading,), exposure=frozenset({"X"}), basis=FarBasis(block=block))
+
+
+def answer_at(block: int, answer: int) -> Log:
+    topics = (ANSWER_UPDATED, "0x" + answer.to_bytes(32, "big").hex(), "0x" + block.to_bytes(32, "big").hex())
+    return Log(address=AGGREGATOR, topics=topics, data=b"", block_number=block, block_hash=f"0x{block:064x}",
+               log_index=0, transaction_hash="0x" + "00" * 32)  # fmt: skip
+
+
+class TestScreeningWhileAResolveIsDue:
+    async def test_a_direct_answer_is_screened_until_the_sources_change_and_read_while_unresolved(
+        self, store: Store
+    ) -> None:
+        """Block 2: the aggregator's answer screens the far holder out. Block 3: the protocol's sources change and
+        its resolve fails (retried a minute later). Block 4: the same aggregator's answer may no longer be the
+        price (a proxy may have confirmed another), so the holder is read."""
+        flaky = ScreenedFlaky("flaky", failures=10**6)
+        directory = Directory([Subscription(chat_id=0, address="0xA", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["flaky"])  # fmt: skip
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"flaky": flaky}, {Target(protocol="flaky", account="0xA")},  # type: ignore[dict-item]
+                        Reader(EchoNode(set()), EMITTER), tracker, store,  # type: ignore[arg-type]
+                        refresh=RefreshPolicy(every_blocks=10**6, bands=()), resolve_retry=(60.0, 60.0))  # fmt: skip
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        queue: asyncio.Queue[Head | Log] = asyncio.Queue()
+        with capture_logs() as logs:
+            running = asyncio.create_task(engine.run(queue))
+            try:
+                async with asyncio.timeout(5):
+                    for block, first in ((2, answer_at(2, 1_900)), (3, log_at(3, FLAKY_TOPIC)), (4, answer_at(4, 1_800))):
+                        queue.put_nowait(first)
+                        queue.put_nowait(head(block))
+                        await engine.wait_processed(block)  # one block at a time, as a live chain delivers them
+            finally:
+                running.cancel()
+        assert [e["block"] for e in logs if e["event"] == "recompute.screened"] == [2]
+        assert [e["block"] for e in logs if e["event"] == "recompute.resolve_failed"] == [3]
+        assert [(e["block"], e["positions"]) for e in logs if e["event"] == "recompute.read"] == [(4, 1)]
