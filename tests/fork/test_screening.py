@@ -8,6 +8,8 @@ from decimal import Decimal
 
 from structlog.testing import capture_logs
 
+from chainwatch.abi import calldata
+
 from tests.fork.conftest import CHAT, Chain, StartWatcher, health_and_block, positions_read_at
 from tests.fork.test_spine import health_at
 from tests.support.botapi import BotApiServer
@@ -33,6 +35,13 @@ class Book:
                         for n, a in (("near", self.near), ("far", self.far), ("wbtc", self.wbtc)))  # fmt: skip
         return plain + (f'[[watch]]\naddress = "{self.farther}"\nlabel = "farther"\nchat_id = {STRICT_CHAT}\n'
                         f"warn = 8.0\ncritical = 2.0\n")  # fmt: skip
+
+
+async def oracle_price(chain: Chain, symbol: str, block: int) -> int:
+    """What Aave's oracle prices the asset at (8 decimals): the answer its source returns."""
+    data = calldata("getAssetPrice(address)", chain.devnet.aave_v3.reserves[symbol].asset)
+    raw = await chain.web3.eth.call({"to": chain.devnet.aave_v3.oracle, "data": "0x" + data.hex()}, block)
+    return int.from_bytes(raw, "big")
 
 
 def screened_at(logs: list[dict[str, object]], block: int) -> list[object]:
@@ -109,6 +118,7 @@ class TestScreeningThroughAProxy:
             crash = await chain.actions.set_price("WETH", 1700)
             await running.settled(crash)
             assert screened_at(logs, crash) == [2] and positions_read_at(logs, crash) == [2]
+        assert await oracle_price(chain, "WETH", crash) == 1700 * 10**8  # the proxy's answer is the aggregator's
         assert await health_at(chain, pair, crash) > Decimal("11.05")  # what screening bounded it at: all of it -15%
         warned = sorted((m.chat_id, m.text) for m in bot_api.messages)
         assert [chat for chat, _ in warned] == [STRICT_CHAT, CHAT]
@@ -130,5 +140,6 @@ class TestScreeningThroughAProxy:
             block = await chain.actions.set_price("WETH", 1950)
             await running.settled(block)
         assert proxy.count("eth_call") > before
+        assert await oracle_price(chain, "WETH", block) == 1950 * 101 * 10**6  # not the aggregator's answer
         assert screened_at(logs, block) == [] and positions_read_at(logs, block) == [3]
         assert bot_api.messages == []
