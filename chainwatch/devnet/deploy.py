@@ -3,7 +3,9 @@ Morpho Blue, Euler v2 and Curvance markets over the same tokens and price feeds.
 
 The Aave market is the unmodified `@aave/core-v3` bytecode with three reserves (WETH, WBTC, USDC) priced by the
 project's own settable Chainlink-style feeds; USDC's oracle source is a proxy in front of its feed, as on
-mainnet, so the watcher has to follow `aggregator()` to see price events. One price move hits every protocol.
+mainnet, so the watcher has to follow `aggregator()` to see price events (`DevnetActions.reprice_through` puts any
+reserve behind a new FeedProxy, or behind a ScaledFeed that transforms the answer). One price move hits every
+protocol.
 Four more Aave reserves (`price_sources`) are priced the other ways real oracles work: sWETH by a ratio
 aggregator (exchange-rate feed x WETH feed), LINK and UNI through one RedStone multi-feed adapter, SOL through Pyth.
 """

@@ -140,12 +140,14 @@ class TestOracle:
             assert await oracle.functions.getSourceOfAsset(reserve.asset).call() == reserve.feed
 
     async def test_usdc_source_is_a_proxy_over_the_settable_feed(self, w3: AsyncWeb3, devnet: Devnet) -> None:
-        """USDC's oracle source is a FeedProxy whose aggregator() is the SettableFeed; the others are direct."""
+        """USDC's oracle source is a FeedProxy whose aggregator() (phase 1) is the SettableFeed; the others are direct."""
         reserves = devnet.aave_v3.reserves
         usdc = reserves["USDC"]
         assert usdc.feed != usdc.aggregator
         proxy = await own_contract(w3, "FeedProxy", usdc.feed)
         assert await proxy.functions.aggregator().call() == usdc.aggregator
+        phase = await proxy.functions.phaseId().call()  # as EACAggregatorProxy: what tells it from a look-alike
+        assert phase == 1 and await proxy.functions.phaseAggregators(phase).call() == usdc.aggregator
         assert await proxy.functions.latestAnswer().call() == EXPECTED_PRICES["USDC"]
         assert await proxy.functions.decimals().call() == 8
         assert all(reserves[s].feed == reserves[s].aggregator for s in ("WETH", "WBTC"))
