@@ -5,6 +5,11 @@ lock, so a standby polling for it takes over within `poll_seconds`. A holder who
 not a death) learns it from its liveness check and must stop at once; writes that only the holder may make check,
 in their own transaction, that the lock is still held by the holder's backend (`fenced`), so a holder that has not
 noticed yet cannot write after a standby took over.
+
+A connection that goes silent without closing (a black-holed route: no FIN, no RST) would keep its backend, and the
+lock, alive on the server for as long as the operating system's keepalive allows (hours). So the lock's session asks
+the server to end it when idle for `SILENT_CHECKS` liveness periods (`idle_session_timeout`): the holder's watchdog
+keeps it busy while the link works, and a silent holder's lock is freed within that time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
+
+SILENT_CHECKS = 4  # missed liveness checks after which the server ends a holder's session and frees the lock
 
 
 def lock_key(duty: str) -> int:
@@ -73,7 +80,9 @@ async def leadership(
         while not stop.is_set():
             try:
                 if connection is None or connection.is_closed():
-                    connection = await asyncpg.connect(url, timeout=check_seconds * 5)
+                    connection = await asyncpg.connect(url, timeout=check_seconds * 5, server_settings={
+                        "idle_session_timeout": str(max(1, round(max(check_seconds, poll_seconds) * SILENT_CHECKS * 1000))),
+                    })  # fmt: skip
                 if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     break
             except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:

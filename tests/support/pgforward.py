@@ -1,5 +1,6 @@
 """A TCP forwarder to PostgreSQL's Unix socket that a test can cut: a partition of one process from the database
-(its connections closed, new ones refused) while the process itself keeps running."""
+(its connections closed, new ones refused) while the process itself keeps running; or black-hole: every byte
+either way silently dropped, no connection closed, as when a route or a firewall loses the packets."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class PgForwarder:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.cut_off = False
+        self.black_holed = False
         self.port = 0
 
     def url(self, database_url: str) -> str:
@@ -41,8 +43,13 @@ class PgForwarder:
             writer.transport.abort()
         self._writers.clear()
 
+    def black_hole(self) -> None:
+        """From now on every byte is dropped in both directions; both ends stay open and hear nothing."""
+        self.black_holed = True
+
     def restore(self) -> None:
         self.cut_off = False
+        self.black_holed = False
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
@@ -62,6 +69,8 @@ class PgForwarder:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if self.black_holed:
+                    continue
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()  # one side gone: the other goes too, as on a cut cable
