@@ -621,6 +621,10 @@ class Engine:
     def watched_count(self) -> int:
         return len(self._targets)
 
+    def never_read(self) -> set[Target]:
+        """Watched targets with no read booked yet: what they hold is unknown, so no price event marks them."""
+        return {target for target in self._targets if target not in self._read_at}
+
 
 def _slices(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))

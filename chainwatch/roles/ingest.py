@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -37,6 +38,7 @@ from chainwatch.store import BlockRef
 log = structlog.get_logger(__name__)
 
 RESULTS_POLL_SECONDS = 1.0
+FIRST_READS_STALL_SECONDS = 60.0  # no worker result for this long: a chunk cannot complete, stop waiting on it
 
 
 class WorkSink:
@@ -136,6 +138,7 @@ async def _ingest(context: RoleContext, held: Leadership) -> None:
         await engine.start(head, rpc)
         log.info("ingest.started", block=head.number, resumed_after=None if cursor is None else cursor.number,
                  positions=engine.watched_count(), name=context.name)  # fmt: skip
+        seen = await _await_first_reads(engine, sink, store, chain, seen, context.stop)
         mailbox: asyncio.Queue[Mail] = asyncio.Queue()
         results_due = asyncio.Event()
 
@@ -178,6 +181,36 @@ async def _book_results(engine: Engine, sink: WorkSink, store: PostgresStore, ch
     if newest > seen:
         log.info("ingest.results_booked", seq=newest, known=len(sink.risk))
     return newest
+
+
+async def _await_first_reads(engine: Engine, sink: WorkSink, store: PostgresStore, chain: int, seen: int,
+                             stop: asyncio.Event) -> int:  # fmt: skip
+    """Books the workers' first reads of never-read targets before the ingest listens to the chain.
+
+    Until a target's first read is back, nothing says which assets it holds, so a price event would mark nobody and
+    the position would miss that block's move (read only at its start block, before the move). The single process
+    reads everything before it listens; this is the same order: the listener starts after, and its backfill from
+    the cursor (the start block) hears those events with every exposure known. A standby taking over has the stored
+    results and waits only for targets that never had one. Gives up, with a warning, once no result has come for
+    FIRST_READS_STALL_SECONDS (a chunk that cannot complete must not stall every block): those targets are then
+    marked from their reads' results once they come."""
+    unread = engine.never_read()
+    waited_for = len(unread)
+    quiet_since = time.monotonic()
+    while unread and not stop.is_set():
+        if time.monotonic() - quiet_since > FIRST_READS_STALL_SECONDS:
+            log.warning("ingest.first_reads_incomplete", unread=len(unread), waited_s=FIRST_READS_STALL_SECONDS)
+            break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await stop.wait()  # a poll period; results wake nobody here, the listener is not started yet
+        newest = await _book_results(engine, sink, store, chain, seen)
+        if newest > seen:
+            seen, quiet_since = newest, time.monotonic()
+            unread = engine.never_read()
+    if waited_for and not unread:
+        log.info("ingest.first_reads_booked", positions=waited_for)
+    return seen
 
 
 async def _head_past(rpc: Rpc, cursor: BlockRef | None, stop: asyncio.Event) -> Head | None:

@@ -137,6 +137,29 @@ async def test_the_standby_ingest_takes_over_from_the_cursor_and_the_missed_bloc
         assert await _each_block_written_once(url)
 
 
+async def test_a_price_move_before_a_new_clusters_first_reads_are_back_still_alerts(
+    chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, postgres_url: str, tmp_path: Path
+) -> None:
+    accounts = await borrowers(chain, 6, "cluster-cold-move")
+    # An empty block first: the ingest's start block then holds none of these accounts' own events (which would
+    # mark them again on their own and hide what this test is about).
+    await chain.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    url = await fresh_database(postgres_url)
+    config = write_config(tmp_path / "cluster.toml", chain, proxy, bot_api, watched=accounts, storage_url=url,
+                          chain_extra="calls_per_batch = 4")  # fmt: skip
+    async with cluster(tmp_path) as running:
+        ingest = await running.start("ingest", "ingest-a", config)
+        await until(lambda: _event(ingest, "ingest.work_written"), "the start's work written", alive=[ingest])
+        # No worker has read anything yet: the ingest cannot know who holds WETH when this block comes.
+        block = await chain.actions.set_price("WETH", 1300)
+        worker = await running.start("worker", "worker-1", config)
+        await until(lambda: _cursor_at(url, block), "the ingest past the price block", alive=[ingest, worker])
+        await until(lambda: queue_drained(url), "every chunk done", alive=[ingest, worker])
+        dropped = await alerts_in_outbox(url, block)
+        assert sorted(_account_of(text, accounts) for text in dropped) == sorted(accounts)  # each once
+        assert _event(ingest, "ingest.first_reads_booked")
+
+
 async def test_a_partitioned_ingest_stops_writing_work_before_the_standby_starts(
     chain: Chain, proxy: RpcProxy, bot_api: BotApiServer, postgres_url: str, tmp_path: Path
 ) -> None:
