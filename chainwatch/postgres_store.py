@@ -287,15 +287,21 @@ class PostgresStore:
 # locks, e.g. a worker's targets, until the operating system's keepalive gives up (hours). No transaction of
 # chainwatch waits on its client for long (RPC reads happen outside them), so the server ends one idle this long.
 IDLE_IN_TRANSACTION_SECONDS = 15
+# The same silence seen from this side: a statement whose answer never comes would hang its caller (a worker
+# awaiting its claim) for ever, unnoticed. Past this it fails (TimeoutError, an OSError) like any store failure:
+# a duty goes back to standing by, another role's process stops and its supervisor restarts it.
+COMMAND_TIMEOUT_SECONDS = 60.0
 
 
 @asynccontextmanager
-async def open_postgres_store(url: str, chain_id: int, *, idle_in_transaction_seconds: float = IDLE_IN_TRANSACTION_SECONDS
+async def open_postgres_store(url: str, chain_id: int, *, idle_in_transaction_seconds: float = IDLE_IN_TRANSACTION_SECONDS,
+                              command_timeout_seconds: float = COMMAND_TIMEOUT_SECONDS
                               ) -> AsyncIterator[PostgresStore]:  # fmt: skip
     """Connects to `url`, brings its schema up to date, and yields the store of `chain_id` in it."""
     settings = {"idle_in_transaction_session_timeout": str(max(1, round(idle_in_transaction_seconds * 1000)))}
     try:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=4, server_settings=settings)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=4, server_settings=settings,
+                                         command_timeout=command_timeout_seconds)  # fmt: skip
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         # The driver's message may quote parts of the URL: scrub the password from it, and name the URL redacted.
         raise StorageUnavailable(f"cannot connect to {redacted(url)}: {scrubbed(str(error), url)}") from None

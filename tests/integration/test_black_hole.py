@@ -69,3 +69,15 @@ async def test_a_silent_transaction_does_not_hold_its_locks_for_ever(postgres_ur
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
                 await worker
+
+
+async def test_a_statement_on_a_silent_link_fails_instead_of_hanging_its_caller(postgres_url: str) -> None:
+    async with forwarding(postgres_url) as link:
+        async with open_postgres_store(link.url(postgres_url), 78, command_timeout_seconds=0.5) as store:
+            await store.cursor()  # the link works
+            link.black_hole()
+            async with asyncio.timeout(DEADLINE):  # a hang ends here as a failure (cancelled, not caught below)
+                with pytest.raises(OSError) as failed:  # as every role's store-failure path takes it
+                    await store.cursor()
+            assert isinstance(failed.value, TimeoutError)
+            link.cut()
