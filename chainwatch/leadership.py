@@ -36,6 +36,10 @@ def fence_key(duty: str) -> int:
     return lock_key(f"{duty}:fence")
 
 
+class HeldByAnother(Exception):
+    """The lock is held by a process that says (its `holder_tag`) it is not of our kind: waiting would be forever."""
+
+
 class LeadershipLost(Exception):
     """The lock's connection failed: this process is no longer (provably) the active one."""
 
@@ -69,22 +73,32 @@ class Leadership:
 
 @asynccontextmanager
 async def leadership(
-    url: str, duty: str, stop: asyncio.Event, *, poll_seconds: float = 0.5, check_seconds: float = 1.0
+    url: str, duty: str, stop: asyncio.Event, *, poll_seconds: float = 0.5, check_seconds: float = 1.0,
+    holder_tag: str | None = None,
 ) -> AsyncIterator[Leadership | None]:
     """Waits (as a standby) until this process holds `duty`'s lock, then yields it; yields None if `stop` is set
     first. While held, the connection is checked every `check_seconds`; on failure `Leadership.lost` is set and the
-    caller must stop the duty's work (see `run_while_held`)."""
+    caller must stop the duty's work (see `run_while_held`).
+
+    `holder_tag` (short, no secret) names what kind of holder this is, e.g. which chain a bot token's sender
+    drains; it is the lock session's application_name, so a standby sees the holder's. A standby whose tag differs
+    from the holder's raises HeldByAnother instead of waiting behind a holder that never does its work."""
     key = lock_key(duty)
     connection: asyncpg.Connection | None = None
     try:
         while not stop.is_set():
             try:
                 if connection is None or connection.is_closed():
-                    connection = await asyncpg.connect(url, timeout=check_seconds * 5, server_settings={
-                        "idle_session_timeout": str(max(1, round(max(check_seconds, poll_seconds) * SILENT_CHECKS * 1000))),
-                    })  # fmt: skip
+                    settings = {"idle_session_timeout": str(max(1, round(max(check_seconds, poll_seconds) * SILENT_CHECKS * 1000)))}
+                    if holder_tag is not None:
+                        settings["application_name"] = holder_tag
+                    connection = await asyncpg.connect(url, timeout=check_seconds * 5, server_settings=settings)
                 if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     break
+                if holder_tag is not None:
+                    holder = await _holder_tag(connection, key)
+                    if holder and holder != holder_tag:  # an older release tags nothing: wait for it
+                        raise HeldByAnother(holder)
             except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
                 log.warning("leadership.unreachable", duty=duty, reason=type(error).__name__)
                 connection = None
@@ -110,6 +124,16 @@ async def leadership(
     finally:
         if connection is not None and not connection.is_closed():
             connection.terminate()  # frees the lock at once; a graceful close could hang on a cut socket
+
+
+async def _holder_tag(connection: asyncpg.Connection, key: int) -> str | None:
+    """The application_name of the session holding the advisory lock `key`; None if nobody holds it now."""
+    return await connection.fetchval(  # type: ignore[no-any-return]
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+        key,
+    )  # fmt: skip
 
 
 async def _watch(held: Leadership, check_seconds: float) -> None:

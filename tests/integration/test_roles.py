@@ -32,7 +32,7 @@ CHAIN_ID = 31337
 
 
 def role_config(path: Path, storage: str, bot_api: BotApiServer | None = None, *, messages_per_second: float = 20,
-                concurrent_sends: int = 1) -> Path:  # fmt: skip
+                concurrent_sends: int = 1, chain_id: int = CHAIN_ID) -> Path:  # fmt: skip
     """A config a sender or bot needs: no chain is reached by them (the endpoint is a closed port). One send in
     flight at a time: a killed sender then repeats at most that one (with N in flight, up to N)."""
     telegram = "" if bot_api is None else f"""
@@ -46,7 +46,7 @@ concurrent_sends = {concurrent_sends}
 """
     path.write_text(f"""
 [chain]
-chain_id = {CHAIN_ID}
+chain_id = {chain_id}
 ws_urls = ["ws://127.0.0.1:9"]
 
 {telegram}
@@ -133,6 +133,26 @@ async def test_a_standby_sender_takes_over_from_a_sigkill_and_every_message_goes
         assert role_active(taken_over, "sender") == 1.0
         async with open_store(url, chain_id=CHAIN_ID) as store:
             await until_outbox_empty(store)
+
+
+async def test_a_sender_of_another_chain_on_the_same_token_stops_with_one_line_instead_of_waiting_for_ever(
+    tmp_path: Path, postgres_url: str, bot_api: BotApiServer
+) -> None:
+    url = await fresh_database(postgres_url)
+    ours = role_config(tmp_path / "ours.toml", f'url = "{url}"', bot_api)
+    theirs = role_config(tmp_path / "theirs.toml", f'url = "{url}"', bot_api, chain_id=10143)
+    async with role_processes() as start:
+        first: RoleProcess = await start(ours, "sender-a", "sender")
+        await first.wait_logged("role.active", role="sender")
+        standby: RoleProcess = await start(ours, "sender-b", "sender")  # the same chain: a standby, as before
+        await standby.wait_logged("role.standby", role="sender")
+        other: RoleProcess = await start(theirs, "sender-c", "sender")
+        assert await other.ended() != 0  # it would never send chain 10143's alerts: it says so and stops
+        said = [line for line in other.lines if line.startswith("chainwatch:")]
+        assert len(said) == 1 and "chain 31337" in said[0] and "chain 10143 its own bot token" in said[0], said
+        assert all(TOKEN not in line and TOKEN.split(":")[1] not in line for line in other.lines)
+        assert first.process.returncode is None and standby.process.returncode is None
+        assert standby.logged("role.active", role="sender") is None
 
 
 async def until_outbox_empty(store: StorePort) -> None:
