@@ -79,6 +79,7 @@ class Watcher:
         """Returns once `block` is processed and every message it caused has left the outbox (sent or given up)."""
         assert self.engine is not None and self.store is not None and self.sender is not None
         await self.engine.wait_processed(block)
+        await self.engine.wait_caught_up()  # a restart's first reads, done after subscribing, may still be going
         while await self.store.pending_count():
             self.sender.settled.clear()
             if await self.store.pending_count():
@@ -143,7 +144,9 @@ class Watcher:
 
             async def first_read() -> Head:
                 head = await rpc.head()
-                await engine.start(head, rpc)
+                # A restart knows every position's last health: it subscribes first and reads them riskiest
+                # first while it listens, instead of leaving the chain unheard for the whole first read.
+                await engine.start(head, rpc, read_after_subscribing=previous is not None)
                 return head
 
             try:

@@ -21,6 +21,7 @@ from chainwatch import metrics
 from chainwatch.alerts.directory import Directory
 from chainwatch.alerts.tracker import Tracker
 from chainwatch.canonical import Replaced, SeenChain
+from chainwatch.catch_up import CatchUp
 from chainwatch.chain import Head, Log, LogFilter
 from chainwatch.feeds import PRICE_EVENTS, answer_of, as_price_source, price_source_of
 from chainwatch.index import ExposureIndex, Target
@@ -79,6 +80,7 @@ class Engine:
         unpriced_after: int = 3,
         resolve_retry: tuple[float, float] = (RESOLVE_RETRY_FIRST, RESOLVE_RETRY_CAP),
         track: Callable[[Collection[Target], int], Awaitable[None]] | None = None,
+        catch_up_slice: int = _START_BATCH,
     ) -> None:
         self._protocols = dict(protocols)
         self._targets = frozenset(targets)
@@ -120,10 +122,19 @@ class Engine:
         self._progress = asyncio.Condition()
         # Set by the app: resubscribe with the new feeds (the listener backfills what it missed meanwhile).
         self.on_sources_changed: Callable[[], Awaitable[None]] | None = None
+        # A warm start's first read, done after subscribing (catch_up.py); set once every target has been read.
+        self._catch_up: CatchUp | None = None
+        self._catch_up_slice = catch_up_slice
+        self.caught_up = asyncio.Event()
 
     # -- start-up -------------------------------------------------------------------------------------
-    async def start(self, head: Head, rpc: Rpc) -> None:
-        """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`."""
+    async def start(self, head: Head, rpc: Rpc, *, read_after_subscribing: bool = False) -> None:
+        """Resolves every protocol on chain, finds the watched accounts' positions, reads every target at `head`.
+
+        `read_after_subscribing` (a warm restart: the store knows each position's last health): the targets are not
+        read here but by the run loop, riskiest first, a slice per pass after the listener has subscribed, so that
+        blocks are heard from the start. The cursor is saved at `head` now: every target is read at `head` or
+        later, so nothing before it needs a backfill."""
         self._rpc = rpc
         self._count_watched()
         self._tracker.forget_after(head.number)
@@ -137,12 +148,38 @@ class Engine:
         self._chain.record(head)
         # Riskiest (by the health stored before a restart) first: a position that crossed while chainwatch was
         # down is alerted before the rest are read.
-        progress = Progress("first_read", len(self._targets))
-        for batch in _slices(self._tracker.riskiest_first(self._targets), _START_BATCH):
-            await self._track(batch, head.number)
-            progress.advance(len(batch))
-        progress.finish()
+        riskiest = self._tracker.riskiest_first(self._targets)
+        if read_after_subscribing and riskiest:
+            self._catch_up = CatchUp(riskiest, slice_size=self._catch_up_slice)
+            log.info("recompute.catching_up", block=head.number, positions=len(riskiest))
+        else:
+            progress = Progress("first_read", len(self._targets))
+            for batch in _slices(riskiest, _START_BATCH):
+                await self._track(batch, head.number)
+                progress.advance(len(batch))
+            progress.finish()
+            self.caught_up.set()
         await self._finish(head)
+
+    async def wait_caught_up(self) -> None:
+        """Returns once every watched target has had its first read since start (at once after a cold start)."""
+        await self.caught_up.wait()
+
+    def _take_catch_up(self) -> set[Target]:
+        """The next slice of a warm start's first read, when one is due."""
+        catch_up = self._catch_up
+        if catch_up is None or not catch_up.ready():
+            return set()
+        return set(catch_up.take(lambda t: t in self._targets and t not in self._read_at and t not in self._pending))
+
+    def _note_caught_up(self, read: set[Target]) -> None:
+        """After a pass: the catch-up is over once its last slice is read (a target left unread is still pending)."""
+        catch_up = self._catch_up
+        if catch_up is None or not catch_up.done or read & self._pending:
+            return
+        self._catch_up = None
+        self.caught_up.set()
+        log.info("recompute.caught_up", positions=catch_up.total, seconds=round(time.monotonic() - catch_up.started, 3))
 
     async def _discover_accounts(self, protocol: LendingProtocol, accounts: Sequence[str], block: int, *,
                                  progress: bool = False) -> None:  # fmt: skip
@@ -225,6 +262,9 @@ class Engine:
     def _idle_timeout(self) -> float | None:
         """How long the loop may wait for mail: a failed read or resolve is retried even when the chain is quiet."""
         waits = [_RETRY_AFTER_FAILURE] if self._pending else []
+        catch_up = self._catch_up
+        if catch_up is not None and not catch_up.done and (self._head is None or self._newest_log_block <= self._head.number):
+            waits.append(catch_up.seconds_until_ready())  # the next slice goes at once unless reads fail
         if self._to_resolve or self._to_resolve_found:
             # A floor, so that a retry that is due while the pass waits for a head does not spin the loop.
             waits.append(max(0.05, self._resolve_due - time.monotonic()))
@@ -419,14 +459,19 @@ class Engine:
             await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         self._pending |= self._screened_in(head.number)
+        catching_up = self._take_catch_up()  # after the block's own marks: a slice never holds one of them back
+        self._pending |= catching_up
         if self._pending:
             marked, self._pending = self._pending, set()
             try:
                 await self._track(marked, head.number)
             except ReadFailed as error:
                 self._pending |= marked
+                if self._catch_up is not None:
+                    self._catch_up.pause(_RETRY_AFTER_FAILURE)
                 log.error("recompute.read_failed", block=head.number, targets=len(marked), error=str(error))
                 return
+        self._note_caught_up(catching_up)
         await self._finish(head)
 
     def _screened_in(self, block: int) -> set[Target]:

@@ -420,3 +420,73 @@ class TestScreeningWhileAResolveIsDue:
         assert [e["block"] for e in logs if e["event"] == "recompute.screened"] == [2]
         assert [e["block"] for e in logs if e["event"] == "recompute.resolve_failed"] == [3]
         assert [(e["block"], e["positions"]) for e in logs if e["event"] == "recompute.read"] == [(4, 1)]
+
+
+class OrderNode(EchoNode):
+    """Echoes aggregate3 and remembers each call's payload (here, an account) in the order the reads came."""
+
+    def __init__(self) -> None:
+        super().__init__(set())
+        self.read: list[tuple[int, bytes]] = []
+
+    async def call(self, to: str, data: bytes, block: int) -> bytes:
+        (calls,) = decode(["(address,bool,bytes)[]"], data[4:])
+        self.read.extend((block, payload) for _, _, payload in calls)
+        return await super().call(to, data, block)
+
+
+class TestWarmRestart:
+    async def test_a_restart_reads_after_it_could_listen_riskiest_first_and_says_when_it_has_read_all(
+        self, store: Store
+    ) -> None:
+        """A first run stores 0xZ at 1.4 (WARN) and three others at 2.0. Restarted at block 2 (0xZ at 1.1 by then,
+        crossed while down) with reads after subscribing: start reads nothing and saves the cursor at 2; the run
+        loop then reads one position per pass, 0xZ first, and its CRITICAL is queued; `caught_up` is set once all
+        four are read, at block 2."""
+        accounts = ["0xA", "0xB", "0xC", "0xZ"]
+        health = {(a, 1): 2.0 for a in accounts} | {(a, 2): 2.0 for a in accounts} | {("0xZ", 1): 1.4, ("0xZ", 2): 1.1}
+        directory = Directory([Subscription(chat_id=n + 1, address=a, operator=True) for n, a in enumerate(accounts)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        targets = {Target(protocol="p", account=a) for a in accounts}
+
+        async def engine_on(node: EchoNode) -> Engine:
+            tracker = await Tracker.load(store, directory, lambda: None)
+            return Engine({"p": Scripted("p", health)}, targets, Reader(node, EMITTER, max_calls=1),  # type: ignore[dict-item,arg-type]
+                          tracker, store, refresh=RefreshPolicy(every_blocks=10**6, bands=()), catch_up_slice=1)  # fmt: skip
+
+        first = await engine_on(EchoNode(set()))
+        await first.start(head(1), rpc=None)  # type: ignore[arg-type]
+        assert {m.kind for m in await store.due_messages(10**12)} == {"WARN"}
+        node = OrderNode()
+        second = await engine_on(node)
+        with capture_logs() as logs:
+            await second.start(head(2), rpc=None, read_after_subscribing=True)  # type: ignore[arg-type]
+            assert node.read == [] and second.never_read() == targets and not second.caught_up.is_set()
+            assert (await store.cursor()).number == 2  # type: ignore[union-attr]
+            running = asyncio.create_task(second.run(asyncio.Queue()))
+            try:
+                async with asyncio.timeout(5):
+                    await second.wait_caught_up()
+            finally:
+                running.cancel()
+        assert node.read[0] == (2, b"0xZ")
+        # (0xZ's alert has it read once more, in detail, for its per-asset lines: same block)
+        assert set(node.read) == {(2, a.encode()) for a in accounts}
+        assert [e["event"] for e in logs if e["event"].startswith("recompute.") and e["event"] != "recompute.read"] == [
+            "recompute.catching_up", "recompute.caught_up"]  # fmt: skip
+        assert sum(e["event"] == "recompute.read" for e in logs) == 4  # one slice of one position per pass
+        critical = [m for m in await store.due_messages(10**12) if m.kind == "CRITICAL"]
+        assert [m.chat_id for m in critical] == [4]
+
+    async def test_a_cold_start_reads_everything_before_it_returns(self, store: Store) -> None:
+        """Without stored health nothing says which position is riskiest: `read_after_subscribing` is for
+        restarts; without it the start reads every target and `caught_up` is set at once."""
+        stand_in = Scripted("p", {("0xA", 1): 1.4})
+        directory = Directory([Subscription(chat_id=1, address="0xA", operator=True)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        tracker = await Tracker.load(store, directory, lambda: None)
+        engine = Engine({"p": stand_in}, {Target(protocol="p", account="0xA")}, Reader(EchoNode(set()), EMITTER),  # type: ignore[dict-item,arg-type]
+                        tracker, store, refresh=RefreshPolicy(every_blocks=10**6, bands=()))  # fmt: skip
+        await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
+        assert engine.caught_up.is_set() and engine.never_read() == set()
+        assert [m.kind for m in await store.due_messages(10**12)] == ["WARN"]
