@@ -106,7 +106,7 @@ class Engine:
         self._newest_log_block = 0
         self._chain = SeenChain(max_reorg_depth)
         self._unreadable = UnreadableLedger(tracker, unpriced_after)
-        self._touched_at: dict[int, set[Target]] = {}  # block -> targets its logs marked (undone if it is replaced)
+        self._touched_at: dict[int, set[Target]] = {}  # block -> targets its account and market logs marked (re-read if it is replaced)
         self._drift_scanned: dict[tuple[str, str], int] = {}  # (protocol, key) -> block its holders were last marked
         self._head: Head | None = None
         # Protocols whose sources changed and are not yet resolved again; retried with backoff while that fails.
@@ -355,11 +355,15 @@ class Engine:
         self._newest_log_block = max(self._newest_log_block, event.block_number)
         with TIMINGS.timed("index"):
             touched = self._targets_touched_by(event)
-        if touched:
+        source, answer = price_source_of(event), answer_of(event)
+        if touched and source is None:
             self._touched_at.setdefault(event.block_number, set()).update(touched)
+        # A price event's holders are not kept per block for a rewind: each is read at or after the block (its
+        # read mark undoes it), still pending, or screened out (its state is older; the answer is forgotten). Kept,
+        # they were a set of every holder per block of the reorg window: at 100,000 positions with a price
+        # update in every block, hundreds of MiB.
         # A log is news only for targets last read before its block (backfill overlaps what was read).
         news = {t for t in touched if self._read_at.get(t, -1) < event.block_number}
-        source, answer = price_source_of(event), answer_of(event)
         if source is not None and answer is not None:
             # A direct feed's holders on that protocol are screened before the pass; anyone else's are read.
             self._screen.hear(source, event.block_number, event.log_index, answer)
