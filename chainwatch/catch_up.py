@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from chainwatch.index import Target
 
@@ -24,6 +24,7 @@ class CatchUp:
         if slice_size < 1:
             raise ValueError("slice_size must be >= 1")
         self._left = deque(riskiest_first)
+        self._owed: set[Target] = set()  # handed out, and not yet read (their read failed and is retried)
         self.total = len(self._left)
         self._slice_size = slice_size
         self._monotonic = monotonic
@@ -38,7 +39,12 @@ class CatchUp:
             target = self._left.popleft()
             if still_wanted(target):
                 taken.append(target)
+        self._owed.update(taken)
         return taken
+
+    def settle(self, unread: Collection[Target]) -> None:
+        """After a pass: of the targets handed out, only those in `unread` (its failed reads) are still owed."""
+        self._owed.intersection_update(unread)
 
     def pause(self, seconds: float) -> None:
         """A slice's read failed (the node is in trouble): hand out no new slice for `seconds`; the failed one is
@@ -53,8 +59,13 @@ class CatchUp:
         return max(0.0, self._resume_at - self._monotonic())
 
     @property
+    def has_slices(self) -> bool:
+        return bool(self._left)
+
+    @property
     def done(self) -> bool:
-        return not self._left
+        """Every target handed out, and every one of them read."""
+        return not self._left and not self._owed
 
     @property
     def left(self) -> int:

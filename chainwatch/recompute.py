@@ -106,7 +106,8 @@ class Engine:
         self._newest_log_block = 0
         self._chain = SeenChain(max_reorg_depth)
         self._unreadable = UnreadableLedger(tracker, unpriced_after)
-        self._touched_at: dict[int, set[Target]] = {}  # block -> targets its account and market logs marked (re-read if it is replaced)
+        # Block -> targets its account and market logs marked, re-read if the block is replaced.
+        self._touched_at: dict[int, set[Target]] = {}
         self._drift_scanned: dict[tuple[str, str], int] = {}  # (protocol, key) -> block its holders were last marked
         self._head: Head | None = None
         # Protocols whose sources changed and are not yet resolved again; retried with backoff while that fails.
@@ -172,10 +173,13 @@ class Engine:
             return set()
         return set(catch_up.take(lambda t: t in self._targets and t not in self._read_at and t not in self._pending))
 
-    def _note_caught_up(self, read: set[Target]) -> None:
-        """After a pass: the catch-up is over once its last slice is read (a target left unread is still pending)."""
+    def _note_caught_up(self) -> None:
+        """After a pass: the catch-up is over once every target it handed out is read (a failed read stays pending)."""
         catch_up = self._catch_up
-        if catch_up is None or not catch_up.done or read & self._pending:
+        if catch_up is None:
+            return
+        catch_up.settle(self._pending)
+        if not catch_up.done:
             return
         self._catch_up = None
         self.caught_up.set()
@@ -262,8 +266,8 @@ class Engine:
     def _idle_timeout(self) -> float | None:
         """How long the loop may wait for mail: a failed read or resolve is retried even when the chain is quiet."""
         waits = [_RETRY_AFTER_FAILURE] if self._pending else []
-        catch_up = self._catch_up
-        if catch_up is not None and not catch_up.done and (self._head is None or self._newest_log_block <= self._head.number):
+        catch_up, head = self._catch_up, self._head
+        if catch_up is not None and catch_up.has_slices and (head is None or self._newest_log_block <= head.number):
             waits.append(catch_up.seconds_until_ready())  # the next slice goes at once unless reads fail
         if self._to_resolve or self._to_resolve_found:
             # A floor, so that a retry that is due while the pass waits for a head does not spin the loop.
@@ -463,8 +467,7 @@ class Engine:
             await self._on_sources_changed(head)
         self._pending |= self._schedule.due_at(head.number)  # type: ignore[arg-type]
         self._pending |= self._screened_in(head.number)
-        catching_up = self._take_catch_up()  # after the block's own marks: a slice never holds one of them back
-        self._pending |= catching_up
+        self._pending |= self._take_catch_up()  # after the block's own marks: a slice never holds one of them back
         if self._pending:
             marked, self._pending = self._pending, set()
             try:
@@ -475,7 +478,7 @@ class Engine:
                     self._catch_up.pause(_RETRY_AFTER_FAILURE)
                 log.error("recompute.read_failed", block=head.number, targets=len(marked), error=str(error))
                 return
-        self._note_caught_up(catching_up)
+        self._note_caught_up()
         await self._finish(head)
 
     def _screened_in(self, block: int) -> set[Target]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from chainwatch.protocols.base import (
     AccountReading, AccountsTouched, PriceBasis, ReadError, ReadPlan, SourcesChanged, Touch,
 )  # fmt: skip
 from chainwatch.reader import ReadFailed, Reader
+from chainwatch.rpc import RpcError
 from chainwatch.recompute import Engine
 from chainwatch.refresh import RefreshPolicy
 from chainwatch.store import ChatPosition, Store, open_store
@@ -490,3 +492,56 @@ class TestWarmRestart:
         await engine.start(head(1), rpc=None)  # type: ignore[arg-type]
         assert engine.caught_up.is_set() and engine.never_read() == set()
         assert [m.kind for m in await store.due_messages(10**12)] == ["WARN"]
+
+
+class ThrottlingNode(OrderNode):
+    """Answers 429 to its first `refusals` requests, then echoes as OrderNode does."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.refused_at: list[float] = []
+
+    async def call(self, to: str, data: bytes, block: int) -> bytes:
+        if self.refusals > 0:
+            self.refusals -= 1
+            self.refused_at.append(time.monotonic())
+            raise RpcError("eth_call", "http_urls[0]: 429 Too Many Requests")
+        return await super().call(to, data, block)
+
+
+class TestWarmRestartUnderFailures:
+    async def test_a_catch_up_read_refused_by_the_node_is_retried_and_its_crossing_still_alerted(
+        self, store: Store
+    ) -> None:
+        """The node refuses the catch-up's first two reads (0xZ, crossed while down): the next try waits out the
+        retry pause instead of coming at once with one more slice, 0xZ's CRITICAL is still queued, and the catch-up
+        ends with every position read."""
+        accounts = ["0xA", "0xZ"]
+        health = {("0xA", 1): 2.0, ("0xA", 2): 2.0, ("0xZ", 1): 1.4, ("0xZ", 2): 1.1}
+        directory = Directory([Subscription(chat_id=n + 1, address=a, operator=True) for n, a in enumerate(accounts)],
+                              defaults=Thresholds(warn=1.5, critical=1.2), protocols=["p"])  # fmt: skip
+        targets = {Target(protocol="p", account=a) for a in accounts}
+
+        async def engine_on(node: EchoNode) -> Engine:
+            tracker = await Tracker.load(store, directory, lambda: None)
+            return Engine({"p": Scripted("p", health)}, targets, Reader(node, EMITTER, max_calls=1),  # type: ignore[dict-item,arg-type]
+                          tracker, store, refresh=RefreshPolicy(every_blocks=10**6, bands=()), catch_up_slice=1)  # fmt: skip
+
+        await (await engine_on(EchoNode(set()))).start(head(1), rpc=None)  # type: ignore[arg-type]
+        node = ThrottlingNode(refusals=2)
+        engine = await engine_on(node)
+        with capture_logs() as logs:
+            await engine.start(head(2), rpc=None, read_after_subscribing=True)  # type: ignore[arg-type]
+            running = asyncio.create_task(engine.run(asyncio.Queue()))
+            try:
+                async with asyncio.timeout(10):
+                    await engine.wait_caught_up()
+            finally:
+                running.cancel()
+        assert [e["targets"] for e in logs if e["event"] == "recompute.read_failed"][0] == 1
+        first, second = node.refused_at
+        assert second - first >= 2.0  # the engine's retry pause after a failed read (_RETRY_AFTER_FAILURE)
+        assert node.refusals == 0
+        assert {account for _, account in node.read} == {b"0xA", b"0xZ"}
+        assert [m.chat_id for m in await store.due_messages(10**12) if m.kind == "CRITICAL"] == [2]

@@ -18,8 +18,17 @@ def test_slices_come_in_the_given_order_and_skip_what_no_longer_needs_a_read() -
     assert catch_up.take(lambda t: t not in read_for_an_event) == targets("0xZ", "0xB")
     assert catch_up.left == 2 and not catch_up.done
     assert catch_up.take(lambda t: True) == targets("0xC", "0xD")
-    assert catch_up.done and not catch_up.ready() and catch_up.take(lambda t: True) == []
+    assert not catch_up.has_slices and not catch_up.ready() and catch_up.take(lambda t: True) == []
     assert catch_up.total == 5
+
+
+def test_it_is_done_only_once_every_target_handed_out_has_been_read() -> None:
+    catch_up = CatchUp(targets("0xZ", "0xA"), slice_size=2)
+    catch_up.take(lambda t: True)
+    catch_up.settle(set(targets("0xZ")))  # 0xZ's read failed: still pending
+    assert not catch_up.has_slices and not catch_up.done
+    catch_up.settle(set())
+    assert catch_up.done
 
 
 def test_a_failed_read_holds_the_next_slice_back_for_the_pause() -> None:
