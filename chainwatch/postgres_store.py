@@ -21,6 +21,7 @@ from chainwatch.postgres_schema import migrate
 from chainwatch.postgres_url import StorageUnavailable, redacted, scrubbed
 from chainwatch.roles import OUTBOX_CHANNEL
 from chainwatch.store import (
+    DUE_AT_ONCE,
     REPLY_PRIORITY,
     BlockRef,
     ChatPosition,
@@ -207,8 +208,8 @@ class PostgresStore:
         await db.execute(
             "INSERT INTO outbox (chain_id, priority, chat_id, text, position, kind, block, created_at, "
             "next_attempt_at, buttons) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            self._chain, message.priority, message.chat_id, message.text, position, message.kind, block, now, now,
-            buttons,
+            self._chain, message.priority, message.chat_id, message.text, position, message.kind, block, now,
+            DUE_AT_ONCE, buttons,
         )  # fmt: skip
 
     # -- outbox ---------------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ class LevelChange(Record, frozen=True, kw_only=True):
 
 # Replies to commands go between the alerts that cannot wait and those that can: below CRITICAL, above WARN.
 REPLY_PRIORITY = 15
+# A new message's first attempt time: due at once whoever reads it. Stamping it with the writer's clock made it
+# wait out any lag of the reader's clock behind the writer's (another machine's sender, a clock stepped back).
+DUE_AT_ONCE = 0.0
 _KEYBOARD = msgspec.json.Decoder(Keyboard)
 
 
@@ -349,7 +352,7 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
 
 def _message_row(message: PendingMessage, position: str, block: int, now: float) -> tuple[Any, ...]:
     buttons = msgspec.json.encode(message.buttons).decode() if message.buttons else None
-    return (message.priority, message.chat_id, message.text, position, message.kind, block, now, now, buttons)
+    return (message.priority, message.chat_id, message.text, position, message.kind, block, now, DUE_AT_ONCE, buttons)
 
 
 def _finite(value: float) -> float:

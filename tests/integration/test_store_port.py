@@ -190,6 +190,17 @@ class TestOutbox:
         assert [m.text for m in await store.due_messages(time.time() + 1, limit=2)] == ["LIQUIDATABLE to 3",
                                                                                         "LIQUIDATABLE to 6"]  # fmt: skip
 
+    async def test_a_new_message_is_due_to_a_reader_whose_clock_is_behind_the_writers(self, store: StorePort) -> None:
+        """A sender on a machine whose clock lags the writer's by a minute still gets alerts, notices and replies
+        at once: a new message is not stamped with the writer's clock."""
+        await store.record([change(position(1), AlertKind.CRITICAL, chat_id=1, text="alert")])
+        await store.queue_notices([(position(2), 100, PendingMessage(priority=AlertKind.UNPRICED.priority, chat_id=2,
+                                                                     text="notice", kind="UNPRICED"))])  # fmt: skip
+        await store.queue_replies(3, ["reply"])
+        lagging = time.time() - 60
+        assert [m.text for m in await store.due_messages(lagging)] == ["alert", "notice", "reply"]
+        assert await store.next_attempt_after(lagging) is None
+
     async def test_a_batch_marked_sent_leaves_the_outbox_together(self, store: StorePort) -> None:
         """mark_sent_many takes three chats' messages out at once; the fourth stays due."""
         for chat in (1, 2, 3, 4):
