@@ -6,7 +6,6 @@ mutes and messages.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -15,6 +14,7 @@ import structlog
 from chainwatch import metrics
 from chainwatch.alerts.buttons import alert_buttons
 from chainwatch.alerts.directory import NO_CHAT, Directory, Subscription
+from chainwatch.alerts.level_book import LevelBook
 from chainwatch.alerts.message import alert_text, unpriced_text
 from chainwatch.alerts.state import level_of, next_state
 from chainwatch.index import Target
@@ -38,7 +38,7 @@ class Tracker:
     ) -> None:
         self._store = store
         self._directory = directory
-        self._levels = dict(levels)
+        self._levels = LevelBook(levels)
         self._on_queued = on_queued
         self._buttons = buttons  # only when the bot answers them
         self._clock = clock
@@ -71,11 +71,8 @@ class Tracker:
 
     def riskiest_first(self, targets: Iterable[Target]) -> list[Target]:
         """`targets` by the lowest health stored for any of their positions; never-read ones last."""
-        lowest: dict[tuple[str, str], float] = {}
-        for slot, stored in self._levels.items():
-            pair = (slot.key.protocol, slot.key.account)
-            lowest[pair] = min(stored.health_factor, lowest.get(pair, math.inf))
-        return sorted(targets, key=lambda t: (lowest.get((t.protocol, t.account), math.inf), t))
+        lowest = self._levels.lowest_health
+        return sorted(targets, key=lambda t: (lowest(t.protocol, t.account), t))
 
     def positions_of(self, chat_id: int) -> int:
         """How many positions this chat's alert state covers."""
