@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
-from chainwatch.model import Discovered, Level, PositionKey
+from chainwatch.model import Discovered, PositionKey
 from chainwatch.postgres_chat_settings import PostgresChatSettings
 from chainwatch.postgres_schema import migrate
 from chainwatch.postgres_url import StorageUnavailable, redacted, scrubbed
@@ -30,6 +30,7 @@ from chainwatch.store import (
     OutboxMessage,
     PendingMessage,
     StoredLevel,
+    levels_from_rows,
 )
 
 _KEYBOARD = msgspec.json.Decoder(Keyboard)
@@ -110,12 +111,7 @@ class PostgresStore:
             "SELECT chat_id, protocol, account, market, level, health_factor, block FROM levels WHERE chain_id = $1",
             self._chain,
         )
-        return {
-            ChatPosition(chat_id=r[0], key=PositionKey(protocol=r[1], account=r[2], market=r[3])): StoredLevel(
-                level=Level(r[4]), health_factor=r[5], block=r[6]
-            )
-            for r in rows
-        }
+        return levels_from_rows(rows)
 
     async def adopt_legacy_levels(self, chats_of: Mapping[str, Sequence[int]]) -> int:
         """Nothing to adopt: PostgreSQL storage began after levels became per chat."""
