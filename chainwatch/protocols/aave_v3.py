@@ -286,7 +286,7 @@ class AaveV3:
         basis = None
         if prices and len(prices) == len(reserves) and self.oracle_prices_only:
             basis = AaveBasis(block=block, collateral=collateral, threshold=threshold, debt=debt,
-                              collateral_assets=tuple(collaterals), debt_assets=tuple(sorted(borrowed)),
+                              collateral_assets=shared(tuple(collaterals)), debt_assets=shared(tuple(sorted(borrowed))),
                               prices={a: p for a, p in zip(reserves, prices) if a in borrowed or a in collaterals})  # fmt: skip
         return AccountReading(readings=(reading,), exposure=frozenset({*borrowed, *collaterals}), basis=basis)
 

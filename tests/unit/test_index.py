@@ -38,3 +38,14 @@ class TestExposureIndex:
         index.set_exposure(A, frozenset({"weth"}))
         assert index.targets_priced_by("0xold") == set()
         assert index.targets_priced_by("0xnew") == {A}
+
+    def test_equal_exposures_are_held_once_and_stay_right_past_the_cap(self) -> None:
+        """Accounts holding the same assets share one set (memory at 100,000 accounts); clearing the shared sets
+        when too many combinations were seen changes no target's exposure."""
+        index = ExposureIndex()
+        index.set_exposure(A, frozenset({"weth", "usdc"}))
+        index.set_exposure(B, frozenset({"usdc", "weth"}))
+        assert index.exposure_of(A) is index.exposure_of(B)
+        for i in range(5_000):
+            index.set_exposure(Target(protocol="neverland", account=f"0x{i:040x}"), frozenset({f"asset{i}"}))
+        assert index.exposure_of(A) == {"weth", "usdc"} and index.targets_holding("neverland", frozenset({"usdc"})) == {A, B}
