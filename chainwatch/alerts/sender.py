@@ -164,11 +164,16 @@ class Sender:
             await _finish_even_if_cancelled(self._commit_delivered())
             if len(self._in_flight) >= self._concurrency:
                 return math.inf
+            if (held := self._limiter.bot_delay(self._monotonic())) > 0:
+                # Nothing may go before then, whichever message it is: no scan of the picks, no query.
+                return held
             wall = self._clock()
             if self._picks_valid and self._start_due(self._picks) is None:
                 return 0.0  # started from the last answer: no query
-            # One message per chat, most urgent first (chats in flight included: they are skipped here).
-            self._picks = await self._store.due_messages(wall, self._batch + len(self._in_flight))
+            # One message per chat, most urgent first. Chats in flight are dropped at once: such a pick may be
+            # that very message (unsent until committed), and kept it could be started again after the commit.
+            picks = await self._store.due_messages(wall, self._batch + len(self._in_flight))
+            self._picks = [m for m in picks if _chat_key(m) not in self._in_flight]
             self._picks_valid = True
             held = self._start_due(self._picks)
             if held is None:
@@ -177,29 +182,35 @@ class Sender:
 
     def _start_due(self, picks: list[OutboxMessage]) -> float | None:
         """Starts what may go now from `picks` (most urgent first), removing it; None if anything started, else
-        the seconds until the limiter lets one of them go (inf if none can start at all)."""
-        held, started, kept = math.inf, False, []
+        the seconds until the limiter lets one of them go (inf if none can start at all).
+
+        Once the slots are full or the bot-wide limit holds, the rest is left as it is, unscanned: a wake per
+        send ending would otherwise walk the whole batch each time (quadratic in a burst)."""
+        now = self._monotonic()
+        held, started, kept, scanned = math.inf, False, [], len(picks)
         for index, message in enumerate(picks):
-            chat = _chat_key(message)
             if len(self._in_flight) >= self._concurrency:
-                # A pick whose chat is in flight may be that very message (unsent until committed): never kept.
-                kept.extend(m for m in picks[index:] if _chat_key(m) not in self._in_flight)
+                scanned = index
                 break
+            if (wait := self._limiter.bot_delay(now)) > 0:
+                held, scanned = min(held, wait), index
+                break
+            chat = _chat_key(message)
             if chat in self._in_flight:
                 continue  # its chat's next message is picked again once this send is committed
-            delay = self._limiter.delay_for(chat, self._monotonic())
+            delay = self._limiter.delay_for(chat, now)
             if delay == 0:
-                self._start(chat, message)
+                self._start(chat, message, now)
                 started = True
             else:
                 held = min(held, delay)
                 kept.append(message)
-        picks[:] = kept
+        picks[:scanned] = kept
         return None if started else held
 
-    def _start(self, chat: Hashable, message: OutboxMessage) -> None:
+    def _start(self, chat: Hashable, message: OutboxMessage, now: float) -> None:
         # The attempt counts against the limits whatever its outcome: Telegram counted it too.
-        self._limiter.record(chat, self._monotonic())
+        self._limiter.record(chat, now)
         # Not a child of run(): cancelling run() must not cut a send short (see `_finish_even_if_cancelled`).
         task = asyncio.ensure_future(self._deliver(chat, message))
         self._in_flight[chat] = task
