@@ -5,10 +5,13 @@ Alert texts are sent as plain text (no parse mode), so a user's label full of `<
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from types import TracebackType
 from typing import TextIO
+from urllib.parse import urlencode
 
+import msgspec
 import structlog
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -26,7 +29,8 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
+from aiogram.methods import SendMessage
+from aiohttp import ClientError, ClientTimeout
 
 from chainwatch.alerts.sender import RetryLater, Scope, TransportBroken, Undeliverable
 from chainwatch.store import Keyboard
@@ -35,7 +39,20 @@ log = structlog.get_logger(__name__)
 
 # Telegram rejects longer texts outright; a cut alert beats a lost one.
 MAX_TEXT = 4096
-_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# sendMessage's form fields as aiogram would encode them (JSON values for the object-typed ones).
+_NO_PREVIEW = msgspec.json.encode({"is_disabled": True}).decode()
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    """What a sendMessage answer must say for the message to count as delivered; the rest is not read.
+
+    Unknown fields are allowed: the answer's `result` is the whole Message, and Telegram adds fields."""
+
+    ok: bool
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
 
 
 class TelegramTransport:
@@ -51,6 +68,9 @@ class TelegramTransport:
             self._bot = Bot(token, session=session)
         except Exception as e:  # aiogram's token validation; its text must not echo the token either
             raise TransportBroken(self._scrub(f"{type(e).__name__}: {e}")) from None
+        # Holds the token, as aiogram's own requests do; it is never put in a log line or an error.
+        self._send_url = session.api.api_url(token=self._bot.token, method="sendMessage")
+        self._timeout = ClientTimeout(total=timeout)
 
     async def __aenter__(self) -> TelegramTransport:
         return self
@@ -70,15 +90,14 @@ class TelegramTransport:
         if chat is None:
             raise Undeliverable("no chat_id on the message and no default chat configured")
         chat = self._migrated.get(chat, chat)
-        markup = inline_keyboard(buttons)
+        markup = _markup_field(buttons)
         try:
             try:
-                await self._bot.send_message(chat, _fit(text), link_preview_options=_NO_PREVIEW, reply_markup=markup)
+                await self._send_message(chat, _fit(text), markup)
             except TelegramMigrateToChat as e:
                 self._migrated[chat] = e.migrate_to_chat_id
                 log.warning("telegram.chat_migrated", chat_id=chat, new_chat_id=e.migrate_to_chat_id)
-                await self._bot.send_message(e.migrate_to_chat_id, _fit(text), link_preview_options=_NO_PREVIEW,
-                                             reply_markup=markup)  # fmt: skip
+                await self._send_message(e.migrate_to_chat_id, _fit(text), markup)
         except TelegramForbiddenError as e:
             # Blocked by the user, kicked from the group: nothing reaches this chat until it writes again.
             raise Undeliverable(self._scrub(f"{type(e).__name__}: {e.message}"), chat_gone=True) from None
@@ -86,6 +105,29 @@ class TelegramTransport:
             raise self._translated(e, chat_scoped=True) from None
         except ClientDecodeError as e:  # a proxy's HTML error page, a truncated body
             raise RetryLater(0.0, self._scrub(f"undecodable response: {e.message}"), scope=Scope.LINK) from None
+
+    async def _send_message(self, chat: int, text: str, markup: str | None) -> None:
+        """aiogram's `Bot.send_message` without its models on the way, raising aiogram's own errors.
+
+        The same session, URL and form fields; but a delivered message's answer is only checked for `ok`
+        instead of validated into a Message (pydantic, most of a send's CPU, for a result nobody reads).
+        Anything else goes to aiogram's own `check_response`, so every failure is classified exactly as
+        `send_message` classifies it."""
+        fields = [("chat_id", str(chat)), ("text", text), ("link_preview_options", _NO_PREVIEW)]
+        if markup is not None:
+            fields.append(("reply_markup", markup))
+        session = await self._bot.session.create_session()
+        try:
+            async with session.post(self._send_url, data=urlencode(fields), headers=_FORM, timeout=self._timeout) as r:
+                status, content = r.status, await r.read()
+        except asyncio.TimeoutError:  # the same errors, with the same texts, as aiogram's make_request
+            raise TelegramNetworkError(method=_method(chat, text), message="Request timeout error") from None
+        except ClientError as e:
+            raise TelegramNetworkError(method=_method(chat, text), message=f"{type(e).__name__}: {e}") from None
+        if 200 <= status <= 226 and _says_ok(content):
+            return
+        # Raises for anything but a success (which a lenient reading of an odd answer may still be).
+        self._bot.session.check_response(self._bot, _method(chat, text), status, content.decode(errors="replace"))
 
     async def username(self) -> str:
         """The bot's @username from getMe: a startup check that the token and API base work."""
@@ -155,11 +197,24 @@ def _secrets_of(token: str) -> list[str]:
     return sorted((f for f in forms if f), key=len, reverse=True)
 
 
-def inline_keyboard(buttons: Keyboard) -> InlineKeyboardMarkup | None:
+def _says_ok(content: bytes) -> bool:
+    try:
+        return _ANSWER.decode(content).ok
+    except msgspec.DecodeError:  # not JSON, or not an answer: check_response says which, as it always has
+        return False
+
+
+def _method(chat: int, text: str) -> SendMessage:
+    # What aiogram's errors are built from (their texts name the method and the chat); made only on a failure.
+    return SendMessage(chat_id=chat, text=text)
+
+
+def _markup_field(buttons: Keyboard) -> str | None:
+    """The reply_markup form field for `buttons`: an InlineKeyboardMarkup as JSON, None without buttons."""
     if not buttons:
         return None
-    rows = [[InlineKeyboardButton(text=b.text, callback_data=b.data) for b in row] for row in buttons]
-    return InlineKeyboardMarkup(inline_keyboard=rows)
+    rows = [[{"text": b.text, "callback_data": b.data} for b in row] for row in buttons]
+    return msgspec.json.encode({"inline_keyboard": rows}).decode()
 
 
 def _fit(text: str) -> str:
