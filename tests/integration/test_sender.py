@@ -194,7 +194,9 @@ class TestLimits:
         rows = await outbox_rows(db_path)
         assert [(r["sent_at"] is not None, r["attempts"]) for r in rows] == [(True, 2), (True, 1)]
         assert "429" in str(rows[0]["last_error"]) or "retry" in str(rows[0]["last_error"]).lower()
-        assert [e["event"] for e in logs] == ["alert.deferred", "alert.sent", "alert.sent"]
+        assert [e["event"] for e in logs if e["event"].startswith("alert.")] == [
+            "alert.deferred", "alert.sent", "alert.sent"
+        ]
         assert logs[0]["scope"] == "chat" and logs[0]["retry_in"] == 1.0
 
 
@@ -261,6 +263,24 @@ class TestFailures:
         assert [(e["event"], e["scope"]) for e in logs] == [("alert.deferred", "link")]
 
 
+class TestLogs:
+    async def test_one_info_line_per_commit_and_each_alert_at_debug(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """A burst logs `alerts.sent` at info per committed batch (counts adding up to the burst, the newest
+        block, the requests' time), and each alert's `alert.sent` only at debug."""
+        for chat in range(1, 21):
+            await queue(store, AlertKind.WARN, chat)
+        with structlog.testing.capture_logs() as logs:
+            assert await Sender(store, transport, messages_per_second=1000, per_chat_interval=0).drain(soon()) == 0
+        each = [e for e in logs if e["event"] == "alert.sent"]
+        batches = [e for e in logs if e["event"] == "alerts.sent"]
+        assert len(each) == 20 and {e["log_level"] for e in each} == {"debug"}
+        assert {e["log_level"] for e in batches} == {"info"} and sum(e["count"] for e in batches) == 20
+        assert max(e["block"] for e in batches) == max(e["block"] for e in each)
+        assert all(0 < b["send_ms_max"] <= b["send_ms"] for b in batches)
+
+
 class TestSecrets:
     async def test_token_never_in_logs(self, store: Store, transport: TelegramTransport,
                                        bot_api: BotApiServer) -> None:
@@ -271,7 +291,7 @@ class TestSecrets:
             await queue(store, AlertKind.WARN, chat)
         with structlog.testing.capture_logs() as logs:
             assert await Sender(store, transport).drain(soon()) == 0
-        assert {e["event"] for e in logs} == {"alert.sent", "alert.deferred", "alert.failed"}
+        assert {e["event"] for e in logs} == {"alert.sent", "alerts.sent", "alert.deferred", "alert.failed"}
         assert_no_secret(repr(logs))
 
     async def test_token_not_in_network_error(self) -> None:
@@ -372,6 +392,27 @@ class TestConcurrency:
         assert await sender.drain(soon(20)) == 0
         assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 200
         assert queries < 20, queries
+
+    async def test_while_the_bot_wide_limit_holds_the_outbox_is_not_ranked_again(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """30 chats at 60 messages/s: the bucket holds back every send after the first, and every send ending
+        wakes the sender, yet the burst still goes from one ranking (nothing could start meanwhile, whatever
+        the outbox held: asking it again on every wake was a query per send)."""
+        queued = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(1, 31)}
+        queries = 0
+        ranked = store.due_messages
+
+        async def counted(now: float, limit: int = 100):  # type: ignore[no-untyped-def]
+            nonlocal queries
+            queries += 1
+            return await ranked(now, limit)
+
+        store.due_messages = counted  # type: ignore[method-assign]  # counts the real store's queries
+        sender = Sender(store, transport, messages_per_second=60, per_chat_interval=0, concurrency=8)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 30
+        assert queries <= 3, queries
 
     async def test_the_most_urgent_chats_go_first(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
