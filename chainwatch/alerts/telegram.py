@@ -9,7 +9,6 @@ import asyncio
 import sys
 from types import TracebackType
 from typing import TextIO
-from urllib.parse import urlencode
 
 import msgspec
 import structlog
@@ -39,9 +38,36 @@ log = structlog.get_logger(__name__)
 
 # Telegram rejects longer texts outright; a cut alert beats a lost one.
 MAX_TEXT = 4096
-# sendMessage's form fields as aiogram would encode them (JSON values for the object-typed ones).
-_NO_PREVIEW = msgspec.json.encode({"is_disabled": True}).decode()
-_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# The Bot API takes a JSON body as well as aiogram's urlencoded form: one msgspec call instead of quoting each field.
+_JSON = {"Content-Type": "application/json"}
+
+
+class _Button(msgspec.Struct, frozen=True):
+    text: str
+    callback_data: str
+
+
+class _Markup(msgspec.Struct, frozen=True):
+    inline_keyboard: tuple[tuple[_Button, ...], ...]
+
+
+class _NoPreview(msgspec.Struct, frozen=True):
+    is_disabled: bool
+
+
+_NO_PREVIEW = _NoPreview(is_disabled=True)
+
+
+class _SendMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """sendMessage's parameters, as aiogram's `Bot.send_message` sends them for an alert."""
+
+    chat_id: int
+    text: str
+    link_preview_options: _NoPreview
+    reply_markup: _Markup | None = None  # omitted when None, as aiogram omits it
+
+
+_REQUEST = msgspec.json.Encoder()
 
 
 class _Answer(msgspec.Struct, frozen=True):
@@ -90,7 +116,7 @@ class TelegramTransport:
         if chat is None:
             raise Undeliverable("no chat_id on the message and no default chat configured")
         chat = self._migrated.get(chat, chat)
-        markup = _markup_field(buttons)
+        markup = _markup_of(buttons)
         try:
             try:
                 await self._send_message(chat, _fit(text), markup)
@@ -106,19 +132,17 @@ class TelegramTransport:
         except ClientDecodeError as e:  # a proxy's HTML error page, a truncated body
             raise RetryLater(0.0, self._scrub(f"undecodable response: {e.message}"), scope=Scope.LINK) from None
 
-    async def _send_message(self, chat: int, text: str, markup: str | None) -> None:
+    async def _send_message(self, chat: int, text: str, markup: _Markup | None) -> None:
         """aiogram's `Bot.send_message` without its models on the way, raising aiogram's own errors.
 
-        The same session, URL and form fields; but a delivered message's answer is only checked for `ok`
+        The same session, URL and parameters (as JSON); but a delivered message's answer is only checked for `ok`
         instead of validated into a Message (pydantic, most of a send's CPU, for a result nobody reads).
         Anything else goes to aiogram's own `check_response`, so every failure is classified exactly as
         `send_message` classifies it."""
-        fields = [("chat_id", str(chat)), ("text", text), ("link_preview_options", _NO_PREVIEW)]
-        if markup is not None:
-            fields.append(("reply_markup", markup))
+        body = _REQUEST.encode(_SendMessage(chat_id=chat, text=text, link_preview_options=_NO_PREVIEW, reply_markup=markup))
         session = await self._bot.session.create_session()
         try:
-            async with session.post(self._send_url, data=urlencode(fields), headers=_FORM, timeout=self._timeout) as r:
+            async with session.post(self._send_url, data=body, headers=_JSON, timeout=self._timeout) as r:
                 status, content = r.status, await r.read()
         except asyncio.TimeoutError:  # the same errors, with the same texts, as aiogram's make_request
             raise TelegramNetworkError(method=_method(chat, text), message="Request timeout error") from None
@@ -209,12 +233,11 @@ def _method(chat: int, text: str) -> SendMessage:
     return SendMessage(chat_id=chat, text=text)
 
 
-def _markup_field(buttons: Keyboard) -> str | None:
-    """The reply_markup form field for `buttons`: an InlineKeyboardMarkup as JSON, None without buttons."""
+def _markup_of(buttons: Keyboard) -> _Markup | None:
+    """The InlineKeyboardMarkup of `buttons`; None without buttons (no reply_markup at all)."""
     if not buttons:
         return None
-    rows = [[{"text": b.text, "callback_data": b.data} for b in row] for row in buttons]
-    return msgspec.json.encode({"inline_keyboard": rows}).decode()
+    return _Markup(tuple(tuple(_Button(b.text, b.data) for b in row) for row in buttons))
 
 
 def _fit(text: str) -> str:

@@ -11,6 +11,7 @@ import structlog
 
 from chainwatch.alerts.sender import RetryLater, Scope, TransportBroken, Undeliverable
 from chainwatch.alerts.telegram import MAX_TEXT, TelegramTransport
+from chainwatch.devnet.botapi_wire import json_param
 from chainwatch.store import Button
 from tests.support.botapi import BotApiServer, running_bot_api
 
@@ -98,8 +99,8 @@ class TestDelivery:
         await transport.send(CHAT, "health 1.05 <b>*label*</b> & é", buttons)
         (request,) = bot_api.requests
         assert request.method == "sendMessage" and request.status == 200
-        assert request.params["chat_id"] == str(CHAT)
-        assert request.params["link_preview_options"].replace(" ", "") == '{"is_disabled":true}'
+        assert int(request.params["chat_id"]) == CHAT
+        assert json_param(request.params, "link_preview_options") == {"is_disabled": True}
         (message,) = bot_api.messages
         assert (message.chat_id, message.text, message.parse_mode) == (CHAT, "health 1.05 <b>*label*</b> & é", None)
         assert message.buttons == [[("Mute 1h", "mute:1"), ("<b>", "x")]]
@@ -123,7 +124,7 @@ class TestDelivery:
             await transport.send(CHAT, "first")
             await transport.send(CHAT, "second")
         assert [(m.chat_id, m.text) for m in bot_api.messages] == [(-1001, "first"), (-1001, "second")]
-        assert [r.params["chat_id"] for r in bot_api.requests] == [str(CHAT), "-1001", "-1001"]
+        assert [int(r.params["chat_id"]) for r in bot_api.requests] == [CHAT, -1001, -1001]
         assert [(e["event"], e["new_chat_id"]) for e in logs] == [("telegram.chat_migrated", -1001)]
 
     async def test_an_ok_answer_is_delivered_whatever_its_result(
