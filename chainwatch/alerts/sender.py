@@ -76,6 +76,10 @@ class Sender:
     100-200 ms, so one at a time would cap the bot far below its ~30 messages/s. A chat never has two in
     flight, so per chat the order sent is the order picked. `clock` is the wall clock the store's timestamps
     use; `monotonic` paces the limits and deadlines.
+
+    Deliveries are marked sent in one transaction per `commit_every` seconds while sends are still running
+    (at once when none is): a commit per answer was most of a burst's disk and CPU. The price is that window:
+    a crash inside it sends those messages again after a restart.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Sender:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         batch: int = 500,
+        commit_every: float = 0.1,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_chat_gone: Callable[[int], Awaitable[None]] | None = None,
@@ -103,6 +108,7 @@ class Sender:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._batch = batch
+        self._commit_every = commit_every
         self._clock = clock
         self._monotonic = monotonic
         self._wake = asyncio.Event()
@@ -111,8 +117,10 @@ class Sender:
         # Chat -> its send in flight. A chat stays here until its outcome is committed: picked again before,
         # the store would still call the message unsent and it would go twice.
         self._in_flight: dict[Hashable, asyncio.Task[None]] = {}
-        # Delivered but not yet marked sent: committed together, one transaction for a burst of answers.
+        # Delivered but not yet marked sent: committed together, one transaction for a burst of answers. Their
+        # chats stay in `_in_flight`, but their slots are free: only the sends still running count.
         self._delivered: list[tuple[OutboxMessage, float]] = []
+        self._first_delivered_at = 0.0  # monotonic; when the oldest of `_delivered` was
         self._send_seconds: dict[int, float] = {}  # message id -> its request's time, logged when committed
         self._link_failures = 0
         # The last due_messages answer not yet started from, and whether it may still be used: a burst of 1,000
@@ -161,12 +169,15 @@ class Sender:
         else seconds until a message or limit allows one (a send ending wakes the sender sooner)."""
         async with self._turn:
             self._wake.clear()
-            await _finish_even_if_cancelled(self._commit_delivered())
-            if len(self._in_flight) >= self._concurrency:
-                return math.inf
+            if (commit_in := self._until_commit()) <= 0:
+                await _finish_even_if_cancelled(self._commit_delivered())
+                commit_in = math.inf
+            self._raise_crashed_sends()
+            if self._running() >= self._concurrency:
+                return commit_in  # a send ending wakes the sender sooner
             if (held := self._limiter.bot_delay(self._monotonic())) > 0:
                 # Nothing may go before then, whichever message it is: no scan of the picks, no query.
-                return held
+                return min(held, commit_in)
             wall = self._clock()
             if self._picks_valid and self._start_due(self._picks) is None:
                 return 0.0  # started from the last answer: no query
@@ -178,7 +189,20 @@ class Sender:
             held = self._start_due(self._picks)
             if held is None:
                 return 0.0
-            return min(held, await self._until_next_due(wall))
+            return min(held, commit_in, await self._until_next_due(wall))
+
+    def _running(self) -> int:
+        """Sends whose request has not ended (delivered ones wait in `_delivered` only for their commit)."""
+        return len(self._in_flight) - len(self._delivered)
+
+    def _until_commit(self) -> float:
+        """Seconds until the deliveries must be committed: 0 once `commit_every` has passed since the oldest, or
+        at once when no send is running (no answer is coming to share the transaction); inf with none."""
+        if not self._delivered:
+            return math.inf
+        if self._running() == 0:
+            return 0.0
+        return max(0.0, self._first_delivered_at + self._commit_every - self._monotonic())
 
     def _start_due(self, picks: list[OutboxMessage]) -> float | None:
         """Starts what may go now from `picks` (most urgent first), removing it; None if anything started, else
@@ -189,7 +213,7 @@ class Sender:
         now = self._monotonic()
         held, started, kept, scanned = math.inf, False, [], len(picks)
         for index, message in enumerate(picks):
-            if len(self._in_flight) >= self._concurrency:
+            if self._running() >= self._concurrency:
                 scanned = index
                 break
             if (wait := self._limiter.bot_delay(now)) > 0:
@@ -232,17 +256,16 @@ class Sender:
         delivered, self._delivered = self._delivered, []
         await self._store.mark_sent_many([(message.id, at) for message, at in delivered])
         total, longest = 0.0, 0.0
+        send_stage = metrics.PASS_STAGE_SECONDS.labels("send")
         for message, _ in delivered:
             self._in_flight.pop(_chat_key(message), None)
-            metrics.TELEGRAM_SENDS.labels("sent").inc()
-            if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
-                metrics.BLOCK_TO_SENT.observe(latency)
             # The request's own time (its stage of the block's latency): what a slow Bot API path shows up in.
             seconds = self._send_seconds.pop(message.id, 0.0)
             total, longest = total + seconds, max(longest, seconds)
-            metrics.PASS_STAGE_SECONDS.labels("send").observe(seconds)
+            send_stage.observe(seconds)
             # Per message only at debug: at a thousand alerts a block, a line each cost more than the commit.
             log.debug("alert.sent", send_ms=round(1000 * seconds, 3), **_facts(message))
+        metrics.TELEGRAM_SENDS.labels("sent").inc(len(delivered))
         log.info("alerts.sent", count=len(delivered), block=max(m.block for m, _ in delivered),
                  send_ms=round(1000 * total, 3), send_ms_max=round(1000 * longest, 3))  # fmt: skip
         self.settled.set()
@@ -271,7 +294,6 @@ class Sender:
 
     async def _deliver(self, chat: Hashable, message: OutboxMessage) -> None:
         """One send and, unless it succeeded (committed in a batch later), its outcome; frees the chat after."""
-        facts = _facts(message)
         started = time.perf_counter()
         try:
             await self._transport.send(message.chat_id, message.text, message.buttons)
@@ -282,7 +304,8 @@ class Sender:
             self._picks_valid = False
             self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("retry_later").inc()
-            log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason, **facts)
+            log.warning("alert.deferred", retry_in=round(wait, 3), scope=e.scope.value, reason=e.reason,
+                        **_facts(message))  # fmt: skip
         except Undeliverable as e:
             self._link_failures = 0
             await self._store.mark_failed(message.id, self._clock(), e.reason)
@@ -290,12 +313,17 @@ class Sender:
             self._in_flight.pop(chat, None)
             metrics.TELEGRAM_SENDS.labels("undeliverable").inc()
             self.settled.set()
-            log.error("alert.failed", reason=e.reason, **facts)
+            log.error("alert.failed", reason=e.reason, **_facts(message))
             if e.chat_gone and message.chat_id is not None and self._on_chat_gone is not None:
                 await self._on_chat_gone(message.chat_id)
         else:
             self._link_failures = 0
             self._send_seconds[message.id] = time.perf_counter() - started
+            # Observed on the answer, not at the commit: the linger before it is no part of the alert's latency.
+            if message.kind != "REPLY" and (latency := metrics.CHAIN.since(message.block)) is not None:
+                metrics.BLOCK_TO_SENT.observe(latency)
+            if not self._delivered:
+                self._first_delivered_at = self._monotonic()
             self._delivered.append((message, self._clock()))
 
     def _hold_back(self, chat: Hashable, error: RetryLater) -> float:

@@ -414,6 +414,40 @@ class TestConcurrency:
         assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 30
         assert queries <= 3, queries
 
+    async def test_a_burst_is_marked_sent_in_few_transactions(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """60 chats, 8 sends at a time: answers arriving while others are still running share one commit per
+        `commit_every` (a commit per answer was most of a burst's disk and CPU); all are marked sent, once."""
+        bot_api.send_delay = 0.05
+        queued = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(1, 61)}
+        commits: list[int] = []
+        mark = store.mark_sent_many
+
+        async def counted(sent):  # type: ignore[no-untyped-def]
+            commits.append(len(sent))
+            await mark(sent)
+
+        store.mark_sent_many = counted  # type: ignore[method-assign]  # counts the real store's commits
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, commit_every=1.0)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 60
+        assert sum(commits) == 60 and len(commits) <= 3, commits
+        assert all(r["sent_at"] is not None and r["attempts"] == 1 for r in await outbox_rows(db_path))
+
+    async def test_a_lone_message_is_marked_sent_at_once(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """With no other send running no answer can join its commit: it does not wait out `commit_every`."""
+        await queue(store, AlertKind.WARN, 7)
+        sender = Sender(store, transport, commit_every=3600)
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(sender.run())
+            async with asyncio.timeout(5):
+                await sender.settled.wait()
+            running.cancel()
+        assert [r["sent_at"] is not None for r in await outbox_rows(db_path)] == [True]
+
     async def test_the_most_urgent_chats_go_first(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
     ) -> None:
