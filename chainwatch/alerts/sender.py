@@ -123,6 +123,7 @@ class Sender:
         self._first_delivered_at = 0.0  # monotonic; when the oldest of `_delivered` was
         self._send_seconds: dict[int, float] = {}  # message id -> its request's time, logged when committed
         self._link_failures = 0
+        self._crashed: list[tuple[Hashable, asyncio.Task[None]]] = []  # sends ended by an unexpected error
         # The last due_messages answer not yet started from, and whether it may still be used: a burst of 1,000
         # alerts to 1,000 chats is then one query per batch, not one per send (the query ranks every pending row).
         # Anything that may change what is due (new messages, a deferred or failed send) drops it.
@@ -165,8 +166,8 @@ class Sender:
         return await self._store.pending_count()
 
     async def _dispatch(self) -> float:
-        """Records finished sends and starts what may go now, most urgent first; returns 0 after starting any,
-        else seconds until a message or limit allows one (a send ending wakes the sender sooner)."""
+        """Records finished sends and starts what may go now, most urgent first; returns the seconds until it is
+        worth calling again: until a message, a limit or the commit allows (a send ending wakes the sender sooner)."""
         async with self._turn:
             self._wake.clear()
             if (commit_in := self._until_commit()) <= 0:
@@ -180,7 +181,7 @@ class Sender:
                 return min(held, commit_in)
             wall = self._clock()
             if self._picks_valid and self._start_due(self._picks) is None:
-                return 0.0  # started from the last answer: no query
+                return self._after_starting(commit_in)  # started from the last answer: no query
             # One message per chat, most urgent first. Chats in flight are dropped at once: such a pick may be
             # that very message (unsent until committed), and kept it could be started again after the commit.
             picks = await self._store.due_messages(wall, self._batch + len(self._in_flight))
@@ -188,8 +189,14 @@ class Sender:
             self._picks_valid = True
             held = self._start_due(self._picks)
             if held is None:
-                return 0.0
+                return self._after_starting(commit_in)
             return min(held, commit_in, await self._until_next_due(wall))
+
+    def _after_starting(self, commit_in: float) -> float:
+        # With the slots full or the bucket empty, a turn now would only find that out: wait for the cause to pass.
+        if self._running() >= self._concurrency:
+            return commit_in
+        return min(self._limiter.bot_delay(self._monotonic()), commit_in)
 
     def _running(self) -> int:
         """Sends whose request has not ended (delivered ones wait in `_delivered` only for their commit)."""
@@ -238,8 +245,15 @@ class Sender:
         # Not a child of run(): cancelling run() must not cut a send short (see `_finish_even_if_cancelled`).
         task = asyncio.ensure_future(self._deliver(chat, message))
         self._in_flight[chat] = task
+        task.add_done_callback(lambda ended: self._ended(chat, ended))
+
+    def _ended(self, chat: Hashable, task: asyncio.Task[None]) -> None:
+        # A send that raised something other than the three transport errors (the store failing) is a bug or a
+        # broken disk: noted here, raised by the loop (`_raise_crashed_sends`), rather than its chat held forever.
+        if task.cancelled() or task.exception() is not None:
+            self._crashed.append((chat, task))
         # A finished send frees a slot (and maybe its chat): the loop picks again at once.
-        task.add_done_callback(lambda _: self._wake.set())
+        self._wake.set()
 
     async def _settle_in_flight(self) -> None:
         """Waits for every send in flight and commits their outcomes (at shutdown, or when run() ends)."""
@@ -271,13 +285,13 @@ class Sender:
         self.settled.set()
 
     def _raise_crashed_sends(self) -> None:
-        # A send that raised something other than the three transport errors (the store failing) is a bug or a
-        # broken disk: it stops the sender loudly rather than leaving its chat blocked forever.
-        for chat, task in list(self._in_flight.items()):
-            if task.done() and (task.cancelled() or task.exception() is not None):
+        # Stops the sender loudly on a crashed send (see `_ended`); a cancelled one only frees its chat.
+        while self._crashed:
+            chat, task = self._crashed.pop()
+            if self._in_flight.get(chat) is task:
                 del self._in_flight[chat]
-                if not task.cancelled():
-                    raise task.exception()  # type: ignore[misc]
+            if not task.cancelled():
+                raise task.exception()  # type: ignore[misc]
 
     async def _until_next_due(self, wall: float) -> float:
         soonest = await self._store.next_attempt_after(wall)

@@ -281,6 +281,29 @@ class TestLogs:
         assert all(0 < b["send_ms_max"] <= b["send_ms"] for b in batches)
 
 
+class TestCrashes:
+    @pytest.mark.parametrize("where", ["store.defer", "on_chat_gone"])
+    async def test_an_unexpected_error_in_a_send_stops_the_sender_loudly(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, where: str
+    ) -> None:
+        """The store failing as a send is recorded, or the chat-gone hook failing: run() raises that error
+        instead of carrying on with the chat held forever or the failure lost."""
+
+        async def broken(*args: object) -> None:
+            raise RuntimeError("disk gone")
+
+        if where == "store.defer":
+            bot_api.fail_next(1, status=429, retry_after=1)
+            store.defer = broken  # type: ignore[method-assign]
+        else:
+            bot_api.block_chat(7)
+        await queue(store, AlertKind.WARN, 7)
+        sender = Sender(store, transport, on_chat_gone=broken)
+        with pytest.raises(RuntimeError, match="disk gone"):
+            async with asyncio.timeout(5):
+                await sender.run()
+
+
 class TestSecrets:
     async def test_token_never_in_logs(self, store: Store, transport: TelegramTransport,
                                        bot_api: BotApiServer) -> None:
