@@ -403,20 +403,20 @@ def timeline(events: list[dict[str, Any]], move: PriceMove) -> dict[str, float]:
         "first_alert_queued": after("alerts.queued", min),  # one line per chunk, once its alerts are committed
         "last_alert_queued": after("alerts.queued", max),
         "read_and_all_queued": after("recompute.read", min),  # logged once the tracker has stored every level
-        "first_alert_sent": after("alert.sent", min),
-        "last_alert_sent": after("alert.sent", max),
+        "first_alert_sent": after("alerts.sent", min),  # one line per commit of sends, `block` its newest
+        "last_alert_sent": after("alerts.sent", max),
     }
 
 
 def stages(events: list[dict[str, Any]], block: int) -> dict[str, float]:
     """chainwatch's own milliseconds per stage for `block`'s read pass (its `recompute.read` line), and the
-    sendMessage requests of that block's alerts (`send_ms` of each `alert.sent`: total and mean)."""
+    sendMessage requests of that block's alerts (`send_ms` and `count` of each `alerts.sent`: total and mean)."""
     read = next((e for e in events if e.get("event") == "recompute.read" and e.get("block") == block), {})
     found = {k: v for k, v in read.items() if k.endswith("_ms")}
-    sends = [e["send_ms"] for e in events if e.get("event") == "alert.sent" and e.get("block") == block and "send_ms" in e]
-    if sends:
-        found["send_ms"] = round(sum(sends), 3)
-        found["send_mean_ms"] = round(sum(sends) / len(sends), 3)
+    sent = [e for e in events if e.get("event") == "alerts.sent" and e.get("block") == block and "send_ms" in e]
+    if count := sum(e["count"] for e in sent):
+        found["send_ms"] = round(sum(e["send_ms"] for e in sent), 3)
+        found["send_mean_ms"] = round(found["send_ms"] / count, 3)
     return found
 
 

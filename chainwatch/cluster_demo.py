@@ -82,8 +82,10 @@ async def run_cluster_demo() -> int:
             following = []
             try:
                 for name, role in PROCESSES:
+                    # A sender says each alert it sent only at debug (its info line is one per batch).
+                    level = ["--log-level", "debug"] if role == "sender" else []
                     process = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "chainwatch.cli", "run", "--config", str(config), "--role", role,
+                        sys.executable, "-m", "chainwatch.cli", *level, "run", "--config", str(config), "--role", role,
                         "--name", name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
                     )  # fmt: skip

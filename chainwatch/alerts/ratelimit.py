@@ -32,11 +32,18 @@ class RateLimiter:
 
     def delay_for(self, chat: Hashable, now: float) -> float:
         """Seconds until a message to `chat` may go; 0.0 when it may go now."""
-        bucket = max(0.0, (1.0 - self._tokens_at_time(now)) / self._rate)
         last = self._last_send.get(chat)
         spacing = 0.0 if last is None else last + self._interval - now
-        paused = max(self._paused.get(chat, float("-inf")), self._all_paused_until) - now
-        delay = max(bucket, spacing, paused, 0.0)
+        paused = self._paused.get(chat, float("-inf")) - now
+        delay = max(self.bot_delay(now), spacing, paused, 0.0)
+        return 0.0 if delay <= _EPSILON else delay
+
+    def bot_delay(self, now: float) -> float:
+        """Seconds until the bot-wide limits (the rate, a pause of every chat) let any message go; 0.0 when they do.
+
+        No chat's `delay_for` is ever shorter: while this is above 0, asking chat by chat is wasted work."""
+        bucket = (1.0 - self._tokens_at_time(now)) / self._rate
+        delay = max(bucket, self._all_paused_until - now, 0.0)
         return 0.0 if delay <= _EPSILON else delay
 
     def record(self, chat: Hashable, now: float) -> None:

@@ -52,6 +52,9 @@ __all__ = [
     "BOT_USER", "BotApiServer", "CallbackAnswer", "ChatType", "Request", "SentMessage", "Update", "running_bot_api",
 ]
 
+# The key of an answer that is a raw body instead of JSON (see `Fault.raw`); no Bot API answer has it.
+_RAW = "__raw_body__"
+
 BOT_USER = {"id": 0, "is_bot": True, "first_name": "chainwatch test", "username": "chainwatch_test_bot"}
 
 @dataclass
@@ -95,9 +98,14 @@ class BotApiServer:
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
 
     # -- faults -------------------------------------------------------------------------------------
-    def fail_next(self, n: int = 1, status: int = 429, retry_after: int | None = 2) -> None:
-        """Answers the next `n` sendMessage calls with `status` (a 429 carries `retry_after` as Telegram does)."""
-        self._faults.extend(Fault(status, retry_after if status == 429 else None) for _ in range(n))
+    def fail_next(
+        self, n: int = 1, status: int = 429, retry_after: int | None = 2, *, description: str | None = None,
+        raw: str | None = None,
+    ) -> None:
+        """Answers the next `n` sendMessage calls with `status` (a 429 carries `retry_after` as Telegram does),
+        with `description` if given, or with the body `raw` as it is instead of a JSON answer."""
+        after = retry_after if status == 429 else None
+        self._faults.extend(Fault(status, after, description, raw) for _ in range(n))
 
     def migrate_chat(self, old: int, new: int) -> None:
         """Answers sendMessage to `old` as Telegram does for a group upgraded to a supergroup with id `new`."""
@@ -323,6 +331,8 @@ class BotApiServer:
             status, body = error(500, "Internal Server Error")
         self.requests.append(Request(method, token_ok, params, status, received_at))
         self._changed()
+        if _RAW in body:
+            return web.Response(text=body[_RAW], status=status, content_type="text/html")
         return web.json_response(body, status=status)
 
     async def _timed_send(self, token_ok: bool, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -407,11 +417,13 @@ class BotApiServer:
     def _send_message(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self._faults:
             fault = self._faults.popleft()
+            if fault.raw is not None:
+                return fault.status, {_RAW: fault.raw}
             if fault.retry_after is not None:
-                return error(
-                    429, f"Too Many Requests: retry after {fault.retry_after}", retry_after=fault.retry_after
-                )
-            return error(fault.status, "Internal Server Error" if fault.status >= 500 else "Injected error")
+                description = fault.description or f"Too Many Requests: retry after {fault.retry_after}"
+                return error(429, description, retry_after=fault.retry_after)
+            usual = "Internal Server Error" if fault.status >= 500 else "Injected error"
+            return error(fault.status, fault.description or usual)
         try:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError, TypeError):

@@ -88,6 +88,8 @@ class CallbackAnswer:
 class Fault:
     status: int
     retry_after: int | None
+    description: str | None = None  # instead of the status's usual one
+    raw: str | None = None  # answered as is, not as JSON: a proxy's HTML error page, a truncated body
 
 
 class BadRequest(Exception):

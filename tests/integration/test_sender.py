@@ -194,7 +194,9 @@ class TestLimits:
         rows = await outbox_rows(db_path)
         assert [(r["sent_at"] is not None, r["attempts"]) for r in rows] == [(True, 2), (True, 1)]
         assert "429" in str(rows[0]["last_error"]) or "retry" in str(rows[0]["last_error"]).lower()
-        assert [e["event"] for e in logs] == ["alert.deferred", "alert.sent", "alert.sent"]
+        assert [e["event"] for e in logs if e["event"].startswith("alert.")] == [
+            "alert.deferred", "alert.sent", "alert.sent"
+        ]
         assert logs[0]["scope"] == "chat" and logs[0]["retry_in"] == 1.0
 
 
@@ -261,6 +263,47 @@ class TestFailures:
         assert [(e["event"], e["scope"]) for e in logs] == [("alert.deferred", "link")]
 
 
+class TestLogs:
+    async def test_one_info_line_per_commit_and_each_alert_at_debug(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """A burst logs `alerts.sent` at info per committed batch (counts adding up to the burst, the newest
+        block, the requests' time), and each alert's `alert.sent` only at debug."""
+        for chat in range(1, 21):
+            await queue(store, AlertKind.WARN, chat)
+        with structlog.testing.capture_logs() as logs:
+            assert await Sender(store, transport, messages_per_second=1000, per_chat_interval=0).drain(soon()) == 0
+        each = [e for e in logs if e["event"] == "alert.sent"]
+        batches = [e for e in logs if e["event"] == "alerts.sent"]
+        assert len(each) == 20 and {e["log_level"] for e in each} == {"debug"}
+        assert {e["log_level"] for e in batches} == {"info"} and sum(e["count"] for e in batches) == 20
+        assert max(e["block"] for e in batches) == max(e["block"] for e in each)
+        assert all(0 < b["send_ms_max"] <= b["send_ms"] for b in batches)
+
+
+class TestCrashes:
+    @pytest.mark.parametrize("where", ["store.defer", "on_chat_gone"])
+    async def test_an_unexpected_error_in_a_send_stops_the_sender_loudly(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, where: str
+    ) -> None:
+        """The store failing as a send is recorded, or the chat-gone hook failing: run() raises that error
+        instead of carrying on with the chat held forever or the failure lost."""
+
+        async def broken(*args: object) -> None:
+            raise RuntimeError("disk gone")
+
+        if where == "store.defer":
+            bot_api.fail_next(1, status=429, retry_after=1)
+            store.defer = broken  # type: ignore[method-assign]
+        else:
+            bot_api.block_chat(7)
+        await queue(store, AlertKind.WARN, 7)
+        sender = Sender(store, transport, on_chat_gone=broken)
+        with pytest.raises(RuntimeError, match="disk gone"):
+            async with asyncio.timeout(5):
+                await sender.run()
+
+
 class TestSecrets:
     async def test_token_never_in_logs(self, store: Store, transport: TelegramTransport,
                                        bot_api: BotApiServer) -> None:
@@ -271,7 +314,7 @@ class TestSecrets:
             await queue(store, AlertKind.WARN, chat)
         with structlog.testing.capture_logs() as logs:
             assert await Sender(store, transport).drain(soon()) == 0
-        assert {e["event"] for e in logs} == {"alert.sent", "alert.deferred", "alert.failed"}
+        assert {e["event"] for e in logs} == {"alert.sent", "alerts.sent", "alert.deferred", "alert.failed"}
         assert_no_secret(repr(logs))
 
     async def test_token_not_in_network_error(self) -> None:
@@ -372,6 +415,61 @@ class TestConcurrency:
         assert await sender.drain(soon(20)) == 0
         assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 200
         assert queries < 20, queries
+
+    async def test_while_the_bot_wide_limit_holds_the_outbox_is_not_ranked_again(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer
+    ) -> None:
+        """30 chats at 60 messages/s: the bucket holds back every send after the first, and every send ending
+        wakes the sender, yet the burst still goes from one ranking (nothing could start meanwhile, whatever
+        the outbox held: asking it again on every wake was a query per send)."""
+        queued = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(1, 31)}
+        queries = 0
+        ranked = store.due_messages
+
+        async def counted(now: float, limit: int = 100):  # type: ignore[no-untyped-def]
+            nonlocal queries
+            queries += 1
+            return await ranked(now, limit)
+
+        store.due_messages = counted  # type: ignore[method-assign]  # counts the real store's queries
+        sender = Sender(store, transport, messages_per_second=60, per_chat_interval=0, concurrency=8)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 30
+        assert queries <= 3, queries
+
+    async def test_a_burst_is_marked_sent_in_few_transactions(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """60 chats, 8 sends at a time: answers arriving while others are still running share one commit per
+        `commit_every` (a commit per answer was most of a burst's disk and CPU); all are marked sent, once."""
+        bot_api.send_delay = 0.05
+        queued = {chat: await queue(store, AlertKind.WARN, chat) for chat in range(1, 61)}
+        commits: list[int] = []
+        mark = store.mark_sent_many
+
+        async def counted(sent):  # type: ignore[no-untyped-def]
+            commits.append(len(sent))
+            await mark(sent)
+
+        store.mark_sent_many = counted  # type: ignore[method-assign]  # counts the real store's commits
+        sender = Sender(store, transport, messages_per_second=1000, per_chat_interval=0, commit_every=1.0)
+        assert await sender.drain(soon(20)) == 0
+        assert {m.chat_id: m.text for m in bot_api.messages} == queued and len(bot_api.messages) == 60
+        assert sum(commits) == 60 and len(commits) <= 3, commits
+        assert all(r["sent_at"] is not None and r["attempts"] == 1 for r in await outbox_rows(db_path))
+
+    async def test_a_lone_message_is_marked_sent_at_once(
+        self, store: Store, transport: TelegramTransport, bot_api: BotApiServer, db_path: Path
+    ) -> None:
+        """With no other send running no answer can join its commit: it does not wait out `commit_every`."""
+        await queue(store, AlertKind.WARN, 7)
+        sender = Sender(store, transport, commit_every=3600)
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(sender.run())
+            async with asyncio.timeout(5):
+                await sender.settled.wait()
+            running.cancel()
+        assert [r["sent_at"] is not None for r in await outbox_rows(db_path)] == [True]
 
     async def test_the_most_urgent_chats_go_first(
         self, store: Store, transport: TelegramTransport, bot_api: BotApiServer

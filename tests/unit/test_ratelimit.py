@@ -113,6 +113,39 @@ class TestPause:
         assert rl.delay_for(8, now=0.0) == pytest.approx(1.5)
 
 
+
+class TestBotDelay:
+    @pytest.mark.parametrize(("elapsed", "expected"), [(0.0, 0.04), (0.03, 0.01), (0.04, 0.0), (1.0, 0.0)])
+    def test_waits_for_the_bucket(self, elapsed: float, expected: float) -> None:
+        """After a send, any message waits for the bot-wide token, whatever its chat."""
+        rl = limiter(per_second=25)
+        rl.record(1, now=10.0)
+        assert rl.bot_delay(now=10.0 + elapsed) == pytest.approx(expected)
+
+    def test_waits_for_a_pause_of_every_chat_but_not_of_one(self) -> None:
+        """A pause of None holds the whole bot; a pause of one chat leaves the bot free."""
+        rl = limiter(per_second=1000)
+        rl.pause(7, until=5.0)
+        assert rl.bot_delay(now=1.0) == 0.0
+        rl.pause(None, until=3.0)
+        assert rl.bot_delay(now=1.0) == pytest.approx(2.0)
+
+    def test_ignores_a_cooling_chat(self) -> None:
+        """The per-chat interval is no bot-wide limit."""
+        rl = limiter(per_second=1000, interval=5.0)
+        rl.record(7, now=0.0)
+        assert rl.bot_delay(now=1.0) == 0.0 and rl.delay_for(7, now=1.0) == pytest.approx(4.0)
+
+    @pytest.mark.parametrize("now", [0.0, 0.02, 0.5, 1.4, 3.0])
+    def test_no_chat_waits_less(self, now: float) -> None:
+        """Every chat's delay is at least the bot's: what lets the sender skip asking chat by chat."""
+        rl = limiter(per_second=10, interval=1.0)
+        rl.record(1, now=0.0)
+        rl.pause(2, until=2.0)
+        rl.pause(None, until=1.2)
+        assert all(rl.delay_for(chat, now=now) >= rl.bot_delay(now=now) for chat in (1, 2, 3))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(per_second=0, per_chat_interval=1), dict(per_second=1, per_chat_interval=-1),
